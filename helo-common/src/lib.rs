@@ -1,0 +1,18 @@
+//! What the XDP program (`helo-ebpf`) and the agent (`helo-user`) must agree on, bit for bit.
+//!
+//! Everything here is `no_std`, allocation-free and written so that the eBPF verifier accepts it:
+//! loops have constant bounds and buffers have fixed sizes. The kernel and user space call the very
+//! same functions, so a name the agent blocks hashes to exactly the key the kernel looks up.
+//!
+//! - [`greeting`]: finds `HELO`/`EHLO` and its argument at the start of a TCP payload, and hashes the
+//!   normalised argument as it goes;
+//! - [`hash`]: SipHash-2-4, streamed one byte at a time;
+//! - [`maps`]: map names, key and value layouts, counter indices, events and configuration.
+#![no_std]
+
+pub mod greeting;
+pub mod hash;
+pub mod maps;
+
+pub use greeting::{hash_helo_arg, normalised_arg, scan_greeting, GreetingScanner, Scan, PAYLOAD_WINDOW};
+pub use hash::{HashKey, SipHasher24};

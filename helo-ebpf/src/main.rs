@@ -1,0 +1,32 @@
+//! `helo`: the XDP program. It drops, before the TCP stack sees them, the first client segments
+//! whose greeting is listed and every segment from a listed source, on the filtered ports.
+//!
+//! Data flow: [`parse`] walks the headers (Ethernet, VLAN, IPv4/IPv6, TCP) with one forward cursor;
+//! [`verdict`] decides on the flow (allow list, source list, first payload, greeting); [`maps`]
+//! holds the shared maps and the counter/event glue. Anything unexpected is passed: the program
+//! fails open.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod parse;
+mod verdict;
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+
+#[xdp]
+pub fn helo(ctx: XdpContext) -> u32 {
+    let (action, counter) = verdict::decide(&ctx);
+    maps::count(counter);
+    action
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,182 @@
+//! The maps shared with the agent, and the small amount of `unsafe` glue around them.
+//!
+//! Layouts and names come from `helo_common::maps`. Capacities here are defaults; the agent sets
+//! the HELO map's capacity at load time.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_boot_ns,
+    macros::map,
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use helo_common::{
+    maps::{
+        counter, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, ALLOW_CAPACITY,
+        DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS,
+    },
+    GreetingScanner, Scan, PAYLOAD_WINDOW,
+};
+
+#[map(name = "HELO_CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Indexed by destination port (host order); non-zero means filtered.
+#[map(name = "HELO_PORTS")]
+pub static PORTS: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
+
+/// Listed greetings: keyed hash of the normalised argument → entry. LRU, so a flood of invented
+/// names evicts the oldest instead of failing inserts.
+#[map(name = "HELO_BLOCKS")]
+pub static HELO_BLOCKS: LruHashMap<u64, BlockEntry> =
+    LruHashMap::with_max_entries(DEFAULT_HELO_CAPACITY, 0);
+
+#[map(name = "HELO_SOURCE_BLOCKS")]
+pub static SOURCE_BLOCKS: LruHashMap<AddrKey, BlockEntry> =
+    LruHashMap::with_max_entries(DEFAULT_SOURCE_CAPACITY, 0);
+
+/// Allowed networks (IPv4 stored IPv4-mapped, prefix + 96). Their packets always pass.
+#[map(name = "HELO_ALLOW")]
+pub static ALLOW: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_CAPACITY, 0);
+
+/// Flows whose SYN was seen: where their first payload byte will be.
+#[map(name = "HELO_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOW_CAPACITY, 0);
+
+#[map(name = "HELO_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[map(name = "HELO_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Per-CPU working memory for the greeting scan: the payload window (512 bytes do not fit on the
+/// 512-byte BPF stack) and the scanner's state between bpf_loop iterations.
+pub struct Scratch {
+    pub window: [u8; PAYLOAD_WINDOW],
+    pub scanner: GreetingScanner,
+    pub result: ScanResult,
+}
+
+/// [`Scan`] with every byte defined. Storing the enum itself would store its unused payload
+/// bytes as undefined registers, which the verifier refuses to read.
+#[derive(Clone, Copy)]
+pub struct ScanResult {
+    kind: u32,
+    hash: u64,
+}
+
+impl ScanResult {
+    const GREETING: u32 = 0;
+    const NOT_GREETING: u32 = 1;
+    const ARG_TOO_LONG: u32 = 2;
+    const TRUNCATED_KIND: u32 = 3;
+    pub const TRUNCATED: Self = Self { kind: Self::TRUNCATED_KIND, hash: 0 };
+
+    #[inline(always)]
+    pub fn from_scan(scan: Scan) -> Self {
+        match scan {
+            Scan::Greeting { hash, .. } => Self { kind: Self::GREETING, hash },
+            Scan::NotGreeting => Self { kind: Self::NOT_GREETING, hash: 0 },
+            Scan::ArgTooLong => Self { kind: Self::ARG_TOO_LONG, hash: 0 },
+            Scan::Truncated => Self::TRUNCATED,
+        }
+    }
+
+    /// Back to a [`Scan`]; the argument's position is not kept (the kernel does not need it).
+    #[inline(always)]
+    pub fn to_scan(self) -> Scan {
+        match self.kind {
+            Self::GREETING => Scan::Greeting { hash: self.hash, arg_start: 0, arg_len: 0 },
+            Self::NOT_GREETING => Scan::NotGreeting,
+            Self::ARG_TOO_LONG => Scan::ArgTooLong,
+            _ => Scan::Truncated,
+        }
+    }
+}
+
+#[map(name = "HELO_SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot is only touched by this CPU, and XDP does not preempt itself.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn config() -> Option<Config> {
+    CONFIG.get(0).copied()
+}
+
+#[inline(always)]
+pub fn port_filtered(port: u16) -> bool {
+    matches!(PORTS.get(port as u32), Some(v) if *v != 0)
+}
+
+#[inline(always)]
+pub fn now_boot_ns() -> u64 {
+    // SAFETY: a plain helper call with no arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+pub fn allow_listed(addr: &AddrKey) -> bool {
+    ALLOW.get(Key::new(128, addr.addr)).is_some()
+}
+
+/// A live entry for `addr` in the source map.
+#[inline(always)]
+pub fn source_entry(addr: &AddrKey, now: u64) -> Option<*mut BlockEntry> {
+    live(SOURCE_BLOCKS.get_ptr_mut(addr)?, now)
+}
+
+/// A live entry for a greeting hash in the HELO map.
+#[inline(always)]
+pub fn helo_entry(hash: u64, now: u64) -> Option<*mut BlockEntry> {
+    live(HELO_BLOCKS.get_ptr_mut(hash)?, now)
+}
+
+#[inline(always)]
+fn live(entry: *mut BlockEntry, now: u64) -> Option<*mut BlockEntry> {
+    // SAFETY: `entry` points into a map value that stays valid for this program run.
+    unsafe { (*entry).is_live(now) }.then_some(entry)
+}
+
+/// Counts a hit on an entry and returns its reason.
+#[inline(always)]
+pub fn record_hit(entry: *mut BlockEntry, now: u64) -> u32 {
+    // SAFETY: as in `live`. Two CPUs hitting one entry at the same instant may lose an increment:
+    // the per-entry count is for people reading `blocklist list`; exact totals are the per-CPU
+    // counters.
+    unsafe {
+        (*entry).hits += 1;
+        (*entry).last_hit_boot_ns = now;
+        (*entry).reason
+    }
+}
+
+#[inline(always)]
+pub fn flow_first_payload_seq(flow: &FlowKey) -> Option<u32> {
+    // SAFETY: the value is copied out at once.
+    unsafe { FLOWS.get(flow) }.map(|s| s.first_payload_seq)
+}
+
+#[inline(always)]
+pub fn remember_flow(flow: &FlowKey, first_payload_seq: u32) {
+    // A full LRU map evicts; an insert failure only means this flow goes uninspected (fail open).
+    let _ = FLOWS.insert(flow, FlowState { first_payload_seq, _pad: 0 }, 0);
+}
+
+/// Reports a drop to the agent. A full ring never changes the verdict; the loss is counted.
+#[inline(always)]
+pub fn report(event: DropEvent) {
+    if EVENTS.output::<DropEvent>(&event, 0).is_err() {
+        count(counter::EVENTS_LOST);
+    }
+}
+
+/// This CPU's scratch value.
+#[inline(always)]
+pub fn scratch() -> Option<*mut Scratch> {
+    SCRATCH.get_ptr_mut(0)
+}

@@ -1,0 +1,266 @@
+//! Header parsing: one forward-only cursor and one small `parse_<layer>` function per layer, in the
+//! style of xdp-tutorial's parsing helpers. Each function checks its bytes against `data_end`
+//! before reading them and returns the counter index of the reason when it gives up, so the caller
+//! can pass the packet and count why.
+
+use aya_ebpf::programs::XdpContext;
+use helo_common::maps::{counter, AddrKey, FlowKey};
+
+const ETH_HDR_LEN: usize = 14;
+const VLAN_HDR_LEN: usize = 4;
+const IPV4_HDR_LEN: usize = 20;
+const IPV6_HDR_LEN: usize = 40;
+const TCP_HDR_LEN: usize = 20;
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+const IPPROTO_TCP: u8 = 6;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+
+/// How many VLAN tags and IPv6 extension headers are walked before giving up.
+const MAX_VLAN_TAGS: usize = 2;
+const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// No header we parse starts beyond this offset; the bound also keeps the verifier's view of the
+/// cursor small.
+const MAX_HEADER_OFFSET: usize = 4096;
+
+pub type Pass = u32;
+
+/// Offset from the start of the frame. Only moves forward.
+pub struct Cursor {
+    pos: usize,
+}
+
+impl Cursor {
+    pub fn new() -> Self {
+        Self { pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// A pointer to `len` readable bytes at the cursor, or `None` past the end of the frame.
+    #[inline(always)]
+    fn bytes(&self, ctx: &XdpContext, len: usize) -> Option<*const u8> {
+        let pos = self.pos;
+        if pos > MAX_HEADER_OFFSET {
+            return None;
+        }
+        let start = ctx.data() + pos;
+        if start + len > ctx.data_end() {
+            return None;
+        }
+        Some(start as *const u8)
+    }
+
+    /// Whether `len` bytes from the cursor lie within the frame, without reading them.
+    #[inline(always)]
+    fn has(&self, ctx: &XdpContext, len: usize) -> bool {
+        ctx.data() + self.pos + len <= ctx.data_end()
+    }
+
+    #[inline(always)]
+    fn advance(&mut self, len: usize) {
+        self.pos += len;
+    }
+}
+
+/// Reads a fixed-size header at the cursor. This is the one place packet memory is read.
+#[inline(always)]
+fn read<const N: usize>(ctx: &XdpContext, cur: &Cursor) -> Option<[u8; N]> {
+    let p = cur.bytes(ctx, N)?;
+    // SAFETY: `bytes` checked that N bytes from `p` lie within [data, data_end).
+    Some(unsafe { core::ptr::read_unaligned(p as *const [u8; N]) })
+}
+
+#[inline(always)]
+fn be16(b0: u8, b1: u8) -> u16 {
+    u16::from_be_bytes([b0, b1])
+}
+
+/// The network layer's result.
+pub struct Ip {
+    pub saddr: AddrKey,
+    pub daddr: AddrKey,
+    /// Bytes of transport header plus payload, from the IP length field (not the frame length:
+    /// short frames carry Ethernet padding).
+    pub l4_len: usize,
+}
+
+/// The transport layer's result.
+pub struct Tcp {
+    pub sport_be: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub syn: bool,
+    pub ack: bool,
+    pub payload_len: usize,
+}
+
+pub enum L3 {
+    V4,
+    V6,
+}
+
+/// Ethernet plus up to two VLAN tags (802.1Q, 802.1ad): the network protocol.
+#[inline(always)]
+pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<L3, Pass> {
+    let eth: [u8; ETH_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    cur.advance(ETH_HDR_LEN);
+    let mut proto = be16(eth[12], eth[13]);
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let tag: [u8; VLAN_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+        cur.advance(VLAN_HDR_LEN);
+        proto = be16(tag[2], tag[3]);
+    }
+    match proto {
+        ETH_P_IPV4 => Ok(L3::V4),
+        ETH_P_IPV6 => Ok(L3::V6),
+        _ => Err(counter::PASS_NOT_IP),
+    }
+}
+
+/// IPv4 with options (IHL 5–15). Fragments are passed: only a whole first segment is judged.
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
+    let h: [u8; IPV4_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    let version = h[0] >> 4;
+    let hdr_len = ((h[0] & 0x0f) as usize) * 4;
+    if version != 4 || hdr_len < IPV4_HDR_LEN {
+        return Err(counter::PASS_MALFORMED);
+    }
+    let total_len = be16(h[2], h[3]) as usize;
+    if total_len < hdr_len {
+        return Err(counter::PASS_MALFORMED);
+    }
+    // A frame shorter than its IP header says was cut somewhere: it is not judged.
+    if !cur.has(ctx, total_len) {
+        return Err(counter::PASS_TRUNCATED);
+    }
+    // More-fragments flag or a non-zero offset.
+    if be16(h[6], h[7]) & 0x3fff != 0 {
+        return Err(counter::PASS_FRAGMENT);
+    }
+    if h[9] != IPPROTO_TCP {
+        return Err(counter::PASS_NOT_TCP);
+    }
+    cur.advance(hdr_len);
+    Ok(Ip {
+        saddr: AddrKey::from_v4([h[12], h[13], h[14], h[15]]),
+        daddr: AddrKey::from_v4([h[16], h[17], h[18], h[19]]),
+        l4_len: total_len - hdr_len,
+    })
+}
+
+/// IPv6, skipping hop-by-hop, routing, destination-options and AH headers (up to a bound).
+#[inline(always)]
+pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
+    let h: [u8; IPV6_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    if h[0] >> 4 != 6 {
+        return Err(counter::PASS_MALFORMED);
+    }
+    let mut remaining = be16(h[4], h[5]) as usize;
+    if !cur.has(ctx, IPV6_HDR_LEN + remaining) {
+        return Err(counter::PASS_TRUNCATED);
+    }
+    let mut next = h[6];
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr.copy_from_slice(&h[8..24]);
+    daddr.copy_from_slice(&h[24..40]);
+    cur.advance(IPV6_HDR_LEN);
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let ext_len = match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
+                let e: [u8; 2] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+                next = e[0];
+                (e[1] as usize + 1) * 8
+            }
+            IPV6_AUTH => {
+                let e: [u8; 2] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+                next = e[0];
+                (e[1] as usize + 2) * 4
+            }
+            IPV6_FRAGMENT => return Err(counter::PASS_FRAGMENT),
+            _ => break,
+        };
+        if ext_len > remaining {
+            return Err(counter::PASS_MALFORMED);
+        }
+        remaining -= ext_len;
+        cur.advance(ext_len);
+    }
+    match next {
+        IPPROTO_TCP => {}
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
+            return Err(counter::PASS_MALFORMED)
+        }
+        IPV6_FRAGMENT => return Err(counter::PASS_FRAGMENT),
+        _ => return Err(counter::PASS_NOT_TCP),
+    }
+    Ok(Ip { saddr: AddrKey::from_v6(saddr), daddr: AddrKey::from_v6(daddr), l4_len: remaining })
+}
+
+/// TCP with options (data offset 5–15). Leaves the cursor at the payload.
+#[inline(always)]
+pub fn parse_tcp(ctx: &XdpContext, cur: &mut Cursor, l4_len: usize) -> Result<Tcp, Pass> {
+    let h: [u8; TCP_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    let hdr_len = ((h[12] >> 4) as usize) * 4;
+    if hdr_len < TCP_HDR_LEN || hdr_len > l4_len {
+        return Err(counter::PASS_MALFORMED);
+    }
+    if !cur.has(ctx, hdr_len) {
+        return Err(counter::PASS_TRUNCATED);
+    }
+    cur.advance(hdr_len);
+    let flags = h[13];
+    Ok(Tcp {
+        sport_be: u16::from_ne_bytes([h[0], h[1]]),
+        dport: be16(h[2], h[3]),
+        seq: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        syn: flags & 0x02 != 0,
+        ack: flags & 0x10 != 0,
+        payload_len: l4_len - hdr_len,
+    })
+}
+
+/// A parsed TCP segment: its flow (client → server) and its TCP facts.
+pub struct Segment {
+    pub flow: FlowKey,
+    pub tcp: Tcp,
+    /// Offset of the payload from the start of the frame.
+    pub payload_offset: usize,
+}
+
+/// All layers, outermost first.
+#[inline(always)]
+pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Pass> {
+    let mut cur = Cursor::new();
+    let ip = match parse_ethernet(ctx, &mut cur)? {
+        L3::V4 => parse_ipv4(ctx, &mut cur)?,
+        L3::V6 => parse_ipv6(ctx, &mut cur)?,
+    };
+    let tcp = parse_tcp(ctx, &mut cur, ip.l4_len)?;
+    Ok(Segment {
+        flow: FlowKey {
+            saddr: ip.saddr.addr,
+            daddr: ip.daddr.addr,
+            sport_be: tcp.sport_be,
+            dport_be: tcp.dport.to_be(),
+        },
+        tcp,
+        payload_offset: cur.pos(),
+    })
+}

@@ -1,0 +1,16 @@
+//! The kernel side as the agent sees it: load the embedded XDP object, attach it to a NIC, and
+//! read and write its maps through typed handles.
+//!
+//! - [`filter`]: loading, configuring and attaching the program;
+//! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
+//! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys.
+
+pub mod addr;
+pub mod filter;
+pub mod maps;
+
+pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+pub use maps::{Counters, KernelMaps};
+
+/// The XDP object built by `build.rs` from `helo-ebpf`.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helo"));

@@ -1,0 +1,2 @@
+//! `helo-user`: the agent's command line.
+fn main() {}

@@ -1,0 +1,425 @@
+//! The real XDP program, loaded into the kernel and run through BPF_PROG_TEST_RUN on a generated
+//! corpus of frames. For every frame the kernel's verdict must equal the reference: an independent
+//! header parser (etherparse) plus helo-common's greeting scanner, over the same map contents.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use aya::programs::{TestRun, TestRunOptions};
+use helo_common::{
+    hash_helo_arg,
+    maps::{counter, BlockEntry, FlowKey},
+    scan_greeting, HashKey, Scan, PAYLOAD_WINDOW,
+};
+use helo_tests::{
+    frames::{Frame, Ipv6Ext, TCP_ACK, TCP_PSH, TCP_SYN, TPID_8021AD, TPID_8021Q},
+    privilege::require_root,
+};
+use helo_user::kernel::{addr::addr_key, FilterMode, KernelFilter, LoadOptions};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const KEY: HashKey = HashKey { k0: 0x5eed_0001_dead_beef, k1: 0x0123_4567_89ab_cdef };
+const PORTS: [u16; 2] = [25, 587];
+
+/// What user space put in the maps, as the reference sees it.
+struct Model {
+    helo: HashSet<u64>,
+    sources: HashSet<IpAddr>,
+    allow: Vec<(IpAddr, u8)>,
+    flows: HashMap<FlowKey, u32>,
+}
+
+fn flow_key(f: &Frame) -> FlowKey {
+    FlowKey {
+        saddr: addr_key(f.src).addr,
+        daddr: addr_key(f.dst).addr,
+        sport_be: f.sport.to_be(),
+        dport_be: f.dport.to_be(),
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl Model {
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|&(net, p)| in_net(ip, net, p))
+    }
+
+    /// The verdict the program should reach, from an independent parse of the bytes.
+    fn verdict(&self, frame: &[u8]) -> u32 {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let Ok(p) = SlicedPacket::from_ethernet(frame) else { return XDP_PASS };
+        let (src, dst, fragmented) = match &p.net {
+            Some(NetSlice::Ipv4(v4)) => (
+                IpAddr::V4(v4.header().source_addr()),
+                IpAddr::V4(v4.header().destination_addr()),
+                v4.payload().fragmented,
+            ),
+            Some(NetSlice::Ipv6(v6)) => (
+                IpAddr::V6(v6.header().source_addr()),
+                IpAddr::V6(v6.header().destination_addr()),
+                v6.payload().fragmented,
+            ),
+            _ => return XDP_PASS,
+        };
+        if fragmented {
+            return XDP_PASS;
+        }
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else { return XDP_PASS };
+        if !PORTS.contains(&tcp.destination_port()) {
+            return XDP_PASS;
+        }
+        let drop_unless_allowed = || if self.allowed(src) { XDP_PASS } else { XDP_DROP };
+        if self.sources.contains(&src) {
+            return drop_unless_allowed();
+        }
+        if tcp.syn() && !tcp.ack() {
+            return XDP_PASS;
+        }
+        let payload = tcp.payload();
+        if payload.is_empty() {
+            return XDP_PASS;
+        }
+        let flow = FlowKey {
+            saddr: addr_key(src).addr,
+            daddr: addr_key(dst).addr,
+            sport_be: tcp.source_port().to_be(),
+            dport_be: tcp.destination_port().to_be(),
+        };
+        if self.flows.get(&flow) != Some(&tcp.sequence_number()) {
+            return XDP_PASS;
+        }
+        let mut window = [0u8; PAYLOAD_WINDOW];
+        let n = payload.len().min(PAYLOAD_WINDOW);
+        window[..n].copy_from_slice(&payload[..n]);
+        match scan_greeting(&window, n, &KEY) {
+            Scan::Greeting { hash, .. } if self.helo.contains(&hash) => drop_unless_allowed(),
+            _ => XDP_PASS,
+        }
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const BLOCKED_NAMES: &[&[u8]] = &[
+    b"blocked.example.com",
+    b"bad.example",
+    b"[198.51.100.7]",
+    b"1.2.3.4",
+    b"localhost",
+    b"",
+];
+const EXPIRED_NAME: &[u8] = b"expired.example.com";
+
+fn long_name(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b"abcdefghij."[i % 11]).map(|b| if b == b'.' { b'x' } else { b }).collect()
+}
+
+/// Greeting payloads: listed names in other spellings, names that are not listed, and non-greetings.
+fn payloads() -> Vec<Vec<u8>> {
+    let mut p: Vec<Vec<u8>> = vec![
+        b"EHLO blocked.example.com\r\n".to_vec(),
+        b"HELO BLOCKED.Example.COM.\r\n".to_vec(),
+        b"ehlo \t blocked.example.com\r\n".to_vec(),
+        b"EHLO blocked.example.com\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n".to_vec(),
+        b"EHLO blocked.example.com extra\r\n".to_vec(),
+        b"HeLo bad.example\n".to_vec(),
+        b"EHLO [198.51.100.7]\r\n".to_vec(),
+        b"EHLO 198.51.100.7\r\n".to_vec(), // not listed: brackets make a different name
+        b"EHLO 1.2.3.4\r\n".to_vec(),
+        b"EHLO [1.2.3.4]\r\n".to_vec(),
+        b"EHLO localhost\r\n".to_vec(),
+        b"HELO\r\n".to_vec(),
+        b"HELO \r\n".to_vec(),
+        b"EHLO mail.example.org\r\n".to_vec(),
+        b"EHLO blocked.example.com.evil\r\n".to_vec(),
+        b"EHLO blocked.example.co\r\n".to_vec(),
+        b"EHLO expired.example.com\r\n".to_vec(),
+        b"EHLO blocked\0.example.com\r\n".to_vec(),
+        b"EHLO bl\xc3\xb6cked.example.com\r\n".to_vec(),
+        b"EHLO blocked.example.com".to_vec(), // no terminator: truncated
+        b"EHL".to_vec(),
+        b"HELLO blocked.example.com\r\n".to_vec(),
+        b"MAIL FROM:<x@blocked.example.com>\r\n".to_vec(),
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03".to_vec(),
+        b" EHLO blocked.example.com\r\n".to_vec(),
+    ];
+    for len in [0usize, 1, 254, 255, 256] {
+        let name = long_name(len);
+        p.push([b"EHLO ".as_slice(), &name, b"\r\n"].concat());
+    }
+    p
+}
+
+struct Corpus {
+    frames: Vec<Frame>,
+}
+
+fn corpus() -> Corpus {
+    let v4_sources = [ip("198.18.1.10"), ip("198.18.9.9"), ip("198.18.7.5")];
+    let v6_sources = [ip("2001:2::1:10"), ip("2001:2::9:9"), ip("2001:2:0:7::5")];
+    let mut frames = Vec::new();
+    let mut sport = 20000u16;
+    let mut next_sport = || {
+        sport = sport.wrapping_add(1);
+        sport
+    };
+    for payload in payloads() {
+        for (srcs, dst) in [(v4_sources, ip("198.18.0.2")), (v6_sources, ip("2001:2::2"))] {
+            for src in srcs {
+                for vlans in [vec![], vec![TPID_8021Q], vec![TPID_8021AD, TPID_8021Q]] {
+                    for ip_opt in [0u8, 1, 10] {
+                        for tcp_opt in [0u8, 3, 10] {
+                            for dport in [25u16, 587, 80] {
+                                let mut f = Frame::tcp(src, dst, &payload);
+                                f.vlan_tpids = vlans.clone();
+                                f.sport = next_sport();
+                                f.dport = dport;
+                                f.seq = 0x1000_0000u32.wrapping_add(f.sport as u32 * 7919);
+                                f.tcp_option_words = tcp_opt;
+                                if src.is_ipv4() {
+                                    f.ipv4_option_words = ip_opt;
+                                } else {
+                                    f.ipv6_ext = match ip_opt {
+                                        0 => vec![],
+                                        1 => vec![Ipv6Ext::HopByHop],
+                                        _ => vec![Ipv6Ext::HopByHop, Ipv6Ext::DestOpts, Ipv6Ext::Routing],
+                                    };
+                                }
+                                frames.push(f);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Corpus { frames }
+}
+
+/// Frames that break the headers: every truncation point, bad IHL / data offset, fragments,
+/// SYNs, other protocols, segments that are not the first payload.
+fn broken_frames(base: &[Frame]) -> Vec<(Vec<u8>, Option<Frame>)> {
+    let mut out = Vec::new();
+    for f in base {
+        let bytes = f.build();
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (a NIC never delivers
+        // one), so the cuts start there.
+        for cut in 14..bytes.len() {
+            out.push((bytes[..cut].to_vec(), Some(f.clone())));
+        }
+        for ihl in 0..5u8 {
+            let mut g = f.clone();
+            if g.src.is_ipv4() {
+                g.ipv4_ihl_override = Some(ihl);
+                out.push((g.build(), Some(g)));
+            }
+        }
+        for doff in 0..5u8 {
+            let mut g = f.clone();
+            g.tcp_doff_override = Some(doff);
+            out.push((g.build(), Some(g)));
+        }
+        // Data offset beyond the segment.
+        let mut g = f.clone();
+        g.tcp_doff_override = Some(15);
+        g.payload.truncate(10);
+        out.push((g.build(), Some(g)));
+        for frag in [0x2000u16, 0x0001, 0x3fff] {
+            let mut g = f.clone();
+            if g.src.is_ipv4() {
+                g.ipv4_frag = frag;
+            } else {
+                g.ipv6_ext = vec![Ipv6Ext::Fragment];
+            }
+            out.push((g.build(), Some(g)));
+        }
+        let mut g = f.clone();
+        g.ip_proto = 17;
+        out.push((g.build(), None));
+        let syn = f.syn();
+        out.push((syn.build(), Some(syn)));
+        let mut g = f.clone();
+        g.seq = g.seq.wrapping_add(100); // a later segment of the flow
+        out.push((g.build(), Some(g)));
+        let mut g = f.clone();
+        g.tcp_flags = TCP_SYN | TCP_ACK;
+        out.push((g.build(), Some(g)));
+        let mut g = f.clone();
+        g.tcp_flags = TCP_ACK | TCP_PSH;
+        g.payload.clear();
+        out.push((g.build(), Some(g)));
+        // Three VLAN tags: more than the parser walks.
+        let mut g = f.clone();
+        g.vlan_tpids = vec![TPID_8021AD, TPID_8021Q, TPID_8021Q];
+        out.push((g.build(), Some(g)));
+        // An ARP frame.
+        let mut arp = bytes.clone();
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        out.push((arp, None));
+    }
+    out
+}
+
+#[test]
+fn kernel_verdicts_match_the_reference_on_a_generated_corpus() {
+    if !require_root("kernel_verdicts_match_the_reference_on_a_generated_corpus") {
+        return;
+    }
+    let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+
+    let mut model = Model { helo: HashSet::new(), sources: HashSet::new(), allow: vec![], flows: HashMap::new() };
+    let listed = BlockEntry { reason: 2, added_unix_s: 1, ..Default::default() };
+    for name in BLOCKED_NAMES {
+        let h = hash_helo_arg(&KEY, name);
+        filter.maps.block_helo(h, listed).unwrap();
+        model.helo.insert(h);
+    }
+    // An expired entry: still in the map, but the kernel must ignore it.
+    filter
+        .maps
+        .block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_boot_ns: 1, ..listed })
+        .unwrap();
+    for src in [ip("198.18.9.9"), ip("2001:2::9:9"), ip("198.18.7.5")] {
+        filter.maps.block_source(src, listed).unwrap();
+        model.sources.insert(src);
+    }
+    for (net, prefix) in [(ip("198.18.7.0"), 24u8), (ip("2001:2:0:7::"), 64)] {
+        filter.maps.allow(net, prefix).unwrap();
+        model.allow.push((net, prefix));
+    }
+
+    let Corpus { frames } = corpus();
+    let truncation_base: Vec<Frame> = frames
+        .iter()
+        .filter(|f| f.dport == 25 && f.payload.len() < 64)
+        .step_by(97)
+        .take(24)
+        .cloned()
+        .collect();
+    let mut cases: Vec<(Vec<u8>, Option<Frame>)> = frames.into_iter().map(|f| (f.build(), Some(f))).collect();
+    cases.extend(broken_frames(&truncation_base));
+
+    for f in cases.iter().filter_map(|(_, f)| f.as_ref()) {
+        let seq = if f.tcp_flags & TCP_SYN != 0 { f.seq.wrapping_add(1) } else { f.seq };
+        let key = flow_key(f);
+        if !model.flows.contains_key(&key) {
+            filter.maps.remember_flow(key, seq).unwrap();
+            model.flows.insert(key, seq);
+        }
+    }
+
+    let before = filter.maps.counters().unwrap();
+    let (mut drops, mut passes, mut mismatches) = (0usize, 0usize, Vec::new());
+    for (bytes, _) in &cases {
+        let result = filter
+            .program()
+            .test_run(TestRunOptions { data_in: Some(bytes), repeat: 1, ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        let want = model.verdict(bytes);
+        if result.return_value != want {
+            mismatches.push((bytes.clone(), result.return_value, want));
+        }
+        match result.return_value {
+            XDP_DROP => drops += 1,
+            XDP_PASS => passes += 1,
+            other => panic!("unexpected XDP action {other}"),
+        }
+    }
+    let counted = filter.maps.counters().unwrap().since(&before);
+
+    println!("corpus: {} frames, {drops} dropped, {passes} passed", cases.len());
+    for (name, n) in counted.named() {
+        println!("  {name:<24} {n}");
+    }
+    for (bytes, got, want) in mismatches.iter().take(10) {
+        eprintln!("MISMATCH kernel={got} reference={want} frame={bytes:02x?}");
+    }
+    assert!(mismatches.is_empty(), "{} of {} verdicts differ from the reference", mismatches.len(), cases.len());
+    assert!(cases.len() >= 10_000, "the corpus must hold at least 10,000 frames");
+    // Every frame lands in exactly one verdict counter.
+    let verdicts: u64 = counted.named().filter(|(n, _)| *n != "events_lost").map(|(_, n)| n).sum();
+    assert_eq!(verdicts, cases.len() as u64);
+    assert_eq!(counted.get(counter::DROP_HELO) + counted.get(counter::DROP_SOURCE), drops as u64);
+    for c in [
+        counter::DROP_HELO,
+        counter::DROP_SOURCE,
+        counter::PASS_ALLOW_LISTED,
+        counter::PASS_NOT_LISTED,
+        counter::PASS_OTHER_PORT,
+        counter::PASS_FRAGMENT,
+        counter::PASS_MALFORMED,
+        counter::PASS_NO_PAYLOAD,
+        counter::PASS_NOT_FIRST_PAYLOAD,
+        counter::PASS_NOT_GREETING,
+        counter::PASS_ARG_TOO_LONG,
+        counter::PASS_TRUNCATED,
+        counter::PASS_NOT_TCP,
+        counter::PASS_NOT_IP,
+    ] {
+        assert!(counted.get(c) > 0, "the corpus never reached counter {}", counter::NAMES[c as usize]);
+    }
+}
+
+#[test]
+fn observe_mode_passes_what_enforce_mode_drops() {
+    if !require_root("observe_mode_passes_what_enforce_mode_drops") {
+        return;
+    }
+    let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
+    filter.configure(KEY, FilterMode::Observe, &PORTS).unwrap();
+    let name = b"blocked.example.com";
+    filter.maps.block_helo(hash_helo_arg(&KEY, name), BlockEntry { reason: 2, ..Default::default() }).unwrap();
+    let f = Frame::tcp(ip("198.18.1.10"), ip("198.18.0.2"), b"EHLO blocked.example.com\r\n");
+    filter.maps.remember_flow(flow_key(&f), f.seq).unwrap();
+    let bytes = f.build();
+    let run = |filter: &KernelFilter| {
+        filter
+            .program()
+            .test_run(TestRunOptions { data_in: Some(&bytes), repeat: 1, ..Default::default() })
+            .unwrap()
+            .return_value
+    };
+    assert_eq!(run(&filter), XDP_PASS);
+    assert_eq!(filter.maps.counters().unwrap().get(counter::OBSERVE_HELO), 1);
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    assert_eq!(run(&filter), XDP_DROP);
+    let entry = filter.maps.helo_entry(hash_helo_arg(&KEY, name)).unwrap();
+    assert_eq!(entry.hits, 2, "both runs hit the entry");
+    assert!(entry.last_hit_boot_ns > 0);
+}
+
+#[test]
+fn an_unconfigured_program_passes_everything() {
+    if !require_root("an_unconfigured_program_passes_everything") {
+        return;
+    }
+    let filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
+    let f = Frame::tcp(ip("198.18.1.10"), ip("198.18.0.2"), b"EHLO x\r\n");
+    let r = filter
+        .program()
+        .test_run(TestRunOptions { data_in: Some(&f.build()), repeat: 1, ..Default::default() })
+        .unwrap();
+    assert_eq!(r.return_value, XDP_PASS);
+    assert_eq!(filter.maps.counters().unwrap().get(counter::PASS_UNCONFIGURED), 1);
+}
