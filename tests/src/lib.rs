@@ -2,4 +2,5 @@
 //! frame builders for BPF_PROG_TEST_RUN, and network namespaces joined by veth pairs.
 
 pub mod frames;
+pub mod netns;
 pub mod privilege;
