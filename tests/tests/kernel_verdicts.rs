@@ -423,3 +423,17 @@ fn an_unconfigured_program_passes_everything() {
     assert_eq!(r.return_value, XDP_PASS);
     assert_eq!(filter.maps.counters().unwrap().get(counter::PASS_UNCONFIGURED), 1);
 }
+
+#[test]
+fn the_verifier_accepts_the_program() {
+    if !require_root("the_verifier_accepts_the_program") {
+        return;
+    }
+    let filter = KernelFilter::load(LoadOptions::default()).expect("the verifier must accept the program");
+    let info = filter.program().info().unwrap();
+    let translated = info.size_translated().unwrap_or(0) / 8;
+    let verified = info.verified_instruction_count().unwrap_or(0);
+    // Recorded in the README ("The XDP program").
+    println!("program size: {translated} BPF instructions; the verifier processed {verified}");
+    assert!(translated > 0 && verified > 0);
+}
