@@ -1,8 +1,20 @@
 //! The helo agent, as a library: the binary in `main.rs` is a thin command line over it.
 //!
-//! How a greeting flows through it: the packet meets the XDP program first ([`kernel`]), which
-//! drops what is already listed; what passes reaches the agent's SMTP session, whose greeting the
-//! classifier judges; a rejection is replied to and listed in the kernel, a clean session is
-//! handed to the MTA.
+//! How a greeting flows through it:
+//! 1. [`kernel`]: the XDP program drops what is already listed, before the TCP stack sees it;
+//! 2. [`server`] accepts what passes and starts a [`session`];
+//! 3. the session's greeting goes to the [`classify`] rules;
+//! 4. a rejection is replied to and listed ([`blocklist`]) so the kernel drops the next one;
+//! 5. a clean session is handed to the MTA ([`proxy`]).
 
+pub mod agent;
+pub mod blocklist;
+pub mod classify;
+pub mod cli;
+pub mod config;
 pub mod kernel;
+pub mod proxy;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod state;

@@ -43,9 +43,13 @@ pub fn parse_address_literal(s: &[u8]) -> Result<IpAddr, LiteralError> {
         return Ok(IpAddr::V4(v4));
     }
     if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case(b"ipv6:") {
-        return parse_ipv6(&inner[5..]).map(IpAddr::V6).ok_or(LiteralError::Malformed);
+        return parse_ipv6(&inner[5..])
+            .map(IpAddr::V6)
+            .ok_or(LiteralError::Malformed);
     }
-    if is_general_literal(inner) {
+    // `[2001:db8::1]` fits the General-address-literal grammar with tag `2001`, but it is an IPv6
+    // address without its tag, and is reported as such.
+    if is_general_literal(inner) && parse_ipv6(inner).is_none() {
         return Err(LiteralError::UnknownTag);
     }
     Err(LiteralError::Malformed)
@@ -81,7 +85,9 @@ fn parse_snum(s: &[u8]) -> Option<u8> {
     if s.is_empty() || s.len() > 3 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let value = s.iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let value = s
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     u8::try_from(value).ok()
 }
 
@@ -110,7 +116,11 @@ impl Groups {
 }
 
 fn parse_groups(s: &[u8], allow_v4_tail: bool) -> Option<Groups> {
-    let mut groups = Groups { values: [0; 8], hex_groups: 0, has_v4: false };
+    let mut groups = Groups {
+        values: [0; 8],
+        hex_groups: 0,
+        has_v4: false,
+    };
     if s.is_empty() {
         return Some(groups);
     }
@@ -143,7 +153,11 @@ pub fn parse_ipv6(s: &[u8]) -> Option<Ipv6Addr> {
     match find_double_colon(s) {
         None => {
             let g = parse_groups(s, true)?;
-            let valid = if g.has_v4 { g.hex_groups == 6 } else { g.hex_groups == 8 };
+            let valid = if g.has_v4 {
+                g.hex_groups == 6
+            } else {
+                g.hex_groups == 8
+            };
             if !valid {
                 return None;
             }

@@ -21,8 +21,8 @@ pub fn check_host_name(name: &[u8], allow_underscore: bool) -> Result<(), BogusR
         return Err(BogusReason::Empty);
     }
     if !name.is_ascii() {
-        // IDNs must be sent in their A-label (xn--) form: SMTP greetings are ASCII (RFC 5321
-        // 2.3.5, RFC 6531 3.7.1 keeps EHLO ASCII even with SMTPUTF8).
+        // Host names are ASCII letters, digits and hyphens (RFC 1123 2.1); an IDN is written as
+        // its A-labels (`xn--...`, RFC 5890), which pass the checks below unchanged.
         return Err(BogusReason::NonAscii);
     }
     if name.len() > MAX_NAME_LEN {

@@ -219,7 +219,9 @@ impl Observations {
     }
 
     pub fn iter(self) -> impl Iterator<Item = ObservationKind> {
-        ObservationKind::ALL.into_iter().filter(move |k| self.contains(*k))
+        ObservationKind::ALL
+            .into_iter()
+            .filter(move |k| self.contains(*k))
     }
 }
 

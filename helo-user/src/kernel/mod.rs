@@ -6,7 +6,9 @@
 //! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys.
 
 pub mod addr;
+pub mod events;
 pub mod filter;
+
 pub mod maps;
 
 pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};

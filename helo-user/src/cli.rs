@@ -1,0 +1,138 @@
+//! The command line: `run` (the agent), `classify` (the rules on JSON lines).
+//!
+//! `run`'s flags are the config file's keys; a flag given on the command line wins over the file.
+
+use std::{net::{IpAddr, SocketAddr}, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config::{Config, KernelDropReply},
+    kernel::{AttachMode, FilterMode},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "helo-user", version, about = "XDP-assisted SMTP HELO edge filter")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach the XDP filter and run the SMTP edge agent.
+    Run(RunArgs),
+    /// Classify greetings read as JSON lines on stdin; one JSON verdict per line on stdout.
+    Classify(ClassifyArgs),
+}
+
+/// Server facts shared by `run` and `classify`.
+#[derive(Args, Debug, Default)]
+pub struct FactArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This server's host name, as in the banner.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// An IP address of this server (repeat for several).
+    #[arg(long = "server-ip")]
+    pub server_ip: Vec<IpAddr>,
+    /// A domain this server receives mail for (repeat for several).
+    #[arg(long)]
+    pub domain: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub facts: FactArgs,
+    /// Interface to attach the XDP program to.
+    #[arg(long)]
+    pub iface: Option<String>,
+    #[arg(long = "xdp-mode", value_enum)]
+    pub xdp_mode: Option<AttachMode>,
+    /// Address to accept SMTP on (repeat for several). Default: 0.0.0.0:25 and [::]:25.
+    #[arg(long)]
+    pub listen: Vec<SocketAddr>,
+    /// The MTA sessions are handed to (it must accept PROXY protocol v2). Default 127.0.0.1:10025.
+    #[arg(long)]
+    pub backend: Option<SocketAddr>,
+    #[arg(long, value_enum)]
+    pub mode: Option<FilterMode>,
+    /// TCP port the kernel filters (repeat for several). Default 25.
+    #[arg(long = "port")]
+    pub ports: Vec<u16>,
+    #[arg(long = "state-dir")]
+    pub state_dir: Option<PathBuf>,
+    /// What a sender whose greeting the kernel dropped reads before the close.
+    #[arg(long = "kernel-drop-reply", value_enum)]
+    pub kernel_drop_reply: Option<KernelDropReply>,
+    #[arg(long = "max-sessions")]
+    pub max_sessions: Option<usize>,
+    #[arg(long = "max-sessions-per-source")]
+    pub max_sessions_per_source: Option<usize>,
+    #[arg(long = "pregreet-ms")]
+    pub pregreet_ms: Option<u64>,
+    #[arg(long = "command-timeout-s")]
+    pub command_timeout_s: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub facts: FactArgs,
+}
+
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *slot = v;
+    }
+}
+
+fn set_list<T>(slot: &mut Vec<T>, flag: Vec<T>) {
+    if !flag.is_empty() {
+        *slot = flag;
+    }
+}
+
+impl FactArgs {
+    /// The file's configuration with these flags laid over it.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if self.hostname.is_some() {
+            c.hostname = self.hostname.clone();
+        }
+        set_list(&mut c.server_ip, self.server_ip.clone());
+        set_list(&mut c.domain, self.domain.clone());
+        Ok(c)
+    }
+}
+
+impl RunArgs {
+    pub fn config(self) -> anyhow::Result<Config> {
+        let mut c = self.facts.config()?;
+        if self.iface.is_some() {
+            c.iface = self.iface;
+        }
+        set(&mut c.xdp_mode, self.xdp_mode);
+        set_list(&mut c.listen, self.listen);
+        set(&mut c.backend, self.backend);
+        set(&mut c.mode, self.mode);
+        set_list(&mut c.ports, self.ports);
+        set(&mut c.state_dir, self.state_dir);
+        set(&mut c.kernel_drop_reply, self.kernel_drop_reply);
+        set(&mut c.max_sessions, self.max_sessions);
+        set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
+        set(&mut c.pregreet_ms, self.pregreet_ms);
+        set(&mut c.timeouts.command_s, self.command_timeout_s);
+        if c.iface.is_none() {
+            anyhow::bail!("--iface is required (or `iface` in the config file)");
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}

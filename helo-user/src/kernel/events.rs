@@ -1,0 +1,59 @@
+//! The drop-event ring: for every greeting the kernel dropped, end the accepted socket of that
+//! flow at once (after writing the entry's reply, unless told to stay silent), so a dropped flow
+//! holds no socket and the sender still learns why.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use helo_common::maps::{event_kind, DropEvent};
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    blocklist::Blocklist,
+    registry::{Kill, Registry},
+    session::reply,
+};
+
+fn client_addr(ev: &DropEvent) -> SocketAddr {
+    let ip = Ipv6Addr::from(ev.flow.saddr);
+    let ip = ip.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(ip));
+    SocketAddr::new(ip, u16::from_be(ev.flow.sport_be))
+}
+
+/// Reads events until the ring's fd fails. `silent`: close without writing the reply.
+pub async fn follow(ring: RingBuf<MapData>, registry: Arc<Registry>, blocklist: Arc<Blocklist>, silent: bool) -> Result<()> {
+    // SAFETY: the ring owns its fd and keeps it open, unchanged, until it is dropped with the
+    // AsyncFd.
+    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("registering the event ring: {e}"))?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < core::mem::size_of::<DropEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a DropEvent (repr(C), any bit pattern valid); the item is at
+            // least that long.
+            let ev: DropEvent = unsafe { core::ptr::read_unaligned(item.as_ptr() as *const DropEvent) };
+            if ev.observed != 0 {
+                continue;
+            }
+            let client = client_addr(&ev);
+            let reply = if silent {
+                None
+            } else if ev.kind == event_kind::HELO {
+                Some(blocklist.helo_reply(ev.hash).unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned()))
+            } else {
+                Some(blocklist.source_reply(client.ip()).unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned()))
+            };
+            if registry.kill(client, Kill { reply }) {
+                log::debug!("kernel dropped a segment of {client}; its session is closed");
+            }
+        }
+        guard.clear_ready();
+    }
+}

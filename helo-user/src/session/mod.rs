@@ -1,0 +1,126 @@
+//! One client connection, from our banner to its end.
+//!
+//! Before the greeting the agent speaks SMTP itself (banner, NOOP, RSET, QUIT, errors); the
+//! greeting is classified; a rejected sender gets the reply, is listed in the kernel and closed; a
+//! clean session is handed to the MTA. A kernel drop event for this flow ends the session at any
+//! point.
+
+pub mod command;
+pub mod judge;
+pub mod line;
+pub mod reply;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::AsyncWriteExt,
+    net::{tcp::OwnedWriteHalf, TcpStream},
+    time::timeout,
+};
+
+use self::{
+    command::Command,
+    line::{Line, LineReader},
+};
+use crate::{
+    agent::Agent,
+    kernel::FilterMode,
+    proxy::{self, HandOff},
+    registry::Kill,
+};
+
+async fn send(out: &mut OwnedWriteHalf, text: &str) -> std::io::Result<()> {
+    out.write_all(format!("{text}\r\n").as_bytes()).await
+}
+
+async fn close(mut out: OwnedWriteHalf, text: Option<&str>) {
+    if let Some(text) = text {
+        let _ = send(&mut out, text).await;
+    }
+    let _ = out.shutdown().await;
+}
+
+/// Whether the client sent anything within `wait` of connecting, before our banner. With a zero
+/// wait this only sees what already arrived (tokio's timeout polls the future once first).
+async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(timeout(wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+}
+
+pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let (_registration, mut kill) = agent.registry.register(peer);
+    if pregreets(&stream, Duration::from_millis(agent.config.pregreet_ms)).await {
+        log::info!("{peer} talked before the banner (pregreet)");
+        judge::observe_pregreet(&agent);
+    }
+    let (r, mut out) = stream.into_split();
+    let mut input = LineReader::new(r);
+    if send(&mut out, &reply::banner(agent.config.hostname())).await.is_err() {
+        return;
+    }
+    let mut errors = 0u32;
+    loop {
+        if errors >= agent.config.max_errors {
+            return close(out, Some(reply::TOO_MANY_ERRORS)).await;
+        }
+        let line = tokio::select! {
+            killed = &mut kill => {
+                let Kill { reply } = killed.unwrap_or(Kill { reply: None });
+                return close(out, reply.as_deref()).await;
+            }
+            line = timeout(agent.config.command_timeout(), input.read_line()) => line,
+        };
+        let line = match line {
+            Err(_) => return close(out, Some(reply::TIMEOUT)).await,
+            Ok(Err(_)) | Ok(Ok(Line::Closed)) => return,
+            Ok(Ok(Line::TooLong)) => {
+                errors += 1;
+                let _ = send(&mut out, reply::LINE_TOO_LONG).await;
+                continue;
+            }
+            Ok(Ok(Line::Complete(line))) => line,
+        };
+        let arg = match command::parse(&line) {
+            Command::Quit => return close(out, Some(reply::BYE)).await,
+            Command::Noop | Command::Rset => {
+                let _ = send(&mut out, reply::OK).await;
+                continue;
+            }
+            Command::Greeting { ehlo: _, arg } => arg.to_vec(),
+            _ => {
+                errors += 1;
+                let _ = send(&mut out, reply::NEED_GREETING).await;
+                continue;
+            }
+        };
+        if let Some(refusal) = judge::greeting(&agent, &arg, peer.ip()) {
+            if agent.config.mode == FilterMode::Enforce {
+                return close(out, Some(&refusal)).await;
+            }
+        }
+        let mut rcpt_judge = judge::Relay::new(&agent, arg, peer.ip());
+        let hand_off = HandOff {
+            backend: agent.config.backend,
+            client: peer,
+            server: local,
+            greeting: &line,
+            connect_timeout: Duration::from_secs(agent.config.timeouts.backend_connect_s),
+            idle_timeout: agent.config.command_timeout(),
+        };
+        tokio::select! {
+            killed = &mut kill => {
+                // The relay's halves are dropped with this branch: both sockets close.
+                log::debug!("{peer}: session ended by a kernel drop during relay ({killed:?})");
+            }
+            end = proxy::hand_off(input, out, hand_off, &mut rcpt_judge) => {
+                judge::record_hand_off(&agent, end);
+            }
+        }
+        return;
+    }
+}
