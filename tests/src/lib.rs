@@ -1,6 +1,10 @@
 //! Shared harness for the end-to-end tests: privilege checks that never skip quietly under CI,
-//! frame builders for BPF_PROG_TEST_RUN, and network namespaces joined by veth pairs.
+//! frame builders for BPF_PROG_TEST_RUN, network namespaces joined by veth pairs, the agent
+//! binary, and the kernel state of a running agent.
 
+pub mod agent;
 pub mod frames;
+pub mod kernel_state;
 pub mod netns;
+pub mod postfix;
 pub mod privilege;

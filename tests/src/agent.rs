@@ -1,0 +1,94 @@
+//! The real `helo-user` binary, run inside a test namespace, stopped on drop.
+
+use std::{
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::Netns;
+
+/// `target/<profile>/helo-user`, next to the test binary's `deps/` directory.
+pub fn binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|d| d.parent()).context("test binary has no target dir")?;
+    let bin = dir.join("helo-user");
+    if !bin.exists() {
+        bail!("{} is missing: build it first (`cargo xtask test` does)", bin.display());
+    }
+    Ok(bin)
+}
+
+pub struct AgentProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts `helo-user ARGS` in `ns` and waits until `ready` accepts TCP connections (probed from
+    /// inside the namespace).
+    pub fn start(ns: &Netns, args: &[String], ready: SocketAddr, log: PathBuf) -> Result<Self> {
+        let log_file = std::fs::File::create(&log)?;
+        let child = ns
+            .command(binary()?.to_str().unwrap())
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("spawning helo-user")?;
+        let mut agent = Self { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = agent.child.try_wait()? {
+                bail!("helo-user exited early ({status}): {}", agent.log_text());
+            }
+            let up = ns.enter(move || TcpStream::connect_timeout(&ready, Duration::from_millis(200)).is_ok())?;
+            if up {
+                return Ok(agent);
+            }
+            if Instant::now() > deadline {
+                bail!("helo-user did not listen on {ready} within 20 s: {}", agent.log_text());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("helo-user ignored SIGTERM for 40 s");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

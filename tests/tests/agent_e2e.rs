@@ -1,0 +1,404 @@
+//! The agent end to end: a client namespace, an edge namespace running `helo-user` with XDP attached
+//! natively to its veth, and a real Postfix behind it (PROXY v2 port), started by the test.
+//! Clients are real: Python's smtplib and raw sockets, swaks, Postfix's smtp-source.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use helo_common::maps::counter;
+use helo_tests::{
+    agent::AgentProcess,
+    kernel_state,
+    netns::{link, Endpoint, Netns},
+    postfix::{Postfix, PostfixConfig},
+    privilege::require_root,
+};
+use serde_json::Value;
+
+const HOSTNAME: &str = "mx.example.com";
+const DOMAIN: &str = "example.com";
+const USER: &str = "user@example.com";
+const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/smtp_client.py");
+
+struct Lab {
+    // Field order is drop order: the agent and Postfix stop before their namespaces go.
+    agent: AgentProcess,
+    postfix: Option<Postfix>,
+    client: Netns,
+    _edge: Netns,
+    client_end: Endpoint,
+    edge_end: Endpoint,
+    _dir: tempfile::TempDir,
+}
+
+struct LabOptions {
+    agent_args: Vec<String>,
+    with_postfix: bool,
+    tls: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self { agent_args: vec![], with_postfix: true, tls: false }
+    }
+}
+
+impl Lab {
+    fn new(opts: LabOptions) -> Result<Self> {
+        let client = Netns::new("c")?;
+        let edge = Netns::new("e")?;
+        let (client_end, edge_end) = link(&client, &edge, 30)?;
+        let dir = tempfile::tempdir()?;
+        let postfix = if opts.with_postfix {
+            Some(Postfix::start(
+                &edge,
+                PostfixConfig {
+                    listen_ip: edge_end.v4.clone(),
+                    proxy_port: 10025,
+                    plain_port: 10026,
+                    domains: vec![DOMAIN.into()],
+                    users: vec![USER.into()],
+                    myhostname: "backend.example.com".into(),
+                    tls: opts.tls,
+                },
+            )?)
+        } else {
+            None
+        };
+        let listen: SocketAddr = format!("{}:25", edge_end.v4).parse()?;
+        let mut args: Vec<String> = [
+            "run",
+            "--iface",
+            &edge_end.ifname,
+            "--xdp-mode",
+            "native",
+            "--listen",
+            &listen.to_string(),
+            "--backend",
+            &format!("{}:10025", edge_end.v4),
+            "--hostname",
+            HOSTNAME,
+            "--server-ip",
+            &edge_end.v4,
+            "--server-ip",
+            &edge_end.v6,
+            "--domain",
+            DOMAIN,
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(opts.agent_args);
+        let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
+        Ok(Self { agent, postfix, client, _edge: edge, client_end, edge_end, _dir: dir })
+    }
+
+    fn postfix(&self) -> &Postfix {
+        self.postfix.as_ref().expect("this lab has a Postfix")
+    }
+
+    /// Runs the Python client inside the client namespace and parses its JSON line.
+    fn py(&self, mode: &str, args: &[&str]) -> Result<Value> {
+        let out = self
+            .client
+            .command("python3")
+            .arg(CLIENT_SCRIPT)
+            .arg(mode)
+            .args(["--server", &self.edge_end.v4])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("client failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn dialog(&self, lines: &[&str]) -> Result<Value> {
+        let mut args = vec![];
+        for l in lines {
+            args.push("--line");
+            args.push(l);
+        }
+        self.py("dialog", &args)
+    }
+
+    fn counters(&self) -> Result<helo_user::kernel::Counters> {
+        let id = kernel_state::program_id_from_log(&self.agent.log_text()).context("agent logged no program id")?;
+        kernel_state::counters(id)
+    }
+
+    /// Sockets on the agent's port that the agent still holds for `client_port`.
+    fn agent_holds(&self, client_port: u64) -> Result<bool> {
+        let out = self._edge.command("ss").args(["-tnpH"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && l.contains("helo-user")))
+    }
+}
+
+fn reply(v: &Value, i: usize) -> String {
+    v["replies"][i].as_str().unwrap_or("<none>").to_string()
+}
+
+/// Maildir files end lines with LF; the wire uses CRLF.
+fn as_wire(maildir_file: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(maildir_file.len() + maildir_file.len() / 40);
+    for &b in maildir_file {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+#[test]
+fn clean_mail_is_delivered_byte_for_byte_with_the_client_address() -> Result<()> {
+    if !require_root("clean_mail_is_delivered_byte_for_byte_with_the_client_address") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions::default())?;
+    let sent_path: PathBuf = lab._dir.path().join("sent.eml");
+    let r = lab.py("send", &["--out", sent_path.to_str().unwrap(), "--attach-bytes", "100000"])?;
+    assert_eq!(r["ok"], true, "{r}\n{}", lab.agent.log_text());
+    let files = lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
+    let delivered = std::fs::read(&files[0])?;
+    let sent = std::fs::read(&sent_path)?;
+    let wire = as_wire(&delivered);
+    assert!(
+        wire.ends_with(&sent),
+        "the delivered message does not end with the bytes sent ({} sent, {} delivered)",
+        sent.len(),
+        wire.len()
+    );
+    let text = String::from_utf8_lossy(&delivered);
+    let received = text.lines().find(|l| l.starts_with("Received:")).unwrap_or_default();
+    assert!(
+        text.contains(&format!("[{}]", lab.client_end.v4)),
+        "the Received header does not show the client's address: {received}"
+    );
+    Ok(())
+}
+
+#[test]
+fn each_documented_rejection_gets_its_exact_reply_and_a_close() -> Result<()> {
+    if !require_root("each_documented_rejection_gets_its_exact_reply_and_a_close") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions::default())?;
+    let my_ip = format!("[{}]", lab.edge_end.v4);
+    let cases = [
+        (format!("EHLO 203.0.113.9\r\n"), "550 5.7.1 Bogus HELO\r\n".to_string()),
+        (format!("EHLO rad.internal\r\n"), "550 5.7.1 Bogus HELO\r\n".to_string()),
+        (format!("EHLO {my_ip}\r\n"), format!("550 5.7.1 Bogus HELO ({})\r\n", lab.edge_end.v4)),
+        (format!("HELO {DOMAIN}\r\n"), "550 5.7.1 Bogus HELO matches RCPT\r\n".to_string()),
+    ];
+    for (greeting, want) in &cases {
+        let r = lab.dialog(&[greeting])?;
+        assert_eq!(r["banner"], format!("220 {HOSTNAME} ESMTP\r\n"));
+        assert_eq!(reply(&r, 0), *want, "for {greeting:?}");
+        assert_eq!(r["closed"], true, "the agent did not close after {greeting:?}");
+    }
+    // The RCPT-time form: a greeting that is fine until the client sends to the domain it claims.
+    let r = lab.dialog(&[
+        "EHLO shop.example.net\r\n",
+        "MAIL FROM:<a@shop.example.net>\r\n",
+        "RCPT TO:<someone@shop.example.net>\r\n",
+    ])?;
+    assert!(reply(&r, 0).starts_with("250"), "{r}");
+    assert_eq!(reply(&r, 2), "550 5.7.1 Bogus HELO matches RCPT\r\n", "{r}");
+    assert_eq!(r["closed"], true);
+    Ok(())
+}
+
+#[test]
+fn a_repeated_bogus_greeting_is_dropped_in_the_kernel_and_still_answered() -> Result<()> {
+    if !require_root("a_repeated_bogus_greeting_is_dropped_in_the_kernel_and_still_answered") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions::default())?;
+    let first = lab.dialog(&["EHLO localhost\r\n"])?;
+    assert_eq!(reply(&first, 0), "550 5.7.1 Bogus HELO\r\n");
+    let rejected_by_agent = lab.agent.log_text().matches("rejected by bogus_helo").count();
+    let before = lab.counters()?;
+
+    let started = Instant::now();
+    let second = lab.py("dialog", &["--line", "EHLO LOCALHOST.\r\n", "--timeout", "5", "--close-wait", "3"])?;
+    assert_eq!(reply(&second, 0), "550 5.7.1 Bogus HELO\r\n", "the kernel-dropped sender must still read why");
+    assert_eq!(second["closed"], true);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let after = lab.counters()?.since(&before);
+    assert!(after.get(counter::DROP_HELO) >= 1, "the kernel did not drop the second greeting");
+    assert_eq!(
+        lab.agent.log_text().matches("rejected by bogus_helo").count(),
+        rejected_by_agent,
+        "the second greeting reached the agent"
+    );
+    let port = second["local_port"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while lab.agent_holds(port)? {
+        assert!(Instant::now() < deadline, "the agent still holds the dropped flow's socket after 1 s");
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+#[test]
+fn silent_kernel_drops_send_nothing() -> Result<()> {
+    if !require_root("silent_kernel_drops_send_nothing") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--kernel-drop-reply".into(), "silent".into()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    assert_eq!(reply(&lab.dialog(&["EHLO localhost\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");
+    let second = lab.py("dialog", &["--line", "EHLO localhost\r\n", "--timeout", "3"])?;
+    let got = &second["replies"][0];
+    assert!(got.is_null() || got == "TIMEOUT", "a silent drop wrote something: {second}");
+    Ok(())
+}
+
+#[test]
+fn starttls_passes_through_to_postfix() -> Result<()> {
+    if !require_root("starttls_passes_through_to_postfix") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions { tls: true, ..Default::default() })?;
+    let out = lab
+        .client
+        .command("swaks")
+        .args(["--server", &lab.edge_end.v4, "--port", "25", "--tls"])
+        .args(["--helo", "client.example.org", "--from", "a@client.example.org", "--to", USER])
+        .args(["--body", "over TLS", "--timeout", "20"])
+        .output()?;
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "swaks --tls failed:\n{transcript}\n{}", lab.agent.log_text());
+    let files = lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
+    let text = std::fs::read_to_string(&files[0])?;
+    assert!(text.contains("over TLS"));
+    assert!(text.contains("TLS"), "Postfix did not record TLS in the Received header");
+    Ok(())
+}
+
+#[test]
+fn protocol_errors_get_the_right_codes() -> Result<()> {
+    if !require_root("protocol_errors_get_the_right_codes") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--command-timeout-s".into(), "2".into(), "--pregreet-ms".into(), "300".into()],
+        ..Default::default()
+    })?;
+    // Commands before the greeting.
+    let r = lab.dialog(&["MAIL FROM:<a@b.example>\r\n", "NOOP\r\n", "RSET\r\n", "QUIT\r\n"])?;
+    assert_eq!(reply(&r, 0), "503 5.5.1 Send HELO/EHLO first\r\n");
+    assert!(reply(&r, 1).starts_with("250"));
+    assert!(reply(&r, 2).starts_with("250"));
+    assert!(reply(&r, 3).starts_with("221"));
+    // A line over 512 bytes (CRLF included), then a good one.
+    let long = format!("EHLO {}\r\n", "a".repeat(510));
+    let r = lab.dialog(&[&long, "QUIT\r\n"])?;
+    assert_eq!(reply(&r, 0), "500 5.5.2 Line too long\r\n");
+    assert!(reply(&r, 1).starts_with("221"));
+    // A slow client is timed out with a 421.
+    let r = lab.py("dialog", &["--line", "NOOP\r\n", "--line", "NOOP\r\n", "--slow", "3", "--timeout", "5"])?;
+    assert!(reply(&r, 0).starts_with("421 4.4.2") || r["banner"].as_str().unwrap_or("").contains("421 4.4.2"), "{r}");
+    // Pregreet: talking before the banner is recorded, and the session still works.
+    let r = lab.py("dialog", &["--pregreet", "--line", "EHLO client.example.org\r\n", "--line", "QUIT\r\n"])?;
+    assert!(r["banner"].as_str().unwrap_or("").starts_with("220"), "{r}");
+    assert!(lab.agent.log_text().contains("pregreet"), "the pregreet was not recorded");
+    // Too many errors.
+    let bad: Vec<&str> = std::iter::repeat_n("FOO\r\n", 11).collect();
+    let r = lab.dialog(&bad)?;
+    assert!(r["replies"].as_array().unwrap().iter().any(|v| v.as_str().unwrap_or("").contains("421 4.7.0 Too many errors")), "{r}");
+    assert_eq!(r["closed"], true);
+    Ok(())
+}
+
+#[test]
+fn a_missing_backend_gets_421_and_nothing_crashes() -> Result<()> {
+    if !require_root("a_missing_backend_gets_421_and_nothing_crashes") {
+        return Ok(());
+    }
+    let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
+    for _ in 0..3 {
+        let r = lab.dialog(&["EHLO client.example.org\r\n"])?;
+        assert_eq!(reply(&r, 0), "421 4.3.2 Service not available, try later\r\n");
+        assert_eq!(r["closed"], true);
+    }
+    let status = lab.agent.stop()?;
+    assert!(status.success(), "the agent did not exit cleanly on SIGTERM: {status}\n{}", lab.agent.log_text());
+    Ok(())
+}
+
+#[test]
+fn smtp_source_delivers_1000_messages_over_50_sessions_exactly_once() -> Result<()> {
+    if !require_root("smtp_source_delivers_1000_messages_over_50_sessions_exactly_once") {
+        return Ok(());
+    }
+    // smtp-source reconnects the moment a session ends, which can beat the agent's release of
+    // that session's per-source slot: give the one source room above its 50 sessions.
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--max-sessions-per-source".into(), "100".into()],
+        ..Default::default()
+    })?;
+    let started = Instant::now();
+    let out = lab
+        .client
+        .command("/usr/sbin/smtp-source")
+        .args(["-s", "50", "-m", "1000", "-M", "client.example.org", "-f", "load@client.example.org"])
+        .args(["-t", USER, "-c"])
+        .arg(format!("{}:25", lab.edge_end.v4))
+        .output()?;
+    assert!(out.status.success(), "smtp-source failed: {}", String::from_utf8_lossy(&out.stderr));
+    let files = lab.postfix().wait_for_messages(USER, 1000, Duration::from_secs(120))?;
+    thread::sleep(Duration::from_secs(2));
+    let files_later = lab.postfix().maildir_messages(USER);
+    assert_eq!(files.len(), 1000);
+    assert_eq!(files_later.len(), 1000, "more than 1000 messages arrived: duplicates");
+    println!("1000 messages over 50 sessions delivered in {:?}", started.elapsed());
+    Ok(())
+}
+
+#[test]
+fn two_hundred_concurrent_bogus_sessions_are_rejected_while_clean_mail_flows() -> Result<()> {
+    if !require_root("two_hundred_concurrent_bogus_sessions_are_rejected_while_clean_mail_flows") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--max-sessions-per-source".into(), "500".into()],
+        ..Default::default()
+    })?;
+    let client_ns = lab.client.name.clone();
+    let server = lab.edge_end.v4.clone();
+    let flood = thread::spawn(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &client_ns, "python3", CLIENT_SCRIPT, "flood", "--server", &server])
+            .args(["--count", "200", "--timeout", "20"])
+            .output()
+    });
+    // A clean session meanwhile.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let r = lab.py("send", &["--attach-bytes", "1000"])?;
+    assert_eq!(r["ok"], true, "the clean session failed during the flood: {r}");
+    let clean_took = started.elapsed();
+    let out = flood.join().unwrap()?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let replies = v["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 200);
+    let rejected = replies.iter().filter(|r| r.as_str() == Some("550 5.7.1 Bogus HELO\r\n")).count();
+    assert_eq!(rejected, 200, "not every bogus session was rejected: {replies:?}");
+    println!("clean session during the flood took {clean_took:?}");
+    lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
+    Ok(())
+}
