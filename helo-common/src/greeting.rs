@@ -190,6 +190,14 @@ pub fn hash_helo_arg(key: &HashKey, raw_arg: &[u8]) -> u64 {
     arg.finish()
 }
 
+/// The keyed hash of a name that is already normalised (as the agent stores them). Equal to
+/// `hash_helo_arg` of any raw spelling that normalises to `name`.
+pub fn hash_normalised(key: &HashKey, name: &[u8]) -> u64 {
+    let mut h = SipHasher24::new(key);
+    h.write(name);
+    h.finish()
+}
+
 /// The normalised form of an argument: ASCII lower case, one trailing dot removed.
 pub fn normalised_arg(raw_arg: &[u8]) -> impl Iterator<Item = u8> + '_ {
     let body = match raw_arg.split_last() {

@@ -14,5 +14,5 @@ pub mod greeting;
 pub mod hash;
 pub mod maps;
 
-pub use greeting::{hash_helo_arg, normalised_arg, scan_greeting, GreetingScanner, Scan, PAYLOAD_WINDOW};
+pub use greeting::{hash_helo_arg, hash_normalised, normalised_arg, scan_greeting, GreetingScanner, Scan, PAYLOAD_WINDOW};
 pub use hash::{HashKey, SipHasher24};

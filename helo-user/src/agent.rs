@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::{blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, registry::Registry};
+use crate::{
+    blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, metrics::Metrics, registry::Registry,
+};
 
 pub struct Agent {
     pub config: Config,
@@ -11,4 +13,5 @@ pub struct Agent {
     pub kernel: Arc<Mutex<KernelFilter>>,
     pub blocklist: Arc<Blocklist>,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
 }

@@ -1,8 +1,9 @@
-//! What the agent has listed, and the act of listing it in the kernel.
+//! The blocklist: what is listed, kept in three places that this module keeps in step.
 //!
-//! The kernel holds only hashes and addresses; the agent keeps the original name, the reason and
-//! the reply text beside each entry, so that a kernel drop can still be answered with the same
-//! words the sender got on its first try.
+//! - the store (durable, written first: nothing is acknowledged before it is on disk);
+//! - the kernel maps (hashes and addresses only, with an expiry on the kernel's boot clock);
+//! - a memory index of greeting hash → entry, so a kernel drop event can be answered with the
+//!   entry's own reply text (the kernel only knows the hash).
 
 use std::{
     collections::HashMap,
@@ -11,36 +12,19 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Result;
-use helo_common::{hash_helo_arg, maps::BlockEntry, HashKey};
+use anyhow::{Context, Result};
+use helo_common::{hash_normalised, maps::{reason, BlockEntry}, normalised_arg, HashKey};
 
-use crate::kernel::KernelFilter;
-
-/// One listed name or address, as the agent remembers it.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Record {
-    pub name: String,
-    /// `helo_common::maps::reason`.
-    pub reason: u32,
-    pub reply: String,
-    pub added_unix_s: u64,
-    pub expires_unix_s: u64,
-}
-
-pub struct Blocklist {
-    kernel: Arc<Mutex<KernelFilter>>,
-    key: HashKey,
-    helo_ttl: Duration,
-    source_ttl: Duration,
-    helo: Mutex<HashMap<u64, Record>>,
-    sources: Mutex<HashMap<IpAddr, Record>>,
-}
+use crate::{
+    kernel::KernelFilter,
+    store::{Entry, Kind, Store},
+};
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// `CLOCK_BOOTTIME` in ns: the kernel's clock for entry expiry.
+/// `CLOCK_BOOTTIME` in ns: the kernel's clock for entry expiry and hit times.
 pub fn boot_now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
@@ -48,59 +32,228 @@ pub fn boot_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The normalised form of a greeting argument, as stored and shown.
+pub fn normalise(raw: &str) -> String {
+    String::from_utf8_lossy(&normalised_arg(raw.as_bytes()).collect::<Vec<_>>()).into_owned()
+}
+
+/// The kernel's reason code for a reason string (a rule id, or anything an operator wrote).
+fn reason_code(reason: &str) -> u32 {
+    match reason {
+        "bogus_helo" => reason::BOGUS_HELO,
+        "helo_is_my_ip" => reason::HELO_IS_MY_IP,
+        "helo_matches_rcpt" => reason::HELO_MATCHES_RCPT,
+        "operator_deny" => reason::OPERATOR_DENY,
+        "literal_mismatch" => reason::LITERAL_MISMATCH,
+        _ => reason::OPERATOR,
+    }
+}
+
+/// An entry with what the kernel knows of it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub entry: Entry,
+    pub hits: u64,
+    /// Unix time of the latest kernel hit, 0 if none.
+    pub last_hit_unix_s: u64,
+}
+
+/// Changes counted for metrics.
+#[derive(Default, Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ChangeCounts {
+    pub added: u64,
+    pub removed: u64,
+    pub expired: u64,
+}
+
+pub struct Blocklist {
+    kernel: Arc<Mutex<KernelFilter>>,
+    store: Store,
+    key: HashKey,
+    pub helo_ttl: Duration,
+    pub source_ttl: Duration,
+    /// Greeting hash → entry, for drop-event replies.
+    helo_index: Mutex<HashMap<u64, Entry>>,
+    sources: Mutex<HashMap<IpAddr, Entry>>,
+    changes: Mutex<ChangeCounts>,
+}
+
 impl Blocklist {
-    pub fn new(kernel: Arc<Mutex<KernelFilter>>, key: HashKey, helo_ttl: Duration, source_ttl: Duration) -> Self {
-        Self {
+    /// Builds the blocklist over `store` and loads every live entry into the kernel (expired ones
+    /// are dropped from the store on the way).
+    pub fn open(kernel: Arc<Mutex<KernelFilter>>, store: Store, key: HashKey, helo_ttl: Duration, source_ttl: Duration) -> Result<Self> {
+        let list = Self {
             kernel,
+            store,
             key,
             helo_ttl,
             source_ttl,
-            helo: Mutex::new(HashMap::new()),
+            helo_index: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn entry(reason: u32, ttl: Duration) -> BlockEntry {
-        BlockEntry {
-            reason,
-            added_unix_s: unix_now(),
-            expires_boot_ns: boot_now_ns() + ttl.as_nanos() as u64,
-            ..Default::default()
-        }
-    }
-
-    fn record(name: String, reason: u32, reply: &str, ttl: Duration) -> Record {
+            changes: Mutex::new(ChangeCounts::default()),
+        };
         let now = unix_now();
-        Record { name, reason, reply: reply.to_owned(), added_unix_s: now, expires_unix_s: now + ttl.as_secs() }
+        let (live, expired): (Vec<_>, Vec<_>) = list.store.entries()?.into_iter().partition(|e| !e.expired(now));
+        list.store.remove_all(&expired.iter().map(Entry::key).collect::<Vec<_>>())?;
+        for e in &live {
+            list.to_kernel(e)?;
+        }
+        log::info!("blocklist: {} entries loaded into the kernel, {} expired ones removed", live.len(), expired.len());
+        Ok(list)
+    }
+
+    fn kernel_entry(e: &Entry) -> BlockEntry {
+        let expires_boot_ns = if e.expires_unix_s == 0 {
+            0
+        } else {
+            boot_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000
+        };
+        BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_boot_ns, ..Default::default() }
+    }
+
+    fn to_kernel(&self, e: &Entry) -> Result<()> {
+        let value = Self::kernel_entry(e);
+        let mut k = self.kernel.lock().unwrap();
+        match e.kind {
+            Kind::Helo => {
+                let hash = hash_normalised(&self.key, e.name.as_bytes());
+                k.maps.block_helo(hash, value)?;
+                self.helo_index.lock().unwrap().insert(hash, e.clone());
+            }
+            Kind::Source => {
+                let ip: IpAddr = e.name.parse().context("source entry is not an address")?;
+                k.maps.block_source(ip, value)?;
+                self.sources.lock().unwrap().insert(ip, e.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn from_kernel(&self, e: &Entry) -> Result<()> {
+        let mut k = self.kernel.lock().unwrap();
+        match e.kind {
+            Kind::Helo => {
+                let hash = hash_normalised(&self.key, e.name.as_bytes());
+                k.maps.unblock_helo(hash)?;
+                self.helo_index.lock().unwrap().remove(&hash);
+            }
+            Kind::Source => {
+                if let Ok(ip) = e.name.parse::<IpAddr>() {
+                    k.maps.unblock_source(ip)?;
+                    self.sources.lock().unwrap().remove(&ip);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds (or replaces) entries: store first, all or none, then the kernel.
+    pub fn add_all(&self, entries: &[Entry]) -> Result<()> {
+        for e in entries {
+            e.validate().with_context(|| format!("entry {}", e.key()))?;
+        }
+        self.store.put_all(entries)?;
+        for e in entries {
+            self.to_kernel(e)?;
+        }
+        self.changes.lock().unwrap().added += entries.len() as u64;
+        Ok(())
+    }
+
+    pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: &str) -> Entry {
+        let now = unix_now();
+        let ttl = ttl.unwrap_or(match kind {
+            Kind::Helo => self.helo_ttl,
+            Kind::Source => self.source_ttl,
+        });
+        Entry {
+            kind,
+            name,
+            reason: reason.to_owned(),
+            reply: reply.to_owned(),
+            added_unix_s: now,
+            expires_unix_s: if ttl.is_zero() { 0 } else { now + ttl.as_secs() },
+            origin: origin.to_owned(),
+        }
     }
 
     /// Lists a greeting argument (as the client sent it) for every sender.
-    pub fn block_helo(&self, raw_arg: &[u8], reason: u32, reply: &str) -> Result<()> {
-        let hash = hash_helo_arg(&self.key, raw_arg);
-        self.kernel.lock().unwrap().maps.block_helo(hash, Self::entry(reason, self.helo_ttl))?;
-        let name = String::from_utf8_lossy(&helo_common::normalised_arg(raw_arg).collect::<Vec<_>>()).into_owned();
-        self.helo.lock().unwrap().insert(hash, Self::record(name, reason, reply, self.helo_ttl));
-        Ok(())
+    pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<()> {
+        let name = String::from_utf8_lossy(&normalised_arg(raw_arg).collect::<Vec<_>>()).into_owned();
+        self.add_all(&[self.new_entry(Kind::Helo, name, rule, reply, None, "agent")])
     }
 
     /// Lists a client address.
-    pub fn block_source(&self, ip: IpAddr, reason: u32, reply: &str) -> Result<()> {
-        let ip = ip.to_canonical();
-        self.kernel.lock().unwrap().maps.block_source(ip, Self::entry(reason, self.source_ttl))?;
-        self.sources.lock().unwrap().insert(ip, Self::record(ip.to_string(), reason, reply, self.source_ttl));
-        Ok(())
+    pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<()> {
+        self.add_all(&[self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, "agent")])
     }
 
-    /// The reply for a kernel drop of this greeting hash, if the agent listed it.
+    /// Removes entries by key (`helo/NAME`, `source/ADDR`); returns what was removed.
+    pub fn remove(&self, keys: &[String]) -> Result<Vec<Entry>> {
+        let removed = self.store.remove_all(keys)?;
+        for e in &removed {
+            self.from_kernel(e)?;
+        }
+        self.changes.lock().unwrap().removed += removed.len() as u64;
+        Ok(removed)
+    }
+
+    pub fn flush(&self) -> Result<usize> {
+        let keys: Vec<String> = self.store.entries()?.iter().map(Entry::key).collect();
+        Ok(self.remove(&keys)?.len())
+    }
+
+    /// Removes what has expired from the store and the kernel.
+    pub fn expire(&self) -> Result<usize> {
+        let now = unix_now();
+        let keys: Vec<String> = self.store.entries()?.iter().filter(|e| e.expired(now)).map(Entry::key).collect();
+        let removed = self.store.remove_all(&keys)?;
+        for e in &removed {
+            self.from_kernel(e)?;
+        }
+        self.changes.lock().unwrap().expired += removed.len() as u64;
+        Ok(removed.len())
+    }
+
+    /// Every entry with its kernel hit count and last hit.
+    pub fn list(&self) -> Result<Vec<Listed>> {
+        let boot_now = boot_now_ns();
+        let unix = unix_now();
+        let k = self.kernel.lock().unwrap();
+        let mut out = Vec::new();
+        for entry in self.store.entries()? {
+            let kernel = match entry.kind {
+                Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, entry.name.as_bytes())),
+                Kind::Source => entry.name.parse().ok().and_then(|ip| k.maps.source_entry(ip)),
+            };
+            let (hits, last_hit_unix_s) = match kernel {
+                Some(v) if v.last_hit_boot_ns > 0 => {
+                    (v.hits, unix.saturating_sub(boot_now.saturating_sub(v.last_hit_boot_ns) / 1_000_000_000))
+                }
+                Some(v) => (v.hits, 0),
+                None => (0, 0),
+            };
+            out.push(Listed { entry, hits, last_hit_unix_s });
+        }
+        Ok(out)
+    }
+
+    /// The reply for a kernel drop of this greeting hash, if it is listed here.
     pub fn helo_reply(&self, hash: u64) -> Option<String> {
-        self.helo.lock().unwrap().get(&hash).map(|r| r.reply.clone())
+        self.helo_index.lock().unwrap().get(&hash).map(|e| e.reply.clone())
     }
 
     pub fn source_reply(&self, ip: IpAddr) -> Option<String> {
-        self.sources.lock().unwrap().get(&ip.to_canonical()).map(|r| r.reply.clone())
+        self.sources.lock().unwrap().get(&ip.to_canonical()).map(|e| e.reply.clone())
     }
 
+    /// Entries by kind: (helo, source).
     pub fn counts(&self) -> (usize, usize) {
-        (self.helo.lock().unwrap().len(), self.sources.lock().unwrap().len())
+        (self.helo_index.lock().unwrap().len(), self.sources.lock().unwrap().len())
+    }
+
+    pub fn changes(&self) -> ChangeCounts {
+        *self.changes.lock().unwrap()
     }
 }

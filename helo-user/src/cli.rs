@@ -24,6 +24,84 @@ pub enum Command {
     Run(RunArgs),
     /// Classify greetings read as JSON lines on stdin; one JSON verdict per line on stdout.
     Classify(ClassifyArgs),
+    /// List and edit the blocklist (through the running agent, or its store when none runs).
+    Blocklist(BlocklistArgs),
+    /// The agent's counters, with per-second rates.
+    Stats(StatsArgs),
+    /// Remove the pinned XDP link (detaching the filter) and the pinned maps.
+    Detach {
+        #[arg(long = "pin-dir", default_value = "/sys/fs/bpf/helo")]
+        pin_dir: PathBuf,
+    },
+    /// Validate a config file and print it back, resolved with every default.
+    CheckConfig { file: PathBuf },
+}
+
+/// Where to find the agent, or its store.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[arg(long = "admin-socket", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+    #[arg(long = "state-dir", default_value = crate::config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BlocklistArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(subcommand)]
+    pub command: BlocklistCommand,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum KindArg {
+    Helo,
+    Source,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlocklistCommand {
+    /// Every entry: kind, name, reason, added, expiry, hits, last hit.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a greeting name, or a source address.
+    Add {
+        name: String,
+        /// Default: `source` for an IP address, `helo` otherwise.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Time to live, e.g. `90m`, `24h`, `7d`; `0` never expires. Default: the agent's.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// The reply a dropped sender reads. Default `550 5.7.1 Bogus HELO`.
+        #[arg(long)]
+        reply: Option<String>,
+    },
+    Del {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
+    /// Remove every entry.
+    Flush,
+    /// Write every entry as JSON Lines to stdout.
+    Export,
+    /// Add entries from a JSON Lines file (as `export` writes): all of them, or none.
+    Import { file: PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Seconds between the two readings the rates come from.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
 }
 
 /// Server facts shared by `run` and `classify`.
@@ -76,6 +154,20 @@ pub struct RunArgs {
     pub pregreet_ms: Option<u64>,
     #[arg(long = "command-timeout-s")]
     pub command_timeout_s: Option<u64>,
+    #[arg(long = "pin-dir")]
+    pub pin_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics here. Default 127.0.0.1:9725.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    #[arg(long = "admin-socket")]
+    pub admin_socket: Option<PathBuf>,
+    #[arg(long = "expire-interval-s")]
+    pub expire_interval_s: Option<u64>,
+    /// Default time to live of a listed greeting and of a listed source, in seconds.
+    #[arg(long = "helo-ttl-s")]
+    pub helo_ttl_s: Option<u64>,
+    #[arg(long = "source-ttl-s")]
+    pub source_ttl_s: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +221,12 @@ impl RunArgs {
         set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
         set(&mut c.pregreet_ms, self.pregreet_ms);
         set(&mut c.timeouts.command_s, self.command_timeout_s);
+        set(&mut c.pin_dir, self.pin_dir);
+        set(&mut c.metrics, self.metrics);
+        set(&mut c.admin_socket, self.admin_socket);
+        set(&mut c.expire_interval_s, self.expire_interval_s);
+        set(&mut c.helo_ttl_s, self.helo_ttl_s);
+        set(&mut c.source_ttl_s, self.source_ttl_s);
         if c.iface.is_none() {
             anyhow::bail!("--iface is required (or `iface` in the config file)");
         }

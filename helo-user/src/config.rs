@@ -37,6 +37,9 @@ impl Default for Timeouts {
     }
 }
 
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/helo/admin.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/helo";
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Config {
@@ -63,6 +66,14 @@ pub struct Config {
     pub source_ttl_s: u64,
     /// Capacity of the kernel's HELO map.
     pub helo_capacity: u32,
+    /// Where maps and the XDP link are pinned (on a bpf filesystem).
+    pub pin_dir: PathBuf,
+    /// Prometheus metrics at http://ADDR/metrics.
+    pub metrics: SocketAddr,
+    /// The root-only admin socket for `blocklist` and `stats`.
+    pub admin_socket: PathBuf,
+    /// How often expired entries are removed from the store and the kernel.
+    pub expire_interval_s: u64,
     pub timeouts: Timeouts,
     pub classifier: crate::classify::ClassifierConfig,
 }
@@ -79,7 +90,7 @@ impl Default for Config {
             domain: vec![],
             mode: FilterMode::Enforce,
             ports: vec![helo_common::maps::DEFAULT_PORT],
-            state_dir: PathBuf::from("/var/lib/helo"),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             kernel_drop_reply: KernelDropReply::Reply,
             max_sessions: 1000,
             max_sessions_per_source: 50,
@@ -88,6 +99,10 @@ impl Default for Config {
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
+            pin_dir: PathBuf::from("/sys/fs/bpf/helo"),
+            metrics: "127.0.0.1:9725".parse().unwrap(),
+            admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            expire_interval_s: 10,
             timeouts: Timeouts::default(),
             classifier: Default::default(),
         }
@@ -110,6 +125,9 @@ impl Config {
         }
         if self.ports.is_empty() || self.ports.contains(&0) {
             bail!("ports must list at least one port, none of them 0");
+        }
+        if self.expire_interval_s == 0 {
+            bail!("expire-interval-s must be above 0");
         }
         if self.max_sessions == 0 || self.max_sessions_per_source == 0 {
             bail!("max-sessions and max-sessions-per-source must be above 0");

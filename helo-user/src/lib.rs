@@ -6,15 +6,21 @@
 //! 3. the session's greeting goes to the [`classify`] rules;
 //! 4. a rejection is replied to and listed ([`blocklist`]) so the kernel drops the next one;
 //! 5. a clean session is handed to the MTA ([`proxy`]).
+//!
+//! Around it: the durable [`store`], the operators' [`admin`] socket and [`metrics`].
 
+pub mod admin;
+pub mod admin_cli;
 pub mod agent;
 pub mod blocklist;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod kernel;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store;

@@ -1,19 +1,26 @@
 //! `helo-user`: the agent's command line. Parsing and exit codes live here; the work is in the
 //! library.
 
-use std::{process::ExitCode, sync::{Arc, Mutex}};
+use std::{
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use helo_user::{
+    admin, admin_cli,
     agent::Agent,
     blocklist::Blocklist,
     classify,
     cli::{Cli, Command},
     config::{Config, KernelDropReply},
-    kernel::{events, KernelFilter, LoadOptions},
+    kernel::{events, pin, KernelFilter, LoadOptions},
+    metrics::{self, Metrics},
     registry::Registry,
-    server, state,
+    server,
+    store::Store,
 };
 
 /// Configuration mistakes exit with 2, like clap's own flag errors.
@@ -23,25 +30,39 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => {
-            let config = match args.config() {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            exit_with(run(config))
-        }
+        Command::Run(args) => match args.config() {
+            Ok(config) => exit_with(run(config)),
+            Err(e) => config_error(e),
+        },
         Command::Classify(args) => {
-            let config = match args.facts.config() {
-                Ok(c) => c,
-                Err(e) => return config_error(e),
-            };
-            let classifier = match config.classifier() {
+            let classifier = match args.facts.config().and_then(|c| c.classifier()) {
                 Ok(c) => c,
                 Err(e) => return config_error(e),
             };
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
             exit_with(classify::jsonl::run_jsonl(&classifier, stdin, stdout).map_err(Into::into))
+        }
+        Command::Blocklist(args) => exit_with(admin_cli::blocklist(args)),
+        Command::Stats(args) => exit_with(admin_cli::stats(args)),
+        Command::Detach { pin_dir } => exit_with(pin::remove(&pin_dir).map(|removed| {
+            if removed {
+                println!("removed the XDP link and the maps pinned under {}", pin_dir.display());
+            } else {
+                println!("nothing is pinned under {}", pin_dir.display());
+            }
+        })),
+        Command::CheckConfig { file } => {
+            match Config::from_file(&file).and_then(|c| c.validate().and(c.classifier()).map(|_| c)) {
+                Ok(c) => match toml::to_string_pretty(&c) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => config_error(e.into()),
+                },
+                Err(e) => config_error(e),
+            }
         }
     }
 }
@@ -64,31 +85,39 @@ fn exit_with(r: Result<()>) -> ExitCode {
 #[tokio::main]
 async fn run(config: Config) -> Result<()> {
     let classifier = config.classifier()?;
-    let key = state::load_or_create_key(&config.state_dir)?;
-    let mut filter = KernelFilter::load(LoadOptions { helo_capacity: config.helo_capacity, ..Default::default() })?;
+    let store = Store::open(&config.state_dir)?;
+    let key = store.hash_key()?;
+    let mut filter = KernelFilter::load(LoadOptions {
+        helo_capacity: config.helo_capacity,
+        pin_dir: Some(config.pin_dir.clone()),
+        ..Default::default()
+    })?;
     filter.configure(key, config.mode, &config.ports)?;
     for net in classifier.exempt_networks() {
         filter.maps.allow(net.addr(), net.prefix_len())?;
     }
     let iface = config.iface.clone().expect("validated");
     let mode = filter.attach(&iface, config.xdp_mode)?;
+    let program_id = filter.program_id().unwrap_or(0);
     log::info!(
-        "XDP program {} attached to {iface} in {} mode; filtering ports {:?} ({:?} mode)",
-        filter.program_id().unwrap_or(0),
+        "XDP program {program_id} attached to {iface} in {} mode; filtering ports {:?} ({:?} mode)",
         mode.as_str(),
         config.ports,
         config.mode
     );
     let ring = filter.take_events().context("the XDP object has no event ring")?;
     let kernel = Arc::new(Mutex::new(filter));
-    let blocklist = Arc::new(Blocklist::new(
+    let blocklist = Arc::new(Blocklist::open(
         Arc::clone(&kernel),
+        store,
         key,
-        std::time::Duration::from_secs(config.helo_ttl_s),
-        std::time::Duration::from_secs(config.source_ttl_s),
-    ));
+        Duration::from_secs(config.helo_ttl_s),
+        Duration::from_secs(config.source_ttl_s),
+    )?);
+    let metrics = Arc::new(Metrics::new(mode.as_str(), program_id));
     let registry = Arc::new(Registry::default());
     let listeners = config.listen.iter().map(|a| server::bind(*a)).collect::<Result<Vec<_>>>()?;
+    let admin_listener = admin::server::bind(&config.admin_socket)?;
     let silent = config.kernel_drop_reply == KernelDropReply::Silent;
     tokio::spawn({
         let (registry, blocklist) = (Arc::clone(&registry), Arc::clone(&blocklist));
@@ -98,17 +127,50 @@ async fn run(config: Config) -> Result<()> {
             }
         }
     });
-    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry });
+    tokio::spawn({
+        let (metrics, kernel, blocklist, addr) = (Arc::clone(&metrics), Arc::clone(&kernel), Arc::clone(&blocklist), config.metrics);
+        async move {
+            if let Err(e) = metrics::serve(addr, metrics, kernel, blocklist).await {
+                log::error!("metrics endpoint stopped: {e:#}");
+            }
+        }
+    });
+    tokio::spawn({
+        let (blocklist, every) = (Arc::clone(&blocklist), Duration::from_secs(config.expire_interval_s));
+        async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let b = Arc::clone(&blocklist);
+                match tokio::task::spawn_blocking(move || b.expire()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => log::info!("blocklist: {n} entries expired"),
+                    Ok(Err(e)) => log::error!("blocklist expiry failed: {e:#}"),
+                    Err(e) => log::error!("blocklist expiry panicked: {e}"),
+                }
+            }
+        }
+    });
+    let admin_path = config.admin_socket.clone();
+    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics });
+    tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        log::info!("signal received: stopping");
+        log::info!("signal received: stopping (the pinned filter stays attached; `helo-user detach` removes it)");
         let _ = stop_tx.send(true);
     });
-    log::info!("accepting SMTP on {:?}, handing clean sessions to {}", agent.config.listen, agent.config.backend);
-    server::serve(agent, listeners, stop_rx).await
+    log::info!(
+        "accepting SMTP on {:?}, handing clean sessions to {}; metrics on http://{}/metrics; admin socket {}",
+        agent.config.listen,
+        agent.config.backend,
+        agent.config.metrics,
+        admin_path.display()
+    );
+    let result = server::serve(agent, listeners, stop_rx).await;
+    let _ = std::fs::remove_file(&admin_path);
+    result
 }
-

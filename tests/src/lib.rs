@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod frames;
 pub mod kernel_state;
+pub mod lab;
 pub mod netns;
 pub mod postfix;
 pub mod privilege;

@@ -3,161 +3,19 @@
 //! Clients are real: Python's smtplib and raw sockets, swaks, Postfix's smtp-source.
 
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use helo_common::maps::counter;
 use helo_tests::{
-    agent::AgentProcess,
-    kernel_state,
-    netns::{link, Endpoint, Netns},
-    postfix::{Postfix, PostfixConfig},
+    lab::{as_wire, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
     privilege::require_root,
 };
 use serde_json::Value;
-
-const HOSTNAME: &str = "mx.example.com";
-const DOMAIN: &str = "example.com";
-const USER: &str = "user@example.com";
-const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/smtp_client.py");
-
-struct Lab {
-    // Field order is drop order: the agent and Postfix stop before their namespaces go.
-    agent: AgentProcess,
-    postfix: Option<Postfix>,
-    client: Netns,
-    _edge: Netns,
-    client_end: Endpoint,
-    edge_end: Endpoint,
-    _dir: tempfile::TempDir,
-}
-
-struct LabOptions {
-    agent_args: Vec<String>,
-    with_postfix: bool,
-    tls: bool,
-}
-
-impl Default for LabOptions {
-    fn default() -> Self {
-        Self { agent_args: vec![], with_postfix: true, tls: false }
-    }
-}
-
-impl Lab {
-    fn new(opts: LabOptions) -> Result<Self> {
-        let client = Netns::new("c")?;
-        let edge = Netns::new("e")?;
-        let (client_end, edge_end) = link(&client, &edge, 30)?;
-        let dir = tempfile::tempdir()?;
-        let postfix = if opts.with_postfix {
-            Some(Postfix::start(
-                &edge,
-                PostfixConfig {
-                    listen_ip: edge_end.v4.clone(),
-                    proxy_port: 10025,
-                    plain_port: 10026,
-                    domains: vec![DOMAIN.into()],
-                    users: vec![USER.into()],
-                    myhostname: "backend.example.com".into(),
-                    tls: opts.tls,
-                },
-            )?)
-        } else {
-            None
-        };
-        let listen: SocketAddr = format!("{}:25", edge_end.v4).parse()?;
-        let mut args: Vec<String> = [
-            "run",
-            "--iface",
-            &edge_end.ifname,
-            "--xdp-mode",
-            "native",
-            "--listen",
-            &listen.to_string(),
-            "--backend",
-            &format!("{}:10025", edge_end.v4),
-            "--hostname",
-            HOSTNAME,
-            "--server-ip",
-            &edge_end.v4,
-            "--server-ip",
-            &edge_end.v6,
-            "--domain",
-            DOMAIN,
-            "--state-dir",
-            dir.path().join("state").to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(opts.agent_args);
-        let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
-        Ok(Self { agent, postfix, client, _edge: edge, client_end, edge_end, _dir: dir })
-    }
-
-    fn postfix(&self) -> &Postfix {
-        self.postfix.as_ref().expect("this lab has a Postfix")
-    }
-
-    /// Runs the Python client inside the client namespace and parses its JSON line.
-    fn py(&self, mode: &str, args: &[&str]) -> Result<Value> {
-        let out = self
-            .client
-            .command("python3")
-            .arg(CLIENT_SCRIPT)
-            .arg(mode)
-            .args(["--server", &self.edge_end.v4])
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!("client failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn dialog(&self, lines: &[&str]) -> Result<Value> {
-        let mut args = vec![];
-        for l in lines {
-            args.push("--line");
-            args.push(l);
-        }
-        self.py("dialog", &args)
-    }
-
-    fn counters(&self) -> Result<helo_user::kernel::Counters> {
-        let id = kernel_state::program_id_from_log(&self.agent.log_text()).context("agent logged no program id")?;
-        kernel_state::counters(id)
-    }
-
-    /// Sockets on the agent's port that the agent still holds for `client_port`.
-    fn agent_holds(&self, client_port: u64) -> Result<bool> {
-        let out = self._edge.command("ss").args(["-tnpH"]).output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && l.contains("helo-user")))
-    }
-}
-
-fn reply(v: &Value, i: usize) -> String {
-    v["replies"][i].as_str().unwrap_or("<none>").to_string()
-}
-
-/// Maildir files end lines with LF; the wire uses CRLF.
-fn as_wire(maildir_file: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(maildir_file.len() + maildir_file.len() / 40);
-    for &b in maildir_file {
-        if b == b'\n' {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
-}
 
 #[test]
 fn clean_mail_is_delivered_byte_for_byte_with_the_client_address() -> Result<()> {
@@ -165,7 +23,7 @@ fn clean_mail_is_delivered_byte_for_byte_with_the_client_address() -> Result<()>
         return Ok(());
     }
     let lab = Lab::new(LabOptions::default())?;
-    let sent_path: PathBuf = lab._dir.path().join("sent.eml");
+    let sent_path: PathBuf = lab.dir.path().join("sent.eml");
     let r = lab.py("send", &["--out", sent_path.to_str().unwrap(), "--attach-bytes", "100000"])?;
     assert_eq!(r["ok"], true, "{r}\n{}", lab.agent.log_text());
     let files = lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;

@@ -1,9 +1,11 @@
 //! Loading the XDP program, configuring it, and attaching it to an interface.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, RingBuf},
-    programs::{Xdp, XdpMode},
+    programs::{links::{FdLink, PinnedLink}, xdp::XdpLink, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use helo_common::{
@@ -11,7 +13,7 @@ use helo_common::{
     HashKey,
 };
 
-use super::{maps::KernelMaps, XDP_OBJECT};
+use super::{maps::KernelMaps, pin, XDP_OBJECT};
 
 /// What the program does with a listed packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -58,17 +60,20 @@ impl AttachMode {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Capacity of the HELO hash map (LRU).
     pub helo_capacity: u32,
     /// Capacity of the source map (LRU).
     pub source_capacity: u32,
+    /// Pin the maps and the link here (reusing what is already pinned). `None`: nothing outlives
+    /// this process (tests).
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { helo_capacity: DEFAULT_HELO_CAPACITY, source_capacity: DEFAULT_SOURCE_CAPACITY }
+        Self { helo_capacity: DEFAULT_HELO_CAPACITY, source_capacity: DEFAULT_SOURCE_CAPACITY, pin_dir: None }
     }
 }
 
@@ -78,15 +83,26 @@ pub struct KernelFilter {
     pub maps: KernelMaps,
     events: Option<RingBuf<MapData>>,
     attached: Option<AttachMode>,
+    pin_dir: Option<PathBuf>,
+    last_link_id: Option<aya::programs::xdp::XdpLinkId>,
 }
 
 impl KernelFilter {
     /// Loads the embedded object and has the verifier check the program. Nothing is attached yet,
     /// and the program passes everything until [`KernelFilter::configure`] runs.
     pub fn load(opts: LoadOptions) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::HELO_BLOCKS, opts.helo_capacity)
-            .map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity)
+            .map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity);
+        if let Some(dir) = &opts.pin_dir {
+            pin::prepare(dir)?;
+            for name in pin::PINNED_MAPS {
+                // Reused if already pinned (a restart), created and pinned otherwise.
+                loader.map_pin_path(name, pin::map_path(dir, name));
+            }
+        }
+        let mut ebpf = loader
             .load(XDP_OBJECT)
             .context("loading the XDP object (are you root, with bpf and bpffs available?)")?;
         let program: &mut Xdp = ebpf
@@ -96,7 +112,7 @@ impl KernelFilter {
         program.load().context("the kernel's verifier rejected the XDP program")?;
         let maps = KernelMaps::take_from(&mut ebpf)?;
         let events = ebpf.take_map(names::EVENTS).map(RingBuf::try_from).transpose()?;
-        Ok(Self { ebpf, maps, events, attached: None })
+        Ok(Self { ebpf, maps, events, attached: None, pin_dir: opts.pin_dir, last_link_id: None })
     }
 
     /// Sets the hash key, the mode and the filtered ports. Ports are replaced, not added to.
@@ -132,18 +148,54 @@ impl KernelFilter {
             .expect("checked at load")
     }
 
-    /// Attaches to `iface`. A refused native attach falls back to skb mode, with a warning.
+    /// Attaches to `iface`. With a pin directory, a link already pinned there gets this program
+    /// swapped in atomically (no gap in filtering); otherwise the new link is pinned.
     pub fn attach(&mut self, iface: &str, wanted: AttachMode) -> Result<AttachMode> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return self.attach_fresh(iface, wanted);
+        };
+        // bpffs holds only bpf objects, so the attach mode is kept in the link's pin name.
+        let pinned = [AttachMode::Native, AttachMode::Skb].into_iter().find(|m| pin::link_path(&dir, *m).exists());
+        if let Some(mode) = pinned {
+            let path = pin::link_path(&dir, mode);
+            let pinned = PinnedLink::from_pin(&path).context("opening the pinned XDP link")?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).context("the pinned link is not an XDP link")?;
+            self.program_mut().attach_to_link(link).context("swapping the program into the pinned link")?;
+            log::info!("reattached to the pinned XDP link at {} ({} mode)", path.display(), mode.as_str());
+            self.attached = Some(mode);
+            return Ok(mode);
+        }
+        let mode = self.attach_fresh(iface, wanted)?;
+        let id = self.last_link_id.take().expect("attach_fresh sets it");
+        let link = self.program_mut().take_link(id)?;
+        match FdLink::try_from(link) {
+            Ok(fd_link) => {
+                fd_link.pin(pin::link_path(&dir, mode)).context("pinning the XDP link")?;
+            }
+            Err(_) => log::warn!(
+                "the kernel attached XDP through netlink, not a bpf link: the filter cannot be pinned and \
+                 stops when the agent does"
+            ),
+        }
+        Ok(mode)
+    }
+
+    fn attach_fresh(&mut self, iface: &str, wanted: AttachMode) -> Result<AttachMode> {
         let used = match self.program_mut().attach(iface, wanted.xdp_mode()) {
-            Ok(_) => wanted,
+            Ok(id) => {
+                self.last_link_id = Some(id);
+                wanted
+            }
             Err(native_err) if wanted == AttachMode::Native => {
                 log::warn!(
                     "native XDP attach on {iface} failed ({native_err}); falling back to skb mode, \
                      which is slower: the packet is parsed after the kernel built an skb"
                 );
-                self.program_mut()
+                let id = self
+                    .program_mut()
                     .attach(iface, XdpMode::Skb)
                     .with_context(|| format!("attaching XDP to {iface} in skb mode"))?;
+                self.last_link_id = Some(id);
                 AttachMode::Skb
             }
             Err(e) => return Err(e).with_context(|| format!("attaching XDP to {iface}")),

@@ -10,6 +10,7 @@ pub mod events;
 pub mod filter;
 
 pub mod maps;
+pub mod pin;
 
 pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};
 pub use maps::{Counters, KernelMaps};

@@ -4,35 +4,24 @@
 //! The kernel listing happens before the reply is written: by the time the sender reads
 //! `550 ... Bogus HELO`, its next attempt with that greeting is already dropped in the kernel.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Instant};
 
 use anyhow::Result;
-use helo_common::maps::reason;
 
 use crate::{
     agent::Agent,
-    classify::{Greeting, Rejection, RuleId, Scope, Verb},
+    classify::{Classification, Greeting, Rejection, Scope, Verb},
+    metrics::{KindLabel, RuleLabel},
     kernel::FilterMode,
     proxy::HandOffEnd,
 };
 
-fn reason_code(rule: RuleId) -> u32 {
-    match rule {
-        RuleId::OperatorDeny => reason::OPERATOR_DENY,
-        RuleId::BogusHelo => reason::BOGUS_HELO,
-        RuleId::HeloIsMyIp => reason::HELO_IS_MY_IP,
-        RuleId::HeloMatchesRcpt => reason::HELO_MATCHES_RCPT,
-        RuleId::LiteralMismatch => reason::LITERAL_MISMATCH,
-        RuleId::Dynamic => reason::OPERATOR,
-    }
-}
-
 /// Lists what was rejected: the greeting for everyone (`helo` scope) or this client (`client`).
 fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<()> {
-    let code = reason_code(rejection.rule);
+    let rule = rejection.rule.as_str();
     match rejection.scope {
-        Scope::Helo => agent.blocklist.block_helo(arg, code, &rejection.reply),
-        Scope::Client => agent.blocklist.block_source(client, code, &rejection.reply),
+        Scope::Helo => agent.blocklist.block_helo(arg, rule, &rejection.reply),
+        Scope::Client => agent.blocklist.block_source(client, rule, &rejection.reply),
     }
 }
 
@@ -52,20 +41,40 @@ fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr
 }
 
 /// Classifies a greeting at HELO time. `Some(reply)` when it is rejected.
-pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr) -> Option<String> {
-    let classification = agent.classifier.classify(&Greeting::new(Verb::Ehlo, arg, client));
+/// Runs the classifier and counts what it found.
+fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
+    let started = Instant::now();
+    let classification = agent.classifier.classify(input);
+    let m = &agent.metrics;
+    m.classify_seconds.observe(started.elapsed().as_secs_f64());
+    let rule = classification.verdict.rule().map(|r| r.as_str()).unwrap_or("accept");
+    m.verdicts.get_or_create(&RuleLabel { rule: rule.to_owned() }).inc();
     for kind in classification.observations.iter() {
-        log::debug!("{client}: observation {}", kind.as_str());
+        log::debug!("{}: observation {}", input.client_ip, kind.as_str());
+        m.observations.get_or_create(&KindLabel { kind: kind.as_str().to_owned() }).inc();
     }
+    classification
+}
+
+pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr) -> Option<String> {
+    let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
     Some(consequences(agent, rejection, arg, client))
 }
 
-pub fn observe_pregreet(_agent: &Agent) {}
+pub fn observe_pregreet(agent: &Agent) {
+    agent.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
+}
 
-pub fn record_hand_off(_agent: &Agent, end: Result<HandOffEnd>) {
-    if let Err(e) = end {
-        log::debug!("relay ended with an error: {e:#}");
+pub fn record_hand_off(agent: &Agent, end: Result<HandOffEnd>) {
+    match end {
+        Ok(HandOffEnd::BackendDown) => {
+            agent.metrics.backend_errors.inc();
+        }
+        Ok(_) => {
+            agent.metrics.hand_offs.inc();
+        }
+        Err(e) => log::debug!("relay ended with an error: {e:#}"),
     }
 }
 
@@ -90,7 +99,7 @@ impl crate::proxy::relay::Judge for Relay<'_> {
     fn rcpt(&mut self, address: &str) -> Option<String> {
         let rcpt = [address];
         let input = Greeting::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
-        let classification = self.agent.classifier.classify(&input);
+        let classification = classify(self.agent, &input);
         let rejection = classification.verdict.rejection()?;
         let reply = consequences(self.agent, rejection, &self.arg, self.client);
         self.enforce(reply)

@@ -48,6 +48,15 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
 }
 
 pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
+    let started = std::time::Instant::now();
+    agent.metrics.sessions.inc();
+    agent.metrics.sessions_active.inc();
+    serve(&agent, stream, peer).await;
+    agent.metrics.sessions_active.dec();
+    agent.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
+}
+
+async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
         Ok(a) => a,
@@ -56,7 +65,7 @@ pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
     let (_registration, mut kill) = agent.registry.register(peer);
     if pregreets(&stream, Duration::from_millis(agent.config.pregreet_ms)).await {
         log::info!("{peer} talked before the banner (pregreet)");
-        judge::observe_pregreet(&agent);
+        judge::observe_pregreet(agent);
     }
     let (r, mut out) = stream.into_split();
     let mut input = LineReader::new(r);
@@ -98,12 +107,12 @@ pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
                 continue;
             }
         };
-        if let Some(refusal) = judge::greeting(&agent, &arg, peer.ip()) {
+        if let Some(refusal) = judge::greeting(agent, &arg, peer.ip()) {
             if agent.config.mode == FilterMode::Enforce {
                 return close(out, Some(&refusal)).await;
             }
         }
-        let mut rcpt_judge = judge::Relay::new(&agent, arg, peer.ip());
+        let mut rcpt_judge = judge::Relay::new(agent, arg, peer.ip());
         let hand_off = HandOff {
             backend: agent.config.backend,
             client: peer,
@@ -118,7 +127,7 @@ pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
                 log::debug!("{peer}: session ended by a kernel drop during relay ({killed:?})");
             }
             end = proxy::hand_off(input, out, hand_off, &mut rcpt_judge) => {
-                judge::record_hand_off(&agent, end);
+                judge::record_hand_off(agent, end);
             }
         }
         return;

@@ -1,0 +1,48 @@
+//! The command line's side: talk to the running agent, or work on the store when none runs.
+
+use std::{
+    io::{BufRead, BufReader, ErrorKind, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    ops::{self, Target},
+    protocol::{Request, Response},
+};
+use crate::store::Store;
+
+/// Sends `req` to the agent at `socket`; with no agent there, runs it on the store in
+/// `state_dir`. A caller without permission gets told so, never a silent fallback.
+pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
+    match UnixStream::connect(socket) {
+        Ok(mut stream) => {
+            let mut line = serde_json::to_string(&req)?;
+            line.push('\n');
+            stream.write_all(line.as_bytes())?;
+            let mut reply = String::new();
+            BufReader::new(&stream).read_line(&mut reply)?;
+            let resp: Response = serde_json::from_str(&reply).context("the agent's answer is not JSON")?;
+            match resp.error {
+                Some(e) if !resp.ok => bail!("{e}"),
+                _ => Ok(resp),
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            bail!("permission denied on {}: blocklist and stats commands need root", socket.display())
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            let store = Store::open(state_dir).map_err(|err| {
+                if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::PermissionDenied)) {
+                    anyhow::anyhow!("permission denied on {}: blocklist commands need root", state_dir.display())
+                } else {
+                    err.context(format!("no agent at {} and the store could not be opened", socket.display()))
+                }
+            })?;
+            ops::handle(Target::Offline(&store), req)
+        }
+        Err(e) => Err(e).with_context(|| format!("connecting to {}", socket.display())),
+    }
+}

@@ -1,0 +1,103 @@
+//! The operations behind `helo-user blocklist …`, on the live blocklist (agent running: store and
+//! kernel together) or on the store alone (agent stopped: the kernel is filled at its next start).
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::protocol::{Request, Response};
+use crate::{
+    blocklist::{unix_now, Blocklist, Listed},
+    session::reply::KERNEL_DROP_DEFAULT,
+    store::{Entry, Kind, Store},
+};
+
+pub enum Target<'a> {
+    Live(&'a Blocklist),
+    Offline(&'a Store),
+}
+
+fn entry_for(kind: Kind, name: &str, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String>, default_ttl: Duration) -> Result<Entry> {
+    let name = match kind {
+        Kind::Helo => crate::blocklist::normalise(name),
+        Kind::Source => {
+            let name = name.strip_suffix("/32").or_else(|| name.strip_suffix("/128")).unwrap_or(name);
+            if name.contains('/') {
+                bail!("{name}: source entries are single addresses (a /32 or /128); networks are not supported yet");
+            }
+            name.parse::<std::net::IpAddr>()?.to_canonical().to_string()
+        }
+    };
+    let now = unix_now();
+    let ttl = ttl_s.map(Duration::from_secs).unwrap_or(default_ttl);
+    let e = Entry {
+        kind,
+        name,
+        reason: reason.unwrap_or_else(|| "operator".into()),
+        reply: reply.unwrap_or_else(|| KERNEL_DROP_DEFAULT.into()),
+        added_unix_s: now,
+        expires_unix_s: if ttl.is_zero() { 0 } else { now + ttl.as_secs() },
+        origin: "operator".into(),
+    };
+    e.validate()?;
+    Ok(e)
+}
+
+/// The default time to live for an entry of `kind` when the agent is not there to say.
+const OFFLINE_TTL: [Duration; 2] = [Duration::from_secs(7 * 24 * 3600), Duration::from_secs(24 * 3600)];
+
+pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
+    let ok = |count: usize| Response { ok: true, count: Some(count), ..Default::default() };
+    match (req, target) {
+        (Request::List, Target::Live(b)) => Ok(Response { ok: true, entries: Some(b.list()?), ..Default::default() }),
+        (Request::List, Target::Offline(s)) => Ok(Response {
+            ok: true,
+            entries: Some(s.entries()?.into_iter().map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }).collect()),
+            ..Default::default()
+        }),
+        (Request::Add { kind, name, ttl_s, reason, reply }, target) => {
+            let default_ttl = match (&target, kind) {
+                (Target::Live(b), Kind::Helo) => b.helo_ttl,
+                (Target::Live(b), Kind::Source) => b.source_ttl,
+                (Target::Offline(_), Kind::Helo) => OFFLINE_TTL[0],
+                (Target::Offline(_), Kind::Source) => OFFLINE_TTL[1],
+            };
+            let e = entry_for(kind, &name, ttl_s, reason, reply, default_ttl)?;
+            match target {
+                Target::Live(b) => b.add_all(&[e])?,
+                Target::Offline(s) => s.put(&e)?,
+            }
+            Ok(ok(1))
+        }
+        (Request::Del { kind, name }, target) => {
+            let probe = entry_for(kind, &name, Some(0), None, None, Duration::ZERO)?;
+            let keys = [probe.key()];
+            let n = match target {
+                Target::Live(b) => b.remove(&keys)?.len(),
+                Target::Offline(s) => s.remove_all(&keys)?.len(),
+            };
+            if n == 0 {
+                bail!("{} is not listed", probe.key());
+            }
+            Ok(ok(n))
+        }
+        (Request::Flush, Target::Live(b)) => Ok(ok(b.flush()?)),
+        (Request::Flush, Target::Offline(s)) => {
+            let keys: Vec<String> = s.entries()?.iter().map(Entry::key).collect();
+            Ok(ok(s.remove_all(&keys)?.len()))
+        }
+        (Request::Import { entries }, target) => {
+            // All or nothing: every entry is checked before any is written.
+            for (i, e) in entries.iter().enumerate() {
+                e.validate().map_err(|err| anyhow::anyhow!("entry {}: {err:#}", i + 1))?;
+            }
+            match target {
+                Target::Live(b) => b.add_all(&entries)?,
+                Target::Offline(s) => s.put_all(&entries)?,
+            }
+            Ok(ok(entries.len()))
+        }
+        (Request::Stats, Target::Offline(_)) => bail!("stats need a running agent"),
+        (Request::Stats, Target::Live(_)) => unreachable!("stats are answered by the server"),
+    }
+}

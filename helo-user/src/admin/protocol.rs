@@ -1,0 +1,52 @@
+//! One JSON request per line, one JSON response per line.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    blocklist::{ChangeCounts, Listed},
+    store::{Entry, Kind},
+};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    List,
+    Add { kind: Kind, name: String, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String> },
+    Del { kind: Kind, name: String },
+    Flush,
+    Import { entries: Vec<Entry> },
+    Stats,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub kernel: BTreeMap<String, u64>,
+    pub sessions_total: u64,
+    pub sessions_active: u64,
+    pub helo_entries: u64,
+    pub source_entries: u64,
+    pub changes: ChangeCounts,
+    pub xdp_mode: String,
+    pub program_id: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<Listed>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+impl Response {
+    pub fn error(e: anyhow::Error) -> Self {
+        Self { ok: false, error: Some(format!("{e:#}")), ..Default::default() }
+    }
+}

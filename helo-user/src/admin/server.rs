@@ -1,0 +1,78 @@
+//! The agent's admin socket: root-only (mode 0600 in a 0700 directory), one request per
+//! connection line.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use anyhow::{Context, Result};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::UnixListener,
+};
+
+use super::{
+    ops::{self, Target},
+    protocol::{Request, Response, Stats},
+};
+use crate::agent::Agent;
+
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        crate::state::ensure_dir(dir)?;
+    }
+    // A socket left by a killed agent: nobody listens on it any more.
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+fn stats(agent: &Agent) -> Result<Stats> {
+    let kernel = agent.kernel.lock().unwrap();
+    let counters = kernel.maps.counters()?;
+    let (helo, source) = agent.blocklist.counts();
+    Ok(Stats {
+        kernel: counters.named().map(|(n, v)| (n.to_owned(), v)).collect(),
+        sessions_total: agent.metrics.sessions.get(),
+        sessions_active: agent.metrics.sessions_active.get() as u64,
+        helo_entries: helo as u64,
+        source_entries: source as u64,
+        changes: agent.blocklist.changes(),
+        xdp_mode: kernel.attach_mode().map(|m| m.as_str()).unwrap_or("detached").to_owned(),
+        program_id: kernel.program_id().unwrap_or(0),
+    })
+}
+
+fn answer(agent: &Agent, line: &str) -> Response {
+    let req: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return Response::error(anyhow::anyhow!("bad request: {e}")),
+    };
+    let result = match req {
+        Request::Stats => stats(agent).map(|s| Response { ok: true, stats: Some(s), ..Default::default() }),
+        req => ops::handle(Target::Live(&agent.blocklist), req),
+    };
+    result.unwrap_or_else(Response::error)
+}
+
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                // Store and kernel updates block briefly (an fsync): off the async threads.
+                let agent = Arc::clone(&agent);
+                let response = tokio::task::spawn_blocking(move || answer(&agent, &line)).await.unwrap_or_else(|e| Response::error(e.into()));
+                let mut text = serde_json::to_string(&response).unwrap_or_default();
+                text.push('\n');
+                if w.write_all(text.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}

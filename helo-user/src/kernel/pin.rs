@@ -1,0 +1,73 @@
+//! Pins under bpffs (default `/sys/fs/bpf/helo`): the maps and the XDP link outlive the agent.
+//!
+//! While the agent is down or restarting, the kernel keeps dropping what is listed and passes the
+//! rest; a new agent reuses the pinned maps (so nothing listed is lost) and swaps its program into
+//! the pinned link atomically (so there is no moment without a filter).
+
+use std::{ffi::CString, path::{Path, PathBuf}};
+
+use anyhow::{bail, Context, Result};
+use helo_common::maps::names;
+
+/// The maps that are pinned, by name (the per-CPU scratch map is private to each program).
+pub const PINNED_MAPS: [&str; 8] = [
+    names::CONFIG,
+    names::PORTS,
+    names::HELO_BLOCKS,
+    names::SOURCE_BLOCKS,
+    names::ALLOW,
+    names::FLOWS,
+    names::COUNTERS,
+    names::EVENTS,
+];
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+/// Where the XDP link attached in `mode` is pinned.
+pub fn link_path(dir: &Path, mode: super::AttachMode) -> PathBuf {
+    dir.join(format!("link-{}", mode.as_str()))
+}
+
+pub fn map_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+fn is_bpffs(path: &Path) -> Result<bool> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs fills the struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statfs {}", path.display()));
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Makes sure `dir` exists on a bpf filesystem. `/sys/fs/bpf` is mounted if nothing is there yet
+/// (systemd usually does it); any other parent must already be a bpffs.
+pub fn prepare(dir: &Path) -> Result<()> {
+    let parent = dir.parent().context("the pin directory has no parent")?;
+    if !is_bpffs(parent)? {
+        if parent != Path::new("/sys/fs/bpf") {
+            bail!("{} is not on a bpf filesystem (mount one: mount -t bpf bpf {})", parent.display(), parent.display());
+        }
+        let src = CString::new("bpf")?;
+        let target = CString::new("/sys/fs/bpf")?;
+        // SAFETY: plain mount(2) with NUL-terminated strings.
+        if unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("mounting bpffs on /sys/fs/bpf");
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Removes the link (detaching the program) and every pinned map.
+pub fn remove(dir: &Path) -> Result<bool> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    std::fs::remove_dir(dir)?;
+    Ok(true)
+}

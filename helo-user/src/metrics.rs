@@ -1,0 +1,160 @@
+//! Prometheus metrics, through the `prometheus-client` crate, served at `/metrics`.
+//!
+//! Agent-side metrics are updated where things happen. The kernel's per-CPU counters and the
+//! blocklist sizes are read at scrape time, so a scrape always shows the kernel's current totals.
+
+use std::{net::SocketAddr, sync::{Arc, Mutex}};
+
+use anyhow::{Context, Result};
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::{blocklist::Blocklist, kernel::KernelFilter};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct XdpLabels {
+    pub mode: String,
+    pub program_id: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    kernel_packets: Family<OutcomeLabel, Counter>,
+    kernel_seen: Mutex<[u64; helo_common::maps::counter::COUNT as usize]>,
+    events_lost: Counter,
+    pub sessions: Counter,
+    pub sessions_active: Gauge,
+    pub verdicts: Family<RuleLabel, Counter>,
+    pub observations: Family<KindLabel, Counter>,
+    pub hand_offs: Counter,
+    pub backend_errors: Counter,
+    blocklist_entries: Family<KindLabel, Gauge>,
+    blocklist_added: Counter,
+    blocklist_expired: Counter,
+    blocklist_removed: Counter,
+    blocklist_changes_seen: Mutex<crate::blocklist::ChangeCounts>,
+    pub classify_seconds: Histogram,
+    pub session_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new(xdp_mode: &str, program_id: u32) -> Self {
+        let m = Self {
+            registry: Mutex::new(Registry::with_prefix("helo")),
+            kernel_packets: Family::default(),
+            kernel_seen: Mutex::new([0; helo_common::maps::counter::COUNT as usize]),
+            events_lost: Counter::default(),
+            sessions: Counter::default(),
+            sessions_active: Gauge::default(),
+            verdicts: Family::default(),
+            observations: Family::default(),
+            hand_offs: Counter::default(),
+            backend_errors: Counter::default(),
+            blocklist_entries: Family::default(),
+            blocklist_added: Counter::default(),
+            blocklist_expired: Counter::default(),
+            blocklist_removed: Counter::default(),
+            blocklist_changes_seen: Mutex::new(Default::default()),
+            classify_seconds: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
+            session_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
+        };
+        {
+            let mut r = m.registry.lock().unwrap();
+            r.register("kernel_packets", "Packets the XDP program decided on, by outcome (summed over CPUs)", m.kernel_packets.clone());
+            r.register("kernel_events_lost", "Drop events the ring buffer had no room for", m.events_lost.clone());
+            r.register("sessions", "SMTP sessions accepted", m.sessions.clone());
+            r.register("sessions_active", "SMTP sessions open now", m.sessions_active.clone());
+            r.register("verdicts", "Classifier verdicts by rule (accept for clean greetings)", m.verdicts.clone());
+            r.register("observations", "Classifier observations by kind", m.observations.clone());
+            r.register("hand_offs", "Sessions handed to the MTA", m.hand_offs.clone());
+            r.register("backend_errors", "Hand-offs that failed to reach the MTA", m.backend_errors.clone());
+            r.register("blocklist_entries", "Blocklist entries by kind", m.blocklist_entries.clone());
+            r.register("blocklist_added", "Blocklist entries added", m.blocklist_added.clone());
+            r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());
+            r.register("blocklist_removed", "Blocklist entries removed by an operator", m.blocklist_removed.clone());
+            r.register_with_unit("classify_duration", "Time to classify one greeting", Unit::Seconds, m.classify_seconds.clone());
+            r.register_with_unit("session_duration", "Session length, accept to close", Unit::Seconds, m.session_seconds.clone());
+            r.register(
+                "xdp",
+                "How the XDP program is attached",
+                Info::new(XdpLabels { mode: xdp_mode.to_owned(), program_id: program_id.to_string() }),
+            );
+        }
+        m
+    }
+
+    /// Brings the scrape-time values up to date and encodes everything.
+    pub fn render(&self, kernel: &Mutex<KernelFilter>, blocklist: &Blocklist) -> Result<String> {
+        let now = kernel.lock().unwrap().maps.counters()?;
+        {
+            let mut seen = self.kernel_seen.lock().unwrap();
+            for (i, (name, total)) in now.named().enumerate() {
+                let delta = total.saturating_sub(seen[i]);
+                if name == "events_lost" {
+                    self.events_lost.inc_by(delta);
+                } else {
+                    self.kernel_packets.get_or_create(&OutcomeLabel { outcome: name.to_owned() }).inc_by(delta);
+                }
+                seen[i] = total;
+            }
+        }
+        let (helo, source) = blocklist.counts();
+        self.blocklist_entries.get_or_create(&KindLabel { kind: "helo".into() }).set(helo as i64);
+        self.blocklist_entries.get_or_create(&KindLabel { kind: "source".into() }).set(source as i64);
+        {
+            let c = blocklist.changes();
+            let mut seen = self.blocklist_changes_seen.lock().unwrap();
+            self.blocklist_added.inc_by(c.added - seen.added);
+            self.blocklist_expired.inc_by(c.expired - seen.expired);
+            self.blocklist_removed.inc_by(c.removed - seen.removed);
+            *seen = c;
+        }
+        let mut out = String::new();
+        encode(&mut out, &self.registry.lock().unwrap()).context("encoding metrics")?;
+        Ok(out)
+    }
+}
+
+/// Serves `/metrics` until the task is dropped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, kernel: Arc<Mutex<KernelFilter>>, blocklist: Arc<Blocklist>) -> Result<()> {
+    use axum::{http::{header, StatusCode}, routing::get, Router};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let (metrics, kernel, blocklist) = (Arc::clone(&metrics), Arc::clone(&kernel), Arc::clone(&blocklist));
+            async move {
+                match metrics.render(&kernel, &blocklist) {
+                    Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], format!("{e:#}")),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics on {addr}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! A whole edge box in namespaces, for the end-to-end tests: a client namespace and an edge
+//! namespace joined by a veth, `helo-user run` in the edge namespace with XDP attached natively to
+//! its veth, its pins on a private bpffs, and (optionally) a real Postfix behind it.
+
+use std::{net::SocketAddr, path::PathBuf, process::{Command, Output}};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{
+    agent::AgentProcess,
+    kernel_state,
+    netns::{link, Endpoint, Netns},
+    postfix::{Postfix, PostfixConfig},
+};
+
+pub const HOSTNAME: &str = "mx.example.com";
+pub const DOMAIN: &str = "example.com";
+pub const USER: &str = "user@example.com";
+pub const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/smtp_client.py");
+
+pub struct Lab {
+    // Field order is drop order: the agent and Postfix stop before their namespaces go.
+    pub agent: AgentProcess,
+    pub postfix: Option<Postfix>,
+    pins: BpfFs,
+    pub client: Netns,
+    pub edge: Netns,
+    pub client_end: Endpoint,
+    pub edge_end: Endpoint,
+    pub dir: tempfile::TempDir,
+    pub args: Vec<String>,
+}
+
+/// A private bpf filesystem for one lab's pins, unmounted on drop (which also drops what was
+/// pinned there, the XDP link included).
+pub struct BpfFs {
+    pub path: PathBuf,
+}
+
+impl BpfFs {
+    pub fn mount(path: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&path)?;
+        crate::netns::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).output();
+    }
+}
+
+pub struct LabOptions {
+    pub agent_args: Vec<String>,
+    pub with_postfix: bool,
+    pub tls: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self { agent_args: vec![], with_postfix: true, tls: false }
+    }
+}
+
+impl Lab {
+    pub fn new(opts: LabOptions) -> Result<Self> {
+        let client = Netns::new("c")?;
+        let edge = Netns::new("e")?;
+        let (client_end, edge_end) = link(&client, &edge, 30)?;
+        let dir = tempfile::tempdir()?;
+        let postfix = if opts.with_postfix {
+            Some(Postfix::start(
+                &edge,
+                PostfixConfig {
+                    listen_ip: edge_end.v4.clone(),
+                    proxy_port: 10025,
+                    plain_port: 10026,
+                    domains: vec![DOMAIN.into()],
+                    users: vec![USER.into()],
+                    myhostname: "backend.example.com".into(),
+                    tls: opts.tls,
+                },
+            )?)
+        } else {
+            None
+        };
+        let listen: SocketAddr = format!("{}:25", edge_end.v4).parse()?;
+        let mut args: Vec<String> = [
+            "run",
+            "--iface",
+            &edge_end.ifname,
+            "--xdp-mode",
+            "native",
+            "--listen",
+            &listen.to_string(),
+            "--backend",
+            &format!("{}:10025", edge_end.v4),
+            "--hostname",
+            HOSTNAME,
+            "--server-ip",
+            &edge_end.v4,
+            "--server-ip",
+            &edge_end.v6,
+            "--domain",
+            DOMAIN,
+            "--state-dir",
+            dir.path().join("state").to_str().unwrap(),
+            "--pin-dir",
+            dir.path().join("bpffs/helo").to_str().unwrap(),
+            "--admin-socket",
+            dir.path().join("admin/admin.sock").to_str().unwrap(),
+            "--metrics",
+            &format!("{}:9725", edge_end.v4),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(opts.agent_args);
+        let pins = BpfFs::mount(dir.path().join("bpffs"))?;
+        let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
+        Ok(Self { agent, postfix, pins, client, edge, client_end, edge_end, dir, args })
+    }
+
+    /// Starts the agent again with the same arguments (after a stop or a kill).
+    pub fn restart_agent(&mut self, log_name: &str) -> Result<()> {
+        let listen: SocketAddr = format!("{}:25", self.edge_end.v4).parse()?;
+        self.agent = AgentProcess::start(&self.edge, &self.args, listen, self.dir.path().join(log_name))?;
+        Ok(())
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pins.path.join("helo")
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin/admin.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `helo-user ARGS` from the root namespace (admin commands use the socket, not the network).
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new(crate::agent::binary()?).args(args).output()?)
+    }
+
+    /// `helo-user blocklist ARGS` against this lab's agent (or its store when it is down).
+    pub fn blocklist(&self, args: &[&str]) -> Result<Output> {
+        let mut full = vec![
+            "blocklist".to_string(),
+            "--admin-socket".into(),
+            self.admin_socket().display().to_string(),
+            "--state-dir".into(),
+            self.state_dir().display().to_string(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        Ok(Command::new(crate::agent::binary()?).args(&full).output()?)
+    }
+
+    /// `GET /metrics` from inside the edge namespace.
+    pub fn scrape(&self) -> Result<String> {
+        use std::io::{Read, Write};
+        let addr: SocketAddr = format!("{}:9725", self.edge_end.v4).parse()?;
+        self.edge.enter(move || -> Result<String> {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: helo\r\n\r\n")?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })?
+    }
+
+    pub fn postfix(&self) -> &Postfix {
+        self.postfix.as_ref().expect("this lab has a Postfix")
+    }
+
+    /// Runs the Python client inside the client namespace and parses its JSON line.
+    pub fn py(&self, mode: &str, args: &[&str]) -> Result<Value> {
+        let out = self
+            .client
+            .command("python3")
+            .arg(CLIENT_SCRIPT)
+            .arg(mode)
+            .args(["--server", &self.edge_end.v4])
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("client failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn dialog(&self, lines: &[&str]) -> Result<Value> {
+        let mut args = vec![];
+        for l in lines {
+            args.push("--line");
+            args.push(l);
+        }
+        self.py("dialog", &args)
+    }
+
+    pub fn counters(&self) -> Result<helo_user::kernel::Counters> {
+        let id = kernel_state::program_id_from_log(&self.agent.log_text()).context("agent logged no program id")?;
+        kernel_state::counters(id)
+    }
+
+    /// Sockets on the agent's port that the agent still holds for `client_port`.
+    pub fn agent_holds(&self, client_port: u64) -> Result<bool> {
+        let out = self.edge.command("ss").args(["-tnpH"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && l.contains("helo-user")))
+    }
+}
+
+pub fn reply(v: &Value, i: usize) -> String {
+    v["replies"][i].as_str().unwrap_or("<none>").to_string()
+}
+
+/// Maildir files end lines with LF; the wire uses CRLF.
+pub fn as_wire(maildir_file: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(maildir_file.len() + maildir_file.len() / 40);
+    for &b in maildir_file {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
