@@ -112,7 +112,11 @@ impl Default for Config {
 impl Config {
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+        toml::from_str(&text).map_err(|e| {
+            // toml's own rendering spans several lines; an operator wants one.
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            anyhow::anyhow!("{} line {line}: {}", path.display(), e.message().trim())
+        })
     }
 
     /// Checks what serde cannot.

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 }
 
 fn config_error(e: anyhow::Error) -> ExitCode {
-    eprintln!("helo-user: configuration error: {e:#}");
+    eprintln!("helo-user: configuration error: {}", format!("{e:#}").replace('\n', " "));
     ExitCode::from(EXIT_CONFIG)
 }
 
