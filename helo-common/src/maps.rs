@@ -20,6 +20,8 @@ pub mod names {
 
 /// The XDP program's name in the object file.
 pub const PROGRAM_NAME: &str = "helo";
+/// The benchmark reference program in the same object (never attached by the agent).
+pub const BASELINE_PROGRAM_NAME: &str = "baseline_drop25";
 
 /// Default capacity of the HELO hash map (LRU); the agent may set another at load.
 pub const DEFAULT_HELO_CAPACITY: u32 = 1 << 20;

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod baseline;
 mod maps;
 mod parse;
 mod verdict;
@@ -19,6 +20,12 @@ pub fn helo(ctx: XdpContext) -> u32 {
     let (action, counter) = verdict::decide(&ctx);
     maps::count(counter);
     action
+}
+
+/// Benchmark reference (see [`baseline`]); loaded only by `cargo xtask bench`.
+#[xdp]
+pub fn baseline_drop25(ctx: XdpContext) -> u32 {
+    baseline::drop_port_25(&ctx)
 }
 
 #[cfg(not(test))]

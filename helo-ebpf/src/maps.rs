@@ -53,6 +53,8 @@ pub struct Scratch {
     pub window: [u8; PAYLOAD_WINDOW],
     pub scanner: GreetingScanner,
     pub result: ScanResult,
+    /// Payload bytes in `window`.
+    pub len: u32,
 }
 
 /// [`Scan`] with every byte defined. Storing the enum itself would store its unused payload

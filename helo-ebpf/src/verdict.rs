@@ -92,32 +92,42 @@ fn scan_payload(ctx: &XdpContext, seg: &Segment, cfg: &Config) -> Scan {
         }
         (*scratch).scanner = GreetingScanner::new(&cfg.key);
         (*scratch).result = ScanResult::TRUNCATED;
-        // bpf_loop has the verifier check the per-byte step once rather than once per byte. The
+        (*scratch).len = len as u32;
+        // bpf_loop has the verifier check one chunk's steps once rather than once per byte. The
         // scanner's state lives in the map value, not on the stack, so the verifier sees it as
         // unknown data and does not fork a state for every value it could take.
-        bpf_loop(len as u32, scan_byte as *mut core::ffi::c_void, core::ptr::null_mut(), 0);
+        let chunks = (len + SCAN_CHUNK - 1) / SCAN_CHUNK;
+        bpf_loop(chunks as u32, scan_chunk as *mut core::ffi::c_void, core::ptr::null_mut(), 0);
         (*scratch).result.to_scan()
     }
 }
 
-/// One bpf_loop iteration: feed payload byte `index` to the scanner. Returns 1 (stop) once the
-/// result is known.
+/// Bytes fed to the scanner per bpf_loop iteration: fewer callbacks, each still small enough for
+/// the verifier to check in one go.
+const SCAN_CHUNK: usize = 32;
+
+/// One bpf_loop iteration: feed payload bytes `[chunk * 8, chunk * 8 + 8)` to the scanner.
+/// Returns 1 (stop) once the result is known.
 #[inline(never)]
-extern "C" fn scan_byte(index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+extern "C" fn scan_chunk(chunk: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(scratch) = maps::scratch() else {
         return 1;
     };
-    let i = index as usize & (PAYLOAD_WINDOW - 1);
-    // SAFETY: as in `scan_payload`; `i` is masked into the window.
+    // SAFETY: as in `scan_payload`; every index is masked into the window.
     unsafe {
-        let b = (*scratch).window[i];
-        match (*scratch).scanner.step(i, b) {
-            Some(result) => {
-                (*scratch).result = ScanResult::from_scan(result);
-                1
+        let len = (*scratch).len as usize;
+        let first = (chunk as usize & (PAYLOAD_WINDOW - 1)) * SCAN_CHUNK;
+        for j in 0..SCAN_CHUNK {
+            let i = (first + j) & (PAYLOAD_WINDOW - 1);
+            if first + j >= len {
+                return 1;
             }
-            None => 0,
+            if let Some(result) = (*scratch).scanner.step(i, (*scratch).window[i]) {
+                (*scratch).result = ScanResult::from_scan(result);
+                return 1;
+            }
         }
+        0
     }
 }
 

@@ -48,8 +48,17 @@ fn metrics_match_what_was_sent() -> Result<()> {
         return Ok(());
     }
     let lab = Lab::new(LabOptions::default())?;
-    // The lab's readiness probe was a session too: compare against a first scrape.
-    let before = lab.scrape()?;
+    // The lab's readiness probe was a session too: wait until the agent has counted and closed
+    // it, then compare against that scrape.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let text = lab.scrape()?;
+        if sample(&text, "helo_sessions_total").unwrap_or(0.0) >= 1.0 && sample(&text, "helo_sessions_active") == Some(0.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the readiness probe's session never ended:\n{text}");
+        thread::sleep(Duration::from_millis(50));
+    };
     let delta = |text: &str, name: &str| sample(text, name).unwrap_or(0.0) - sample(&before, name).unwrap_or(0.0);
     // One rejection, one kernel drop of the same greeting, one clean session.
     assert_eq!(reply(&lab.dialog(&["EHLO localhost\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");

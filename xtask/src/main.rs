@@ -3,6 +3,7 @@
 //! Each command does the setup a fresh machine lacks first (idempotently), so the README needs only
 //! two commands: `cargo xtask test` and `cargo xtask run -- ARGS`.
 
+mod bench;
 mod compile;
 mod proc;
 mod run;
@@ -31,6 +32,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (as root) and rewrite BENCHMARKS.md with its plot.
+    Bench,
     /// Setup, build, then run `helo-user` as root; ARGS go to it (`run` is implied for flags).
     Run {
         /// Arguments for `helo-user`, e.g. `--iface eth1 --hostname mx1.example.net`.
@@ -58,6 +61,7 @@ fn dispatch(command: Command) -> Result<u8> {
         // cargo test's own exit code, clamped to what a process can return.
         Command::Test { args } => test::run(&args).map(|code| u8::try_from(code).unwrap_or(1)),
         Command::Run { args } => run::run(&args).map(|()| 0),
+        Command::Bench => bench::run().map(|()| 0),
     }
 }
 
@@ -70,7 +74,7 @@ mod tests {
     fn args_of(argv: &[&str]) -> Vec<String> {
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Test { args } | Command::Run { args } => args,
-            Command::Setup => panic!("not a command with args"),
+            Command::Setup | Command::Bench => panic!("not a command with args"),
         }
     }
 

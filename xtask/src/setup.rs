@@ -17,9 +17,10 @@ use crate::proc;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// What the tests run besides the workspace's own code: Postfix as the real MTA (swaks and its
-/// TLS modules as a client), Redis for fleet tests, and the tools that build and inspect the
-/// test namespaces.
+/// What the tests and benches run besides the workspace's own code: Postfix as the real MTA (swaks
+/// and its TLS modules as a client), Redis for fleet tests, the tools that build and inspect the
+/// test namespaces, `setpriv` (util-linux) for the non-root admin test, and a font for the
+/// benchmark plots.
 const TEST_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
@@ -34,6 +35,8 @@ const TEST_PACKAGES: &[&str] = &[
     "python3",
     "openssl",
     "procps",
+    "fonts-dejavu-core",
+    "util-linux",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
