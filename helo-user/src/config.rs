@@ -51,7 +51,8 @@ pub struct Config {
     pub server_ip: Vec<IpAddr>,
     pub domain: Vec<String>,
     pub mode: FilterMode,
-    /// TCP ports the XDP program filters.
+    /// TCP ports the XDP program filters (`--port`, repeatable).
+    #[serde(rename = "port")]
     pub ports: Vec<u16>,
     pub state_dir: PathBuf,
     pub kernel_drop_reply: KernelDropReply,
@@ -128,7 +129,7 @@ impl Config {
             bail!("at least one listen address is required");
         }
         if self.ports.is_empty() || self.ports.contains(&0) {
-            bail!("ports must list at least one port, none of them 0");
+            bail!("port must list at least one port, none of them 0");
         }
         if self.expire_interval_s == 0 {
             bail!("expire-interval-s must be above 0");

@@ -56,6 +56,7 @@ pub struct Metrics {
     blocklist_added: Counter,
     blocklist_expired: Counter,
     blocklist_removed: Counter,
+    blocklist_hits: Family<KindLabel, Counter>,
     blocklist_changes_seen: Mutex<crate::blocklist::ChangeCounts>,
     pub classify_seconds: Histogram,
     pub session_seconds: Histogram,
@@ -78,6 +79,7 @@ impl Metrics {
             blocklist_added: Counter::default(),
             blocklist_expired: Counter::default(),
             blocklist_removed: Counter::default(),
+            blocklist_hits: Family::default(),
             blocklist_changes_seen: Mutex::new(Default::default()),
             classify_seconds: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
             session_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
@@ -96,6 +98,7 @@ impl Metrics {
             r.register("blocklist_added", "Blocklist entries added", m.blocklist_added.clone());
             r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());
             r.register("blocklist_removed", "Blocklist entries removed by an operator", m.blocklist_removed.clone());
+            r.register("blocklist_hits", "Packets that matched a listed greeting or source in the kernel (dropped, observed or allow-listed)", m.blocklist_hits.clone());
             r.register_with_unit("classify_duration", "Time to classify one greeting", Unit::Seconds, m.classify_seconds.clone());
             r.register_with_unit("session_duration", "Session length, accept to close", Unit::Seconds, m.session_seconds.clone());
             r.register(
@@ -114,6 +117,14 @@ impl Metrics {
             let mut seen = self.kernel_seen.lock().unwrap();
             for (i, (name, total)) in now.named().enumerate() {
                 let delta = total.saturating_sub(seen[i]);
+                let hit_kind = match name {
+                    "drop_helo" | "observe_helo" => Some("helo"),
+                    "drop_source" | "observe_source" => Some("source"),
+                    _ => None,
+                };
+                if let Some(kind) = hit_kind {
+                    self.blocklist_hits.get_or_create(&KindLabel { kind: kind.to_owned() }).inc_by(delta);
+                }
                 if name == "events_lost" {
                     self.events_lost.inc_by(delta);
                 } else {

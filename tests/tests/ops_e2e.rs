@@ -80,6 +80,7 @@ fn metrics_match_what_was_sent() -> Result<()> {
     assert_eq!(sample(&text, r#"helo_blocklist_entries{kind="helo"}"#), Some(1.0), "{text}");
     assert_eq!(delta(&text, "helo_blocklist_added_total"), 1.0, "{text}");
     assert!(text.contains(r#"helo_xdp_info{mode="native""#), "{text}");
+    assert!(delta(&text, r#"helo_blocklist_hits_total{kind="helo"}"#) >= 1.0, "{text}");
     Ok(())
 }
 

@@ -121,7 +121,7 @@ fn render(xdp: &Value, criterion: &[(String, f64)], plot: &str) -> Result<String
     writeln!(
         md,
         "\nWhere a goal is missed, the table says so: the greeting scan (copy of up to 512 payload bytes, \
-         one `bpf_loop` step per byte, SipHash-2-4) is the cost above the baseline, and it grows with \
+         32 bytes per `bpf_loop` iteration, SipHash-2-4) and the flow, source and HELO map lookups are the cost above the baseline; the scan grows with \
          the name's length; the map size barely matters.\n"
     )?;
     writeln!(md, "## Criterion benches (user space)\n")?;
