@@ -22,6 +22,8 @@ pub mod names {
 pub const PROGRAM_NAME: &str = "helo";
 /// The benchmark reference program in the same object (never attached by the agent).
 pub const BASELINE_PROGRAM_NAME: &str = "baseline_drop25";
+/// The live-frames generator in the same object (lab and benchmarks only).
+pub const GENERATOR_PROGRAM_NAME: &str = "tx_frames";
 
 /// Default capacity of the HELO hash map (LRU); the agent may set another at load.
 pub const DEFAULT_HELO_CAPACITY: u32 = 1 << 20;

@@ -9,6 +9,7 @@
 #![no_main]
 
 mod baseline;
+mod generator;
 mod maps;
 mod parse;
 mod verdict;
@@ -26,6 +27,12 @@ pub fn helo(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn baseline_drop25(ctx: XdpContext) -> u32 {
     baseline::drop_port_25(&ctx)
+}
+
+/// Frame generator (see [`generator`]); used only by the lab and the benchmarks.
+#[xdp]
+pub fn tx_frames(_ctx: XdpContext) -> u32 {
+    generator::transmit()
 }
 
 #[cfg(not(test))]

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::{
-    blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, metrics::Metrics, registry::Registry,
+    blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, metrics::Metrics, recent::RecentHits, registry::Registry,
 };
 
 pub struct Agent {
@@ -14,4 +14,5 @@ pub struct Agent {
     pub blocklist: Arc<Blocklist>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    pub recent: Arc<RecentHits>,
 }

@@ -28,6 +28,8 @@ pub enum Command {
     Blocklist(BlocklistArgs),
     /// The agent's counters, with per-second rates.
     Stats(StatsArgs),
+    /// A live view of the running agent (q or Ctrl-C to quit).
+    Top(TopArgs),
     /// Remove the pinned XDP link (detaching the filter) and the pinned maps.
     Detach {
         #[arg(long = "pin-dir", default_value = "/sys/fs/bpf/helo")]
@@ -93,6 +95,15 @@ pub enum BlocklistCommand {
     Export,
     /// Add entries from a JSON Lines file (as `export` writes): all of them, or none.
     Import { file: PathBuf },
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Quit by itself after this many seconds (for scripted demos).
+    #[arg(long = "exit-after")]
+    pub exit_after: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@ use helo_user::{
     config::{Config, KernelDropReply},
     kernel::{events, pin, KernelFilter, LoadOptions},
     metrics::{self, Metrics},
+    recent::RecentHits,
     registry::Registry,
     server,
     store::Store,
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         }
         Command::Blocklist(args) => exit_with(admin_cli::blocklist(args)),
         Command::Stats(args) => exit_with(admin_cli::stats(args)),
+        Command::Top(args) => exit_with(helo_user::top::run(&args)),
         Command::Detach { pin_dir } => exit_with(pin::remove(&pin_dir).map(|removed| {
             if removed {
                 println!("removed the XDP link and the maps pinned under {}", pin_dir.display());
@@ -116,13 +118,14 @@ async fn run(config: Config) -> Result<()> {
     )?);
     let metrics = Arc::new(Metrics::new(mode.as_str(), program_id));
     let registry = Arc::new(Registry::default());
+    let recent = Arc::new(RecentHits::default());
     let listeners = config.listen.iter().map(|a| server::bind(*a)).collect::<Result<Vec<_>>>()?;
     let admin_listener = admin::server::bind(&config.admin_socket)?;
     let silent = config.kernel_drop_reply == KernelDropReply::Silent;
     tokio::spawn({
-        let (registry, blocklist) = (Arc::clone(&registry), Arc::clone(&blocklist));
+        let (registry, blocklist, recent) = (Arc::clone(&registry), Arc::clone(&blocklist), Arc::clone(&recent));
         async move {
-            if let Err(e) = events::follow(ring, registry, blocklist, silent).await {
+            if let Err(e) = events::follow(ring, registry, blocklist, recent, silent).await {
                 log::error!("drop events stopped: {e:#}");
             }
         }
@@ -152,7 +155,7 @@ async fn run(config: Config) -> Result<()> {
         }
     });
     let admin_path = config.admin_socket.clone();
-    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics });
+    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -110,6 +110,16 @@ impl Metrics {
         m
     }
 
+    /// Verdicts so far by rule id, `accept` included, for `stats` and `top`.
+    pub fn verdict_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        crate::classify::RuleId::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain(["accept"])
+            .map(|rule| (rule.to_owned(), self.verdicts.get_or_create(&RuleLabel { rule: rule.to_owned() }).get()))
+            .collect()
+    }
+
     /// Brings the scrape-time values up to date and encodes everything.
     pub fn render(&self, kernel: &Mutex<KernelFilter>, blocklist: &Blocklist) -> Result<String> {
         let now = kernel.lock().unwrap().maps.counters()?;

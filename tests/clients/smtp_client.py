@@ -91,7 +91,8 @@ def send(a):
         f.write(data)
     result = {"ok": False}
     try:
-        with smtplib.SMTP(a.server, a.port, local_hostname=a.helo, timeout=a.timeout) as s:
+        source = (a.source, 0) if a.source else None
+        with smtplib.SMTP(a.server, a.port, local_hostname=a.helo, timeout=a.timeout, source_address=source) as s:
             if a.starttls:
                 s.starttls()
                 s.ehlo(a.helo)
@@ -144,6 +145,7 @@ def main():
     p.add_argument("--attach-bytes", type=int, default=50000)
     p.add_argument("--starttls", action="store_true")
     p.add_argument("--out", default="/dev/null")
+    p.add_argument("--source", default=None, help="source address for send")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--helo-template", default="bogus{i}")
     a = p.parse_args()

@@ -12,15 +12,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::netns::Netns;
 
-/// `target/<profile>/helo-user`, next to the test binary's `deps/` directory.
+/// `target/<profile>/helo-user`: beside this executable (the lab), or beside the `deps/`
+/// directory a test binary runs from.
 pub fn binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).context("test binary has no target dir")?;
-    let bin = dir.join("helo-user");
-    if !bin.exists() {
-        bail!("{} is missing: build it first (`cargo xtask test` does)", bin.display());
-    }
-    Ok(bin)
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidates = [dir.join("helo-user"), dir.parent().map(|p| p.join("helo-user")).unwrap_or_default()];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| format!("{} is missing: build it first (`cargo xtask test` does)", candidates[1].display()))
 }
 
 pub struct AgentProcess {

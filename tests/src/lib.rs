@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod frames;
+pub mod inject;
 pub mod kernel_state;
 pub mod lab;
 pub mod netns;

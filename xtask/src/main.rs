@@ -5,6 +5,7 @@
 
 mod bench;
 mod compile;
+mod lab;
 mod proc;
 mod run;
 mod setup;
@@ -34,6 +35,12 @@ enum Command {
     },
     /// Run the benchmarks (as root) and rewrite BENCHMARKS.md with its plot.
     Bench,
+    /// See it work: namespaces, the agent, Postfix, a mix of traffic and a live view; ARGS go to
+    /// the lab (`--duration S`, `--no-tui`).
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Setup, build, then run `helo-user` as root; ARGS go to it (`run` is implied for flags).
     Run {
         /// Arguments for `helo-user`, e.g. `--iface eth1 --hostname mx1.example.net`.
@@ -62,6 +69,7 @@ fn dispatch(command: Command) -> Result<u8> {
         Command::Test { args } => test::run(&args).map(|code| u8::try_from(code).unwrap_or(1)),
         Command::Run { args } => run::run(&args).map(|()| 0),
         Command::Bench => bench::run().map(|()| 0),
+        Command::Lab { args } => lab::run(&args).map(|()| 0),
     }
 }
 
@@ -73,7 +81,7 @@ mod tests {
 
     fn args_of(argv: &[&str]) -> Vec<String> {
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Test { args } | Command::Run { args } => args,
+            Command::Test { args } | Command::Run { args } | Command::Lab { args } => args,
             Command::Setup | Command::Bench => panic!("not a command with args"),
         }
     }

@@ -25,7 +25,7 @@ pub fn run(args: &[String]) -> Result<()> {
     Err(anyhow::Error::new(err).context(format!("cannot exec `{}`", proc::display(&cmd))))
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     // Relative CARGO_TARGET_DIR is relative to where cargo ran, the workspace root for us.
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => proc::workspace_root().join(d),

@@ -30,6 +30,12 @@ pub struct Stats {
     pub changes: ChangeCounts,
     pub xdp_mode: String,
     pub program_id: u32,
+    /// Agent verdicts by rule id (`accept` included).
+    pub verdicts: BTreeMap<String, u64>,
+    pub hand_offs: u64,
+    pub backend_errors: u64,
+    /// Top entries by kernel hits in the last minute: (kind, name, hits).
+    pub top: Vec<(String, String, u64)>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -41,6 +41,10 @@ fn stats(agent: &Agent) -> Result<Stats> {
         changes: agent.blocklist.changes(),
         xdp_mode: kernel.attach_mode().map(|m| m.as_str()).unwrap_or("detached").to_owned(),
         program_id: kernel.program_id().unwrap_or(0),
+        verdicts: agent.metrics.verdict_counts(),
+        hand_offs: agent.metrics.hand_offs.get(),
+        backend_errors: agent.metrics.backend_errors.get(),
+        top: agent.recent.top(10),
     })
 }
 

@@ -14,6 +14,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     blocklist::Blocklist,
+    recent::RecentHits,
     registry::{Kill, Registry},
     session::reply,
 };
@@ -25,7 +26,13 @@ fn client_addr(ev: &DropEvent) -> SocketAddr {
 }
 
 /// Reads events until the ring's fd fails. `silent`: close without writing the reply.
-pub async fn follow(ring: RingBuf<MapData>, registry: Arc<Registry>, blocklist: Arc<Blocklist>, silent: bool) -> Result<()> {
+pub async fn follow(
+    ring: RingBuf<MapData>,
+    registry: Arc<Registry>,
+    blocklist: Arc<Blocklist>,
+    recent: Arc<RecentHits>,
+    silent: bool,
+) -> Result<()> {
     // SAFETY: the ring owns its fd and keeps it open, unchanged, until it is dropped with the
     // AsyncFd.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|e| anyhow::anyhow!("registering the event ring: {e}"))?;
@@ -39,10 +46,15 @@ pub async fn follow(ring: RingBuf<MapData>, registry: Arc<Registry>, blocklist: 
             // SAFETY: the kernel wrote a DropEvent (repr(C), any bit pattern valid); the item is at
             // least that long.
             let ev: DropEvent = unsafe { core::ptr::read_unaligned(item.as_ptr() as *const DropEvent) };
+            let client = client_addr(&ev);
+            recent.record(if ev.kind == event_kind::HELO {
+                ("helo", blocklist.helo_name(ev.hash).unwrap_or_else(|| format!("hash {:016x}", ev.hash)))
+            } else {
+                ("source", client.ip().to_string())
+            });
             if ev.observed != 0 {
                 continue;
             }
-            let client = client_addr(&ev);
             let reply = if silent {
                 None
             } else if ev.kind == event_kind::HELO {
