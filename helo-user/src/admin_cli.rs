@@ -97,10 +97,10 @@ pub fn blocklist(args: BlocklistArgs) -> Result<()> {
             call_admin(a, Request::Add { kind, name: name.clone(), ttl_s, reason, reply })?;
             println!("added {} {name}", kind.as_str());
         }
-        BlocklistCommand::Del { name, kind: k } => {
+        BlocklistCommand::Del { name, kind: k, fleet } => {
             let kind = kind(k, &name);
-            call_admin(a, Request::Del { kind, name: name.clone() })?;
-            println!("removed {} {name}", kind.as_str());
+            call_admin(a, Request::Del { kind, name: name.clone(), fleet })?;
+            println!("removed {} {name}{}", kind.as_str(), if fleet { " fleet-wide" } else { "" });
         }
         BlocklistCommand::Flush => {
             let n = call_admin(a, Request::Flush)?.count.unwrap_or(0);

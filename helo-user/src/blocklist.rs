@@ -77,6 +77,10 @@ pub struct Blocklist {
     helo_index: Mutex<HashMap<u64, Entry>>,
     sources: Mutex<HashMap<IpAddr, Entry>>,
     changes: Mutex<ChangeCounts>,
+    /// Whether local changes are queued for the fleet.
+    fleet: std::sync::atomic::AtomicBool,
+    /// Wakes the fleet publisher when something was queued.
+    pub outbox_ready: tokio::sync::Notify,
 }
 
 impl Blocklist {
@@ -92,6 +96,8 @@ impl Blocklist {
             helo_index: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
             changes: Mutex::new(ChangeCounts::default()),
+            fleet: std::sync::atomic::AtomicBool::new(false),
+            outbox_ready: tokio::sync::Notify::new(),
         };
         let now = unix_now();
         let (live, expired): (Vec<_>, Vec<_>) = list.store.entries()?.into_iter().partition(|e| !e.expired(now));
@@ -148,12 +154,17 @@ impl Blocklist {
         Ok(())
     }
 
-    /// Adds (or replaces) entries: store first, all or none, then the kernel.
+    /// Adds (or replaces) entries: store first, all or none, then the kernel. Entries of this
+    /// box are queued for the fleet in the same transaction when a fleet is configured.
     pub fn add_all(&self, entries: &[Entry]) -> Result<()> {
         for e in entries {
             e.validate().with_context(|| format!("entry {}", e.key()))?;
         }
-        self.store.put_all(entries)?;
+        let publish = self.fleet.load(std::sync::atomic::Ordering::Relaxed);
+        self.store.put_all_publishing(entries, publish)?;
+        if publish {
+            self.outbox_ready.notify_one();
+        }
         for e in entries {
             self.to_kernel(e)?;
         }
@@ -176,6 +187,25 @@ impl Blocklist {
             expires_unix_s: if ttl.is_zero() { 0 } else { now + ttl.as_secs() },
             origin: origin.to_owned(),
         }
+    }
+
+    /// From now on, local changes are queued for the fleet.
+    pub fn enable_fleet(&self) {
+        self.fleet.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies an entry another box published: stored and put in the kernel with its origin, but
+    /// not published again.
+    pub fn apply_remote(&self, entry: &Entry) -> Result<()> {
+        entry.validate()?;
+        self.store.put(entry)?;
+        self.to_kernel(entry)?;
+        self.changes.lock().unwrap().added += 1;
+        Ok(())
     }
 
     /// Lists a greeting argument (as the client sent it) for every sender.

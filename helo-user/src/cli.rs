@@ -88,6 +88,9 @@ pub enum BlocklistCommand {
         name: String,
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
+        /// Remove it on every box of the fleet, not only here.
+        #[arg(long)]
+        fleet: bool,
     },
     /// Remove every entry.
     Flush,
@@ -179,6 +182,12 @@ pub struct RunArgs {
     pub helo_ttl_s: Option<u64>,
     #[arg(long = "source-ttl-s")]
     pub source_ttl_s: Option<u64>,
+    /// Share the blocklist through Redis: redis://[user:pass@]host:port/db (rediss:// for TLS).
+    #[arg(long)]
+    pub fleet: Option<String>,
+    /// This box's name in the fleet (default: --hostname).
+    #[arg(long = "fleet-name")]
+    pub fleet_name: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +247,12 @@ impl RunArgs {
         set(&mut c.expire_interval_s, self.expire_interval_s);
         set(&mut c.helo_ttl_s, self.helo_ttl_s);
         set(&mut c.source_ttl_s, self.source_ttl_s);
+        if self.fleet.is_some() {
+            c.fleet = self.fleet;
+        }
+        if self.fleet_name.is_some() {
+            c.fleet_name = self.fleet_name;
+        }
         if c.iface.is_none() {
             anyhow::bail!("--iface is required (or `iface` in the config file)");
         }

@@ -75,6 +75,10 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// How often expired entries are removed from the store and the kernel.
     pub expire_interval_s: u64,
+    /// Share the blocklist through Redis: `redis://[user:pass@]host:port/db` (`rediss://` for TLS).
+    pub fleet: Option<String>,
+    /// This box's name in the fleet. Default: the hostname.
+    pub fleet_name: Option<String>,
     pub timeouts: Timeouts,
     pub classifier: crate::classify::ClassifierConfig,
 }
@@ -104,6 +108,8 @@ impl Default for Config {
             metrics: "127.0.0.1:9725".parse().unwrap(),
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             expire_interval_s: 10,
+            fleet: None,
+            fleet_name: None,
             timeouts: Timeouts::default(),
             classifier: Default::default(),
         }

@@ -16,6 +16,7 @@ pub mod blocklist;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod kernel;
 pub mod metrics;
 pub mod proxy;

@@ -157,6 +157,10 @@ async fn run(config: Config) -> Result<()> {
     let admin_path = config.admin_socket.clone();
     let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
+    if let Some(url) = agent.config.fleet.clone() {
+        let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
+        helo_user::fleet::start(Arc::clone(&agent), &url, name)?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};

@@ -60,6 +60,12 @@ pub struct Metrics {
     blocklist_changes_seen: Mutex<crate::blocklist::ChangeCounts>,
     pub classify_seconds: Histogram,
     pub session_seconds: Histogram,
+    pub fleet_connected: Gauge,
+    pub fleet_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub fleet_sent: Counter,
+    pub fleet_received: Counter,
+    pub fleet_queued: Gauge,
+    pub fleet_skipped: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -83,6 +89,12 @@ impl Metrics {
             blocklist_changes_seen: Mutex::new(Default::default()),
             classify_seconds: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
             session_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
+            fleet_connected: Gauge::default(),
+            fleet_lag_seconds: Gauge::default(),
+            fleet_sent: Counter::default(),
+            fleet_received: Counter::default(),
+            fleet_queued: Gauge::default(),
+            fleet_skipped: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -101,6 +113,12 @@ impl Metrics {
             r.register("blocklist_hits", "Packets that matched a listed greeting or source in the kernel (dropped, observed or allow-listed)", m.blocklist_hits.clone());
             r.register_with_unit("classify_duration", "Time to classify one greeting", Unit::Seconds, m.classify_seconds.clone());
             r.register_with_unit("session_duration", "Session length, accept to close", Unit::Seconds, m.session_seconds.clone());
+            r.register("fleet_connected", "1 while the fleet's Redis is reachable and followed", m.fleet_connected.clone());
+            r.register_with_unit("fleet_lag", "How far behind the fleet stream this box's last applied entry was", Unit::Seconds, m.fleet_lag_seconds.clone());
+            r.register("fleet_sent", "Local changes published to the fleet", m.fleet_sent.clone());
+            r.register("fleet_received", "Other boxes' changes applied here", m.fleet_received.clone());
+            r.register("fleet_queued", "Local changes waiting for Redis", m.fleet_queued.clone());
+            r.register("fleet_skipped", "Fleet entries not applied, by why (malformed, allowed)", m.fleet_skipped.clone());
             r.register(
                 "xdp",
                 "How the XDP program is attached",

@@ -9,7 +9,7 @@ use std::{net::IpAddr, path::Path};
 
 use anyhow::{bail, Context, Result};
 use helo_common::HashKey;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// `kind/name` → JSON [`Entry`].
@@ -17,6 +17,8 @@ const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");
 /// CIDR → JSON [`Entry`] (kind `allow`).
 const ALLOW: TableDefinition<&str, &[u8]> = TableDefinition::new("allow");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Fleet changes waiting to be published: sequence → JSON [`FleetChange`].
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_outbox");
 const HASH_KEY: &str = "hash_key";
 
 pub const DB_FILE: &str = "helo.redb";
@@ -93,6 +95,14 @@ impl Entry {
     }
 }
 
+/// A change to publish to the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum FleetChange {
+    Add { entry: Entry },
+    Del { kind: Kind, name: String },
+}
+
 pub struct Store {
     db: Database,
 }
@@ -111,6 +121,7 @@ impl Store {
         tx.open_table(BLOCKS)?;
         tx.open_table(ALLOW)?;
         tx.open_table(META)?;
+        tx.open_table(OUTBOX)?;
         tx.commit()?;
         Ok(Self { db })
     }
@@ -139,13 +150,83 @@ impl Store {
 
     /// Inserts or replaces entries, all or none, durably.
     pub fn put_all(&self, entries: &[Entry]) -> Result<()> {
+        self.put_all_publishing(entries, false)
+    }
+
+    /// As [`Store::put_all`], and with `publish` the same transaction queues them for the fleet,
+    /// so a block is never on disk without its publication (or the other way round).
+    pub fn put_all_publishing(&self, entries: &[Entry], publish: bool) -> Result<()> {
         let tx = self.db.begin_write()?;
         {
             let mut blocks = tx.open_table(BLOCKS)?;
             for e in entries {
                 blocks.insert(e.key().as_str(), serde_json::to_vec(e)?.as_slice())?;
             }
+            if publish {
+                let mut outbox = tx.open_table(OUTBOX)?;
+                let mut next = outbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+                for e in entries {
+                    outbox.insert(next, serde_json::to_vec(&FleetChange::Add { entry: e.clone() })?.as_slice())?;
+                    next += 1;
+                }
+            }
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Queues a change for the fleet.
+    pub fn queue(&self, change: &FleetChange) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let next = outbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            outbox.insert(next, serde_json::to_vec(change)?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The oldest queued changes, up to `n`.
+    pub fn queued(&self, n: usize) -> Result<Vec<(u64, FleetChange)>> {
+        let tx = self.db.begin_read()?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for item in outbox.iter()?.take(n) {
+            let (k, v) = item?;
+            out.push((k.value(), serde_json::from_slice(v.value()).context("corrupt outbox entry")?));
+        }
+        Ok(out)
+    }
+
+    pub fn queued_count(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Drops changes once published.
+    pub fn unqueue(&self, seqs: &[u64]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            for s in seqs {
+                outbox.remove(s)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let v = meta.get(key)?;
+        Ok(v.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(key, value.as_bytes())?;
         tx.commit()?;
         Ok(())
     }

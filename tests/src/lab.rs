@@ -56,11 +56,13 @@ pub struct LabOptions {
     pub agent_args: Vec<String>,
     pub with_postfix: bool,
     pub tls: bool,
+    /// Runs on the edge namespace before the agent starts (extra links, say).
+    pub edge_setup: Option<Box<dyn FnOnce(&Netns) -> Result<()>>>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { agent_args: vec![], with_postfix: true, tls: false }
+        Self { agent_args: vec![], with_postfix: true, tls: false, edge_setup: None }
     }
 }
 
@@ -118,6 +120,9 @@ impl Lab {
         .map(|s| s.to_string())
         .collect();
         args.extend(opts.agent_args);
+        if let Some(setup) = opts.edge_setup {
+            setup(&edge)?;
+        }
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
         let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
         Ok(Self { agent, postfix, pins, client, edge, client_end, edge_end, dir, args })

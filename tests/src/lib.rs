@@ -10,3 +10,4 @@ pub mod lab;
 pub mod netns;
 pub mod postfix;
 pub mod privilege;
+pub mod redis;

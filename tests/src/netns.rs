@@ -71,17 +71,7 @@ impl Netns {
     /// Runs `f` on a thread that has joined this namespace: sockets it opens, and XDP attaches it
     /// makes, belong to the namespace. File descriptors (maps, programs) stay usable everywhere.
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        let ns = File::open(&path).with_context(|| format!("opening {path}"))?;
-        thread::spawn(move || {
-            // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+        enter_named(&self.name, f)
     }
 
     /// Spawns a long-lived thread inside the namespace.
@@ -98,6 +88,21 @@ impl Netns {
             f()
         }))
     }
+}
+
+/// [`Netns::enter`] for a namespace known by name only.
+pub fn enter_named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let path = format!("/run/netns/{name}");
+    let ns = File::open(&path).with_context(|| format!("opening {path}"))?;
+    thread::spawn(move || {
+        // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow::anyhow!("setns: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
 }
 
 impl Drop for Netns {

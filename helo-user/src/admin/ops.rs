@@ -9,7 +9,7 @@ use super::protocol::{Request, Response};
 use crate::{
     blocklist::{unix_now, Blocklist, Listed},
     session::reply::KERNEL_DROP_DEFAULT,
-    store::{Entry, Kind, Store},
+    store::{Entry, FleetChange, Kind, Store},
 };
 
 pub enum Target<'a> {
@@ -69,14 +69,25 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
             }
             Ok(ok(1))
         }
-        (Request::Del { kind, name }, target) => {
+        (Request::Del { kind, name, fleet }, target) => {
             let probe = entry_for(kind, &name, Some(0), None, None, Duration::ZERO)?;
             let keys = [probe.key()];
+            let store = match &target {
+                Target::Live(b) => b.store(),
+                Target::Offline(s) => s,
+            };
+            if fleet {
+                // Queued even if not listed here: another box may have it.
+                store.queue(&FleetChange::Del { kind, name: probe.name.clone() })?;
+                if let Target::Live(b) = &target {
+                    b.outbox_ready.notify_one();
+                }
+            }
             let n = match target {
                 Target::Live(b) => b.remove(&keys)?.len(),
                 Target::Offline(s) => s.remove_all(&keys)?.len(),
             };
-            if n == 0 {
+            if n == 0 && !fleet {
                 bail!("{} is not listed", probe.key());
             }
             Ok(ok(n))

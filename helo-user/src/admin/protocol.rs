@@ -14,7 +14,13 @@ use crate::{
 pub enum Request {
     List,
     Add { kind: Kind, name: String, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String> },
-    Del { kind: Kind, name: String },
+    Del {
+        kind: Kind,
+        name: String,
+        /// Also publish the removal to the fleet.
+        #[serde(default)]
+        fleet: bool,
+    },
     Flush,
     Import { entries: Vec<Entry> },
     Stats,
