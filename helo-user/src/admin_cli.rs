@@ -102,6 +102,14 @@ pub fn blocklist(args: BlocklistArgs) -> Result<()> {
             call_admin(a, Request::Del { kind, name: name.clone(), fleet })?;
             println!("removed {} {name}{}", kind.as_str(), if fleet { " fleet-wide" } else { "" });
         }
+        BlocklistCommand::Get { name, kind: k } => {
+            let kind = kind(k, &name);
+            let found = call_admin(a, Request::Get { kind, name: name.clone() })?.entries.unwrap_or_default();
+            if found.is_empty() {
+                anyhow::bail!("{} {name} is not listed", kind.as_str());
+            }
+            print_table(&found);
+        }
         BlocklistCommand::Flush => {
             let n = call_admin(a, Request::Flush)?.count.unwrap_or(0);
             println!("removed {n} entries");

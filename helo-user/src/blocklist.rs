@@ -246,6 +246,17 @@ impl Blocklist {
         Ok(removed.len())
     }
 
+    /// One entry, if it is listed both in the store and in the kernel.
+    pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Listed>> {
+        let Some(entry) = self.store.get(&format!("{}/{name}", kind.as_str()))? else { return Ok(None) };
+        let k = self.kernel.lock().unwrap();
+        let kernel = match kind {
+            Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, name.as_bytes())),
+            Kind::Source => name.parse().ok().and_then(|ip| k.maps.source_entry(ip)),
+        };
+        Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
+    }
+
     /// Every entry with its kernel hit count and last hit.
     pub fn list(&self) -> Result<Vec<Listed>> {
         let boot_now = boot_now_ns();

@@ -92,6 +92,12 @@ pub enum BlocklistCommand {
         #[arg(long)]
         fleet: bool,
     },
+    /// Show one entry (exit 1 if it is not listed).
+    Get {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
     /// Remove every entry.
     Flush,
     /// Write every entry as JSON Lines to stdout.

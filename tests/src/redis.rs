@@ -14,6 +14,8 @@ use crate::netns::{enter_named, Netns};
 
 pub const USER: &str = "agent";
 pub const PASSWORD: &str = "s3cret-fleet";
+/// The ACL the README gives an edge box: only the `helo:` keys and the commands the agent uses.
+pub const ACL: &str = "~helo:* resetchannels -@all +get +set +del +mget +scan +xadd +xread +xrange +xrevrange +multi +exec +ping +hello +auth +client|setname";
 
 pub struct Redis {
     child: Option<Child>,
@@ -38,7 +40,7 @@ impl Redis {
             &conf,
             format!(
                 "bind 0.0.0.0\nport 6379\nprotected-mode yes\ndaemonize no\ndir {}\nsave \"\"\nappendonly no\n\
-                 user default off\nuser {USER} on >{PASSWORD} ~* &* +@all\n",
+                 user default off\nuser {USER} on >{PASSWORD} {ACL}\n",
                 self.dir.path().display()
             ),
         )?;

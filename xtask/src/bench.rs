@@ -2,6 +2,7 @@
 //!
 //! - Tier A, program-only cost: `xdp-cost` (in helo-benches) runs the real XDP program and a
 //!   baseline through BPF_PROG_TEST_RUN, interleaved, and checks every arm really ran;
+//! - the fleet's propagation time (`fleet-latency`): a block on one box to the other's kernel;
 //! - the criterion benches (classifier, normaliser and hash, SMTP line parser).
 //!
 //! Numbers are only compared within one run: these machines are noisy.
@@ -34,13 +35,22 @@ pub fn run() -> Result<()> {
     }
     let xdp: Value = serde_json::from_slice(&out.stdout).context("xdp-cost printed no JSON report")?;
 
+    proc::run(proc::cargo().args(["build", "--release", "-p", "helo-benches", "--bin", "fleet-latency"]))?;
+    let bin = target_dir(&root).join("release/fleet-latency");
+    println!("$ {}", bin.display());
+    let out = Command::new(&bin).output().context("running fleet-latency")?;
+    if !out.status.success() {
+        bail!("fleet-latency failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let fleet: Value = serde_json::from_slice(&out.stdout).context("fleet-latency printed no JSON report")?;
+
     proc::run(proc::cargo().args(["bench", "-p", "helo-benches", "--bench", "classify", "--bench", "normalise_hash", "--bench", "smtp_line"]))?;
     let criterion = criterion_medians(&target_dir(&root).join("criterion"))?;
 
     let plot_rel = "benchmarks/xdp-cost.svg";
     fs::create_dir_all(root.join("benchmarks"))?;
     plot(&xdp, &root.join(plot_rel))?;
-    let md = render(&xdp, &criterion, plot_rel)?;
+    let md = render(&xdp, &fleet, &criterion, plot_rel)?;
     fs::write(root.join("BENCHMARKS.md"), md)?;
     println!("wrote BENCHMARKS.md and {plot_rel}");
     Ok(())
@@ -88,7 +98,7 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), kernel {kernel}")
 }
 
-fn render(xdp: &Value, criterion: &[(String, f64)], plot: &str) -> Result<String> {
+fn render(xdp: &Value, fleet: &Value, criterion: &[(String, f64)], plot: &str) -> Result<String> {
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(md, "Rewritten by `cargo xtask bench` (as root). Machine: {}.", machine())?;
@@ -123,6 +133,23 @@ fn render(xdp: &Value, criterion: &[(String, f64)], plot: &str) -> Result<String
         "\nWhere a goal is missed, the table says so: the greeting scan (copy of up to 512 payload bytes, \
          32 bytes per `bpf_loop` iteration, SipHash-2-4) and the flow, source and HELO map lookups are the cost above the baseline; the scan grows with \
          the name's length; the map size barely matters.\n"
+    )?;
+    writeln!(md, "## Fleet: from a block on one box to the kernel map of another\n")?;
+    writeln!(
+        md,
+        "`fleet-latency`: two boxes (namespaces, agents with native XDP) and a real redis-server in \
+         its own namespace. For each of {} entries: `blocklist add` on box A, then box B's admin \
+         socket is polled (every 0.2 ms) until the entry is in B's store and kernel map.\n",
+        fleet["entries"]
+    )?;
+    writeln!(md, "| p50 | p99 | min | max |\n|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "| {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |\n",
+        fleet["p50_ms"].as_f64().unwrap_or(f64::NAN),
+        fleet["p99_ms"].as_f64().unwrap_or(f64::NAN),
+        fleet["min_ms"].as_f64().unwrap_or(f64::NAN),
+        fleet["max_ms"].as_f64().unwrap_or(f64::NAN)
     )?;
     writeln!(md, "## Criterion benches (user space)\n")?;
     writeln!(md, "`cargo bench -p helo-benches`: medians.\n")?;

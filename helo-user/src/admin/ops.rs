@@ -92,6 +92,14 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
             }
             Ok(ok(n))
         }
+        (Request::Get { kind, name }, target) => {
+            let probe = entry_for(kind, &name, Some(0), None, None, Duration::ZERO)?;
+            let found = match target {
+                Target::Live(b) => b.get(kind, &probe.name)?,
+                Target::Offline(s) => s.get(&probe.key())?.map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }),
+            };
+            Ok(Response { ok: true, entries: Some(found.into_iter().collect()), ..Default::default() })
+        }
         (Request::Flush, Target::Live(b)) => Ok(ok(b.flush()?)),
         (Request::Flush, Target::Offline(s)) => {
             let keys: Vec<String> = s.entries()?.iter().map(Entry::key).collect();

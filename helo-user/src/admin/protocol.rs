@@ -21,6 +21,8 @@ pub enum Request {
         #[serde(default)]
         fleet: bool,
     },
+    /// One entry, if listed (in the store and, on a live agent, in the kernel).
+    Get { kind: Kind, name: String },
     Flush,
     Import { entries: Vec<Entry> },
     Stats,
