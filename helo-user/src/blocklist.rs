@@ -65,6 +65,9 @@ pub struct ChangeCounts {
     pub added: u64,
     pub removed: u64,
     pub expired: u64,
+    /// Entries the kernel's LRU maps dropped to make room (found missing by [`Blocklist::reconcile`]).
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 pub struct Blocklist {
@@ -255,6 +258,32 @@ impl Blocklist {
             Kind::Source => name.parse().ok().and_then(|ip| k.maps.source_entry(ip)),
         };
         Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
+    }
+
+    /// Finds entries the kernel's LRU maps evicted to make room (the maps were full) and drops them
+    /// from the store too, so `list` and the metrics tell the truth. Costs one map lookup per
+    /// entry, so it runs far less often than expiry.
+    pub fn reconcile(&self) -> Result<usize> {
+        let now = unix_now();
+        let mut gone = Vec::new();
+        {
+            let k = self.kernel.lock().unwrap();
+            for e in self.store.entries()?.into_iter().filter(|e| !e.expired(now)) {
+                let present = match e.kind {
+                    Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, e.name.as_bytes())).is_some(),
+                    Kind::Source => e.name.parse().ok().and_then(|ip| k.maps.source_entry(ip)).is_some(),
+                };
+                if !present {
+                    gone.push(e);
+                }
+            }
+        }
+        let removed = self.store.remove_all(&gone.iter().map(Entry::key).collect::<Vec<_>>())?;
+        for e in &removed {
+            self.from_kernel(e)?;
+        }
+        self.changes.lock().unwrap().evicted += removed.len() as u64;
+        Ok(removed.len())
     }
 
     /// Every entry with its kernel hit count and last hit.

@@ -183,6 +183,8 @@ pub struct RunArgs {
     pub admin_socket: Option<PathBuf>,
     #[arg(long = "expire-interval-s")]
     pub expire_interval_s: Option<u64>,
+    #[arg(long = "reconcile-interval-s")]
+    pub reconcile_interval_s: Option<u64>,
     /// Default time to live of a listed greeting and of a listed source, in seconds.
     #[arg(long = "helo-ttl-s")]
     pub helo_ttl_s: Option<u64>,
@@ -251,6 +253,7 @@ impl RunArgs {
         set(&mut c.metrics, self.metrics);
         set(&mut c.admin_socket, self.admin_socket);
         set(&mut c.expire_interval_s, self.expire_interval_s);
+        set(&mut c.reconcile_interval_s, self.reconcile_interval_s);
         set(&mut c.helo_ttl_s, self.helo_ttl_s);
         set(&mut c.source_ttl_s, self.source_ttl_s);
         if self.fleet.is_some() {

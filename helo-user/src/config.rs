@@ -75,6 +75,8 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// How often expired entries are removed from the store and the kernel.
     pub expire_interval_s: u64,
+    /// How often the store is checked against the kernel maps for entries a full map evicted.
+    pub reconcile_interval_s: u64,
     /// Share the blocklist through Redis: `redis://[user:pass@]host:port/db` (`rediss://` for TLS).
     pub fleet: Option<String>,
     /// This box's name in the fleet. Default: the hostname.
@@ -108,6 +110,7 @@ impl Default for Config {
             metrics: "127.0.0.1:9725".parse().unwrap(),
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             expire_interval_s: 10,
+            reconcile_interval_s: 300,
             fleet: None,
             fleet_name: None,
             timeouts: Timeouts::default(),
@@ -137,8 +140,8 @@ impl Config {
         if self.ports.is_empty() || self.ports.contains(&0) {
             bail!("port must list at least one port, none of them 0");
         }
-        if self.expire_interval_s == 0 {
-            bail!("expire-interval-s must be above 0");
+        if self.expire_interval_s == 0 || self.reconcile_interval_s == 0 {
+            bail!("expire-interval-s and reconcile-interval-s must be above 0");
         }
         if self.max_sessions == 0 || self.max_sessions_per_source == 0 {
             bail!("max-sessions and max-sessions-per-source must be above 0");

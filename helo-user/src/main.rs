@@ -154,6 +154,23 @@ async fn run(config: Config) -> Result<()> {
             }
         }
     });
+    tokio::spawn({
+        let (blocklist, every) = (Arc::clone(&blocklist), Duration::from_secs(config.reconcile_interval_s));
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let b = Arc::clone(&blocklist);
+                match tokio::task::spawn_blocking(move || b.reconcile()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => log::warn!("blocklist: {n} entries were evicted by the kernel's full maps (raise helo-capacity?)"),
+                    Ok(Err(e)) => log::error!("blocklist reconcile failed: {e:#}"),
+                    Err(e) => log::error!("blocklist reconcile panicked: {e}"),
+                }
+            }
+        }
+    });
     let admin_path = config.admin_socket.clone();
     let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));

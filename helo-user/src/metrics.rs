@@ -56,6 +56,7 @@ pub struct Metrics {
     blocklist_added: Counter,
     blocklist_expired: Counter,
     blocklist_removed: Counter,
+    blocklist_evicted: Counter,
     blocklist_hits: Family<KindLabel, Counter>,
     blocklist_changes_seen: Mutex<crate::blocklist::ChangeCounts>,
     pub classify_seconds: Histogram,
@@ -85,6 +86,7 @@ impl Metrics {
             blocklist_added: Counter::default(),
             blocklist_expired: Counter::default(),
             blocklist_removed: Counter::default(),
+            blocklist_evicted: Counter::default(),
             blocklist_hits: Family::default(),
             blocklist_changes_seen: Mutex::new(Default::default()),
             classify_seconds: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
@@ -110,6 +112,7 @@ impl Metrics {
             r.register("blocklist_added", "Blocklist entries added", m.blocklist_added.clone());
             r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());
             r.register("blocklist_removed", "Blocklist entries removed by an operator", m.blocklist_removed.clone());
+            r.register("blocklist_evicted", "Blocklist entries the kernel's full LRU maps evicted", m.blocklist_evicted.clone());
             r.register("blocklist_hits", "Packets that matched a listed greeting or source in the kernel (dropped, observed or allow-listed)", m.blocklist_hits.clone());
             r.register_with_unit("classify_duration", "Time to classify one greeting", Unit::Seconds, m.classify_seconds.clone());
             r.register_with_unit("session_duration", "Session length, accept to close", Unit::Seconds, m.session_seconds.clone());
@@ -170,6 +173,7 @@ impl Metrics {
             self.blocklist_added.inc_by(c.added - seen.added);
             self.blocklist_expired.inc_by(c.expired - seen.expired);
             self.blocklist_removed.inc_by(c.removed - seen.removed);
+            self.blocklist_evicted.inc_by(c.evicted - seen.evicted);
             *seen = c;
         }
         let mut out = String::new();

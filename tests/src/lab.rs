@@ -128,6 +128,27 @@ impl Lab {
         Ok(Self { agent, postfix, pins, client, edge, client_end, edge_end, dir, args })
     }
 
+    /// A box of a fleet: its edge namespace also gets a veth to `redis_ns` on subnet `subnet`
+    /// (Redis is .1 there), and its agent follows that Redis as `name`.
+    pub fn fleet_box(redis_ns: &Netns, subnet: u8, name: &str, password: &str, extra: Vec<String>) -> Result<Self> {
+        let redis_ns_name = redis_ns.name.clone();
+        let mut args = vec![
+            "--fleet".to_string(),
+            format!("redis://{}:{password}@198.18.{subnet}.1:6379/0", crate::redis::USER),
+            "--fleet-name".into(),
+            name.into(),
+        ];
+        args.extend(extra);
+        Self::new(LabOptions {
+            agent_args: args,
+            with_postfix: false,
+            edge_setup: Some(Box::new(move |edge: &Netns| {
+                link(&Netns::borrowed(redis_ns_name), edge, subnet).map(|_| ())
+            })),
+            ..Default::default()
+        })
+    }
+
     /// Starts the agent again with the same arguments (after a stop or a kill).
     pub fn restart_agent(&mut self, log_name: &str) -> Result<()> {
         let listen: SocketAddr = format!("{}:25", self.edge_end.v4).parse()?;

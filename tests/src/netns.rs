@@ -40,18 +40,24 @@ pub fn ip(args: &[&str]) -> Result<Output> {
     run(Command::new("ip").args(args))
 }
 
-/// A network namespace, deleted on drop.
+/// A network namespace, deleted on drop (unless it is only borrowed by name).
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
     pub fn new(role: &str) -> Result<Self> {
         let name = format!("helo-t{role}-{}", unique_id());
         ip(&["netns", "add", &name])?;
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on a namespace someone else owns: dropping it deletes nothing.
+    pub fn borrowed(name: String) -> Self {
+        Self { name, owned: false }
     }
 
     /// `ip ARGS` inside the namespace.
@@ -107,6 +113,9 @@ pub fn enter_named<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send +
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // Deleting the namespace deletes the veth ends inside it, and with them their peers.
         let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
     }

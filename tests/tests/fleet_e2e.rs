@@ -11,31 +11,13 @@ use std::{
 use anyhow::Result;
 use helo_common::maps::counter;
 use helo_tests::{
-    lab::{reply, Lab, LabOptions},
-    netns::{link, Netns},
+    lab::{reply, Lab},
+    netns::Netns,
     privilege::require_root,
     redis::{Redis, PASSWORD},
 };
 use serde_json::Value;
 
-/// A box whose edge namespace is linked to `redis_ns` on subnet `subnet` (Redis is .1 there).
-fn edge_box(redis_ns: &Netns, subnet: u8, name: &str, password: &str, extra: Vec<String>) -> Result<Lab> {
-    let redis_ns_name = redis_ns.name.clone();
-    let url = format!("redis://agent:{password}@198.18.{subnet}.1:6379/0");
-    let mut args = vec!["--fleet".to_string(), url, "--fleet-name".into(), name.into()];
-    args.extend(extra);
-    Lab::new(LabOptions {
-        agent_args: args,
-        with_postfix: false,
-        edge_setup: Some(Box::new(move |edge: &Netns| {
-            let redis_ns = Netns { name: redis_ns_name };
-            let r = link(&redis_ns, edge, subnet).map(|_| ());
-            std::mem::forget(redis_ns); // the test owns it
-            r
-        })),
-        ..Default::default()
-    })
-}
 
 fn entries(lab: &Lab) -> Result<Vec<Value>> {
     let out = lab.blocklist(&["list", "--json"])?;
@@ -67,8 +49,8 @@ fn a_block_on_one_box_is_dropped_by_the_others_and_a_late_box_loads_it() -> Resu
         return Ok(());
     }
     let redis_ns = Netns::new("r")?;
-    let a = edge_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
-    let b = edge_box(&redis_ns, 52, "edge-b", PASSWORD, vec![])?;
+    let a = Lab::fleet_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
+    let b = Lab::fleet_box(&redis_ns, 52, "edge-b", PASSWORD, vec![])?;
     let _redis = Redis::start(&redis_ns, &["198.18.51.1".into(), "198.18.52.1".into(), "198.18.53.1".into()])?;
     thread::sleep(Duration::from_millis(1500)); // both boxes connect (first retry after 0.5 s)
 
@@ -83,7 +65,7 @@ fn a_block_on_one_box_is_dropped_by_the_others_and_a_late_box_loads_it() -> Resu
     assert!(!b.agent.log_text().contains("rejected by"), "box B's agent saw the greeting");
 
     // A late box loads the current list.
-    let c = edge_box(&redis_ns, 53, "edge-c", PASSWORD, vec![])?;
+    let c = Lab::fleet_box(&redis_ns, 53, "edge-c", PASSWORD, vec![])?;
     wait_listed(&c, "rad.internal", Duration::from_secs(10))?;
     assert!(metric(&c, "helo_fleet_connected") == 1.0);
     drop((a, b, c));
@@ -96,8 +78,8 @@ fn an_outage_queues_blocks_and_the_fleet_converges_after_a_restart() -> Result<(
         return Ok(());
     }
     let redis_ns = Netns::new("r")?;
-    let a = edge_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
-    let b = edge_box(&redis_ns, 52, "edge-b", PASSWORD, vec![])?;
+    let a = Lab::fleet_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
+    let b = Lab::fleet_box(&redis_ns, 52, "edge-b", PASSWORD, vec![])?;
     let mut redis = Redis::start(&redis_ns, &["198.18.51.1".into(), "198.18.52.1".into()])?;
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(reply(&a.dialog(&["EHLO before.lan\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");
@@ -133,9 +115,9 @@ fn allow_lists_win_bad_entries_are_skipped_and_bad_credentials_are_clear() -> Re
     let dir = tempfile::tempdir()?;
     let conf = dir.path().join("b.toml");
     std::fs::write(&conf, "[classifier.allow]\ncidrs = [\"198.18.99.0/24\"]\nnames = [\"partner.lan\"]\n")?;
-    let a = edge_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
-    let b = edge_box(&redis_ns, 52, "edge-b", PASSWORD, vec!["--config".into(), conf.display().to_string()])?;
-    let d = edge_box(&redis_ns, 53, "edge-d", "wrong-password", vec![])?;
+    let a = Lab::fleet_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
+    let b = Lab::fleet_box(&redis_ns, 52, "edge-b", PASSWORD, vec!["--config".into(), conf.display().to_string()])?;
+    let d = Lab::fleet_box(&redis_ns, 53, "edge-d", "wrong-password", vec![])?;
     let redis = Redis::start(&redis_ns, &["198.18.51.1".into(), "198.18.52.1".into(), "198.18.53.1".into()])?;
     thread::sleep(Duration::from_millis(1500));
 

@@ -245,3 +245,54 @@ fn check_config_resolves_good_files_and_refuses_bad_ones() -> Result<()> {
     assert!(err.contains("listen-on") && err.lines().count() == 1, "{err}");
     Ok(())
 }
+
+#[test]
+fn entries_a_full_kernel_map_evicted_are_found_and_counted() -> Result<()> {
+    if !require_root("entries_a_full_kernel_map_evicted_are_found_and_counted") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("small.toml");
+    std::fs::write(&conf, "helo-capacity = 64\n")?;
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--config".into(), conf.display().to_string(), "--reconcile-interval-s".into(), "1".into()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    let path = lab.dir.path().join("many.jsonl");
+    let lines: Vec<String> = (0..400)
+        .map(|i| format!(r#"{{"kind":"helo","name":"n{i}.example.com","reason":"t","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0,"origin":"operator"}}"#))
+        .collect();
+    std::fs::write(&path, lines.join("\n"))?;
+    assert!(lab.blocklist(&["import", path.to_str().unwrap()])?.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = lab.scrape()?;
+        let evicted = sample(&text, "helo_blocklist_evicted_total").unwrap_or(0.0);
+        if evicted > 0.0 {
+            let listed = listed(&lab)?.len();
+            assert_eq!(listed as f64 + evicted, 400.0, "listed {listed} + evicted {evicted} != 400");
+            assert_eq!(kernel_helo_entries(&lab)?, listed, "the store and the kernel disagree");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no eviction was found:\n{text}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+#[test]
+fn detach_removes_the_filter_and_the_pins() -> Result<()> {
+    if !require_root("detach_removes_the_filter_and_the_pins") {
+        return Ok(());
+    }
+    let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
+    lab.agent.stop()?;
+    let shown = |lab: &Lab| -> Result<String> { Ok(String::from_utf8_lossy(&lab.edge.ip(&["link", "show", &lab.edge_end.ifname])?.stdout).into_owned()) };
+    assert!(shown(&lab)?.contains("xdp"), "the filter should stay attached while the agent is down");
+    let out = lab.cli(&["detach", "--pin-dir", lab.pin_dir().to_str().unwrap()])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!lab.pin_dir().exists());
+    assert!(!shown(&lab)?.contains("xdp"), "the filter is still attached: {}", shown(&lab)?);
+    Ok(())
+}

@@ -26,23 +26,8 @@ pub fn run() -> Result<()> {
     setup::run(setup::Scope::Everything)?;
     compile::release()?;
     let root = proc::workspace_root();
-    proc::run(proc::cargo().args(["build", "--release", "-p", "helo-benches", "--bin", "xdp-cost"]))?;
-    let bin = target_dir(&root).join("release/xdp-cost");
-    println!("$ {}", bin.display());
-    let out = Command::new(&bin).output().context("running xdp-cost")?;
-    if !out.status.success() {
-        bail!("xdp-cost failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let xdp: Value = serde_json::from_slice(&out.stdout).context("xdp-cost printed no JSON report")?;
-
-    proc::run(proc::cargo().args(["build", "--release", "-p", "helo-benches", "--bin", "fleet-latency"]))?;
-    let bin = target_dir(&root).join("release/fleet-latency");
-    println!("$ {}", bin.display());
-    let out = Command::new(&bin).output().context("running fleet-latency")?;
-    if !out.status.success() {
-        bail!("fleet-latency failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let fleet: Value = serde_json::from_slice(&out.stdout).context("fleet-latency printed no JSON report")?;
+    let xdp = run_report(&root, "xdp-cost")?;
+    let fleet = run_report(&root, "fleet-latency")?;
 
     proc::run(proc::cargo().args(["bench", "-p", "helo-benches", "--bench", "classify", "--bench", "normalise_hash", "--bench", "smtp_line"]))?;
     let criterion = criterion_medians(&target_dir(&root).join("criterion"))?;
@@ -54,6 +39,18 @@ pub fn run() -> Result<()> {
     fs::write(root.join("BENCHMARKS.md"), md)?;
     println!("wrote BENCHMARKS.md and {plot_rel}");
     Ok(())
+}
+
+/// Builds and runs one of helo-benches' report binaries; its stdout is a JSON report.
+fn run_report(root: &Path, bin: &str) -> Result<Value> {
+    proc::run(proc::cargo().args(["build", "--release", "-p", "helo-benches", "--bin", bin]))?;
+    let path = target_dir(root).join("release").join(bin);
+    println!("$ {}", path.display());
+    let out = Command::new(&path).output().with_context(|| format!("running {bin}"))?;
+    if !out.status.success() {
+        bail!("{bin} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{bin} printed no JSON report"))
 }
 
 fn target_dir(root: &Path) -> PathBuf {

@@ -9,38 +9,19 @@ use std::{
 
 use anyhow::{bail, Result};
 use helo_tests::{
-    lab::{Lab, LabOptions},
-    netns::{link, Netns},
+    lab::Lab,
+    netns::Netns,
     redis::{Redis, PASSWORD},
 };
 use helo_user::{admin::{client::call, protocol::Request}, store::Kind};
 
 const ENTRIES: usize = 1000;
 
-fn edge_box(redis_ns: &Netns, subnet: u8, name: &str) -> Result<Lab> {
-    let redis_ns_name = redis_ns.name.clone();
-    Lab::new(LabOptions {
-        agent_args: vec![
-            "--fleet".into(),
-            format!("redis://agent:{PASSWORD}@198.18.{subnet}.1:6379/0"),
-            "--fleet-name".into(),
-            name.into(),
-        ],
-        with_postfix: false,
-        edge_setup: Some(Box::new(move |edge: &Netns| {
-            let redis_ns = Netns { name: redis_ns_name };
-            let r = link(&redis_ns, edge, subnet).map(|_| ());
-            std::mem::forget(redis_ns);
-            r
-        })),
-        ..Default::default()
-    })
-}
 
 fn main() -> Result<()> {
     let redis_ns = Netns::new("r")?;
-    let a = edge_box(&redis_ns, 51, "edge-a")?;
-    let b = edge_box(&redis_ns, 52, "edge-b")?;
+    let a = Lab::fleet_box(&redis_ns, 51, "edge-a", PASSWORD, vec![])?;
+    let b = Lab::fleet_box(&redis_ns, 52, "edge-b", PASSWORD, vec![])?;
     let _redis = Redis::start(&redis_ns, &["198.18.51.1".into(), "198.18.52.1".into()])?;
     thread::sleep(Duration::from_millis(1500));
     let mut ms = Vec::with_capacity(ENTRIES);
