@@ -11,6 +11,7 @@ pub mod names {
     pub const PORTS: &str = "HELO_PORTS";
     pub const HELO_BLOCKS: &str = "HELO_BLOCKS";
     pub const SOURCE_BLOCKS: &str = "HELO_SOURCE_BLOCKS";
+    pub const SOURCE_NETS: &str = "HELO_SOURCE_NETS";
     pub const ALLOW: &str = "HELO_ALLOW";
     pub const FLOWS: &str = "HELO_FLOWS";
     pub const COUNTERS: &str = "HELO_COUNTERS";
@@ -29,6 +30,8 @@ pub const GENERATOR_PROGRAM_NAME: &str = "tx_frames";
 pub const DEFAULT_HELO_CAPACITY: u32 = 1 << 20;
 /// Default capacity of the source map.
 pub const DEFAULT_SOURCE_CAPACITY: u32 = 1 << 18;
+/// Capacity of the trie of blocked source networks.
+pub const SOURCE_NET_CAPACITY: u32 = 65_536;
 /// Allow-list trie capacity.
 pub const ALLOW_CAPACITY: u32 = 16_384;
 /// Flows whose first payload is still to come (LRU).

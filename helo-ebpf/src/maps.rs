@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use helo_common::{
     maps::{
-        counter, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, ALLOW_CAPACITY,
+        counter, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, ALLOW_CAPACITY, SOURCE_NET_CAPACITY,
         DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS,
     },
     GreetingScanner, Scan, PAYLOAD_WINDOW,
@@ -32,6 +32,11 @@ pub static HELO_BLOCKS: LruHashMap<u64, BlockEntry> =
 #[map(name = "HELO_SOURCE_BLOCKS")]
 pub static SOURCE_BLOCKS: LruHashMap<AddrKey, BlockEntry> =
     LruHashMap::with_max_entries(DEFAULT_SOURCE_CAPACITY, 0);
+
+/// Blocked source networks (same key form as the allow list), for CIDR entries; single
+/// addresses live in the hash map above, which is cheaper to look up.
+#[map(name = "HELO_SOURCE_NETS")]
+pub static SOURCE_NETS: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entries(SOURCE_NET_CAPACITY, 0);
 
 /// Allowed networks (IPv4 stored IPv4-mapped, prefix + 96). Their packets always pass.
 #[map(name = "HELO_ALLOW")]
@@ -126,10 +131,16 @@ pub fn allow_listed(addr: &AddrKey) -> bool {
     ALLOW.get(Key::new(128, addr.addr)).is_some()
 }
 
-/// A live entry for `addr` in the source map.
+/// A live entry for `addr`: the address itself, or a blocked network holding it.
 #[inline(always)]
 pub fn source_entry(addr: &AddrKey, now: u64) -> Option<*mut BlockEntry> {
-    live(SOURCE_BLOCKS.get_ptr_mut(addr)?, now)
+    if let Some(e) = SOURCE_BLOCKS.get_ptr_mut(addr) {
+        return live(e, now);
+    }
+    // The trie hands out a shared reference, but its values are plain map memory that this
+    // program may update (the hit counter), like any other map value.
+    let e = SOURCE_NETS.get(Key::new(128, addr.addr))? as *const BlockEntry as *mut BlockEntry;
+    live(e, now)
 }
 
 /// A live entry for a greeting hash in the HELO map.

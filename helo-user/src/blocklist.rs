@@ -17,7 +17,7 @@ use helo_common::{hash_normalised, maps::{reason, BlockEntry}, normalised_arg, H
 
 use crate::{
     kernel::KernelFilter,
-    store::{Entry, Kind, Store},
+    store::{source_target, Entry, Kind, SourceTarget, Store},
 };
 
 pub fn unix_now() -> u64 {
@@ -79,6 +79,7 @@ pub struct Blocklist {
     /// Greeting hash → entry, for drop-event replies.
     helo_index: Mutex<HashMap<u64, Entry>>,
     sources: Mutex<HashMap<IpAddr, Entry>>,
+    nets: Mutex<HashMap<ipnet::IpNet, Entry>>,
     changes: Mutex<ChangeCounts>,
     /// Whether local changes are queued for the fleet.
     fleet: std::sync::atomic::AtomicBool,
@@ -98,6 +99,7 @@ impl Blocklist {
             source_ttl,
             helo_index: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
+            nets: Mutex::new(HashMap::new()),
             changes: Mutex::new(ChangeCounts::default()),
             fleet: std::sync::atomic::AtomicBool::new(false),
             outbox_ready: tokio::sync::Notify::new(),
@@ -130,11 +132,16 @@ impl Blocklist {
                 k.maps.block_helo(hash, value)?;
                 self.helo_index.lock().unwrap().insert(hash, e.clone());
             }
-            Kind::Source => {
-                let ip: IpAddr = e.name.parse().context("source entry is not an address")?;
-                k.maps.block_source(ip, value)?;
-                self.sources.lock().unwrap().insert(ip, e.clone());
-            }
+            Kind::Source => match source_target(&e.name)? {
+                SourceTarget::Addr(ip) => {
+                    k.maps.block_source(ip, value)?;
+                    self.sources.lock().unwrap().insert(ip, e.clone());
+                }
+                SourceTarget::Net(net) => {
+                    k.maps.block_source_net(net.addr(), net.prefix_len(), value)?;
+                    self.nets.lock().unwrap().insert(net, e.clone());
+                }
+            },
         }
         Ok(())
     }
@@ -147,14 +154,27 @@ impl Blocklist {
                 k.maps.unblock_helo(hash)?;
                 self.helo_index.lock().unwrap().remove(&hash);
             }
-            Kind::Source => {
-                if let Ok(ip) = e.name.parse::<IpAddr>() {
+            Kind::Source => match source_target(&e.name) {
+                Ok(SourceTarget::Addr(ip)) => {
                     k.maps.unblock_source(ip)?;
                     self.sources.lock().unwrap().remove(&ip);
                 }
-            }
+                Ok(SourceTarget::Net(net)) => {
+                    k.maps.unblock_source_net(net.addr(), net.prefix_len())?;
+                    self.nets.lock().unwrap().remove(&net);
+                }
+                Err(_) => {}
+            },
         }
         Ok(())
+    }
+
+    /// The kernel's value for a source entry.
+    fn kernel_source(k: &KernelFilter, name: &str) -> Option<BlockEntry> {
+        match source_target(name).ok()? {
+            SourceTarget::Addr(ip) => k.maps.source_entry(ip),
+            SourceTarget::Net(net) => k.maps.source_net_entry(net.addr(), net.prefix_len()),
+        }
     }
 
     /// Adds (or replaces) entries: store first, all or none, then the kernel. Entries of this
@@ -255,7 +275,7 @@ impl Blocklist {
         let k = self.kernel.lock().unwrap();
         let kernel = match kind {
             Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, name.as_bytes())),
-            Kind::Source => name.parse().ok().and_then(|ip| k.maps.source_entry(ip)),
+            Kind::Source => Self::kernel_source(&k, name),
         };
         Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
     }
@@ -271,7 +291,7 @@ impl Blocklist {
             for e in self.store.entries()?.into_iter().filter(|e| !e.expired(now)) {
                 let present = match e.kind {
                     Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, e.name.as_bytes())).is_some(),
-                    Kind::Source => e.name.parse().ok().and_then(|ip| k.maps.source_entry(ip)).is_some(),
+                    Kind::Source => Self::kernel_source(&k, &e.name).is_some(),
                 };
                 if !present {
                     gone.push(e);
@@ -295,7 +315,7 @@ impl Blocklist {
         for entry in self.store.entries()? {
             let kernel = match entry.kind {
                 Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, entry.name.as_bytes())),
-                Kind::Source => entry.name.parse().ok().and_then(|ip| k.maps.source_entry(ip)),
+                Kind::Source => Self::kernel_source(&k, &entry.name),
             };
             let (hits, last_hit_unix_s) = match kernel {
                 Some(v) if v.last_hit_boot_ns > 0 => {
@@ -320,12 +340,18 @@ impl Blocklist {
     }
 
     pub fn source_reply(&self, ip: IpAddr) -> Option<String> {
-        self.sources.lock().unwrap().get(&ip.to_canonical()).map(|e| e.reply.clone())
+        let ip = ip.to_canonical();
+        if let Some(e) = self.sources.lock().unwrap().get(&ip) {
+            return Some(e.reply.clone());
+        }
+        // The most specific listed network holding the address, as the kernel matched it.
+        let nets = self.nets.lock().unwrap();
+        nets.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, e)| e.reply.clone())
     }
 
-    /// Entries by kind: (helo, source).
+    /// Entries by kind: (helo, source), networks counted as source entries.
     pub fn counts(&self) -> (usize, usize) {
-        (self.helo_index.lock().unwrap().len(), self.sources.lock().unwrap().len())
+        (self.helo_index.lock().unwrap().len(), self.sources.lock().unwrap().len() + self.nets.lock().unwrap().len())
     }
 
     pub fn changes(&self) -> ChangeCounts {

@@ -85,7 +85,7 @@ impl Entry {
                 }
             }
             Kind::Source => {
-                self.name.parse::<IpAddr>().with_context(|| format!("{:?} is not an IP address", self.name))?;
+                source_target(&self.name)?;
             }
         }
         if !self.reply.starts_with(['4', '5']) || self.reply.len() < 4 || self.reply.contains(['\r', '\n']) {
@@ -105,6 +105,26 @@ pub enum FleetChange {
 
 pub struct Store {
     db: Database,
+}
+
+/// What a source entry's name stands for: one address, or a network (a CIDR, kept in its
+/// canonical form: `198.18.99.0/24`, never `198.18.99.7/24`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceTarget {
+    Addr(IpAddr),
+    Net(ipnet::IpNet),
+}
+
+pub fn source_target(name: &str) -> Result<SourceTarget> {
+    if name.contains('/') {
+        let net: ipnet::IpNet = name.parse().with_context(|| format!("{name:?} is not an address or a CIDR"))?;
+        if net.to_string() != net.trunc().to_string() {
+            bail!("{name:?} has host bits set; write {}", net.trunc());
+        }
+        Ok(SourceTarget::Net(net))
+    } else {
+        Ok(SourceTarget::Addr(name.parse().with_context(|| format!("{name:?} is not an address or a CIDR"))?))
+    }
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Entry> {

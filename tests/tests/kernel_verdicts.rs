@@ -437,3 +437,34 @@ fn the_verifier_accepts_the_program() {
     println!("program size: {translated} BPF instructions; the verifier processed {verified}");
     assert!(translated > 0 && verified > 0);
 }
+
+#[test]
+fn a_listed_network_drops_its_sources_and_only_them() {
+    if !require_root("a_listed_network_drops_its_sources_and_only_them") {
+        return;
+    }
+    let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    let listed = BlockEntry { reason: 1, ..Default::default() };
+    filter.maps.block_source_net(ip("198.18.44.0"), 24, listed).unwrap();
+    filter.maps.block_source_net(ip("2001:2:0:44::"), 64, listed).unwrap();
+    // An expired network entry is ignored.
+    filter.maps.block_source_net(ip("198.18.46.0"), 24, BlockEntry { expires_boot_ns: 1, ..listed }).unwrap();
+    filter.maps.allow(ip("198.18.44.128"), 25).unwrap();
+    let run = |filter: &KernelFilter, src: &str, dst: &str| {
+        let syn = Frame::tcp(ip(src), ip(dst), b"").syn();
+        filter
+            .program()
+            .test_run(TestRunOptions { data_in: Some(&syn.build()), repeat: 1, ..Default::default() })
+            .unwrap()
+            .return_value
+    };
+    assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_DROP);
+    assert_eq!(run(&filter, "2001:2:0:44::7", "2001:2::2"), XDP_DROP);
+    assert_eq!(run(&filter, "198.18.45.7", "198.18.0.2"), XDP_PASS);
+    assert_eq!(run(&filter, "198.18.46.7", "198.18.0.2"), XDP_PASS, "an expired network still drops");
+    assert_eq!(run(&filter, "198.18.44.200", "198.18.0.2"), XDP_PASS, "the allow list must win over a listed network");
+    assert!(filter.maps.source_net_entry(ip("198.18.44.0"), 24).unwrap().hits >= 1);
+    assert!(filter.maps.unblock_source_net(ip("198.18.44.0"), 24).unwrap());
+    assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_PASS);
+}

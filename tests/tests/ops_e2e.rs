@@ -296,3 +296,24 @@ fn detach_removes_the_filter_and_the_pins() -> Result<()> {
     assert!(!shown(&lab)?.contains("xdp"), "the filter is still attached: {}", shown(&lab)?);
     Ok(())
 }
+
+#[test]
+fn a_listed_network_cannot_connect_until_it_is_removed() -> Result<()> {
+    if !require_root("a_listed_network_cannot_connect_until_it_is_removed") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
+    let out = lab.blocklist(&["add", "198.18.30.7/24"])?;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("198.18.30.0/24"), "host bits must be refused");
+    let out = lab.blocklist(&["add", "198.18.30.0/24", "--reason", "test net"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listed_names(&lab)?.contains("198.18.30.0/24"));
+    let before = lab.counters()?;
+    let r = lab.py("dialog", &["--line", "EHLO ok.example.org\r\n", "--timeout", "2"]);
+    assert!(r.is_err(), "a client of a listed network connected: {r:?}");
+    assert!(lab.counters()?.since(&before).get(counter::DROP_SOURCE) >= 1);
+    assert!(lab.blocklist(&["del", "198.18.30.0/24"])?.status.success());
+    let r = lab.dialog(&["QUIT\r\n"])?;
+    assert!(reply(&r, 0).starts_with("221"), "{r}");
+    Ok(())
+}

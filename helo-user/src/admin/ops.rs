@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::protocol::{Request, Response};
 use crate::{
@@ -20,13 +20,13 @@ pub enum Target<'a> {
 fn entry_for(kind: Kind, name: &str, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String>, default_ttl: Duration) -> Result<Entry> {
     let name = match kind {
         Kind::Helo => crate::blocklist::normalise(name),
-        Kind::Source => {
-            let name = name.strip_suffix("/32").or_else(|| name.strip_suffix("/128")).unwrap_or(name);
-            if name.contains('/') {
-                bail!("{name}: source entries are single addresses (a /32 or /128); networks are not supported yet");
-            }
-            name.parse::<std::net::IpAddr>()?.to_canonical().to_string()
-        }
+        Kind::Source => match name.parse::<ipnet::IpNet>() {
+            // A /32 or /128 is one address, kept in the cheaper exact map.
+            Ok(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_canonical().to_string(),
+            Ok(net) if net != net.trunc() => bail!("{name} has host bits set; did you mean {}?", net.trunc()),
+            Ok(net) => net.to_string(),
+            Err(_) => name.parse::<std::net::IpAddr>().with_context(|| format!("{name:?} is not an address or a CIDR"))?.to_canonical().to_string(),
+        },
     };
     let now = unix_now();
     let ttl = ttl_s.map(Duration::from_secs).unwrap_or(default_ttl);

@@ -186,7 +186,14 @@ fn id_key(id: &str) -> (u64, u64) {
 /// Whether this box's own allow list covers the entry: then another box's block is not applied.
 fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
     match kind {
-        Kind::Source => name.parse::<IpAddr>().is_ok_and(|ip| agent.classifier.exempt_networks().any(|n| n.contains(&ip))),
+        // A listed network is refused here if any of it is allowed here.
+        Kind::Source => match crate::store::source_target(name) {
+            Ok(crate::store::SourceTarget::Addr(ip)) => agent.classifier.exempt_networks().any(|n| n.contains(&ip)),
+            Ok(crate::store::SourceTarget::Net(net)) => {
+                agent.classifier.exempt_networks().any(|n| n.contains(&net) || net.contains(&n))
+            }
+            Err(_) => false,
+        },
         Kind::Helo => {
             let probe = Greeting::new(Verb::Ehlo, name.as_bytes(), IpAddr::from([0, 0, 0, 0]));
             agent.classifier.classify(&probe).observations.iter().any(|o| o == ObservationKind::OperatorAllow)

@@ -36,6 +36,7 @@ pub struct KernelMaps {
     pub ports: Array<MapData, u8>,
     pub helo_blocks: HashMap<MapData, u64, BlockEntry>,
     pub source_blocks: HashMap<MapData, AddrKey, BlockEntry>,
+    pub source_nets: LpmTrie<MapData, [u8; 16], BlockEntry>,
     pub allow: LpmTrie<MapData, [u8; 16], u8>,
     pub flows: HashMap<MapData, FlowKey, FlowState>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -53,6 +54,7 @@ impl KernelMaps {
             ports: take(ebpf, names::PORTS)?,
             helo_blocks: take(ebpf, names::HELO_BLOCKS)?,
             source_blocks: take(ebpf, names::SOURCE_BLOCKS)?,
+            source_nets: take(ebpf, names::SOURCE_NETS)?,
             allow: take(ebpf, names::ALLOW)?,
             flows: take(ebpf, names::FLOWS)?,
             counters: take(ebpf, names::COUNTERS)?,
@@ -81,6 +83,23 @@ impl KernelMaps {
 
     pub fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
         self.source_blocks.get(&addr_key(ip), 0).ok()
+    }
+
+    /// Lists a source network (a CIDR wider than one address).
+    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
+        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
+        self.source_nets.insert(&key, entry, 0).context("inserting into the source network trie")
+    }
+
+    pub fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
+        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
+        remove_if_present(self.source_nets.remove(&key))
+    }
+
+    pub fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
+        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
+        // The longest listed prefix within this one: the entry itself when it is listed.
+        self.source_nets.get(&key, 0).ok()
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {

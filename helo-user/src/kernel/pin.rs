@@ -10,11 +10,12 @@ use anyhow::{bail, Context, Result};
 use helo_common::maps::names;
 
 /// The maps that are pinned, by name (the per-CPU scratch map is private to each program).
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     names::CONFIG,
     names::PORTS,
     names::HELO_BLOCKS,
     names::SOURCE_BLOCKS,
+    names::SOURCE_NETS,
     names::ALLOW,
     names::FLOWS,
     names::COUNTERS,
