@@ -33,14 +33,15 @@ fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr
         rejection.scope.as_str(),
         if agent.config.mode == FilterMode::Observe { " [observe mode: passed on]" } else { "" }
     );
-    if let Err(e) = list(agent, rejection, arg, client) {
+    // Listing commits to the store (an fsync): let tokio move other sessions off this worker
+    // thread meanwhile, rather than stalling them.
+    if let Err(e) = tokio::task::block_in_place(|| list(agent, rejection, arg, client)) {
         // The reply still goes out; only the kernel shortcut for the next attempt is lost.
-        log::error!("{client}: could not list the rejection in the kernel: {e:#}");
+        log::error!("{client}: could not list the rejection (store or kernel): {e:#}");
     }
     rejection.reply.to_string()
 }
 
-/// Classifies a greeting at HELO time. `Some(reply)` when it is rejected.
 /// Runs the classifier and counts what it found.
 fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
     let started = Instant::now();
@@ -56,6 +57,7 @@ fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
     classification
 }
 
+/// Classifies a greeting at HELO time. `Some(reply)` when it is rejected.
 pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr) -> Option<String> {
     let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
