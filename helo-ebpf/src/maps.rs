@@ -131,28 +131,32 @@ pub fn allow_listed(addr: &AddrKey) -> bool {
     ALLOW.get(Key::new(128, addr.addr)).is_some()
 }
 
-/// A live entry for `addr`: the address itself, or a blocked network holding it.
+/// A live entry for `addr` (the address itself, or a blocked network holding it), with the time
+/// its liveness was checked at.
 #[inline(always)]
-pub fn source_entry(addr: &AddrKey, now: u64) -> Option<*mut BlockEntry> {
+pub fn source_entry(addr: &AddrKey) -> Option<(*mut BlockEntry, u64)> {
     if let Some(e) = SOURCE_BLOCKS.get_ptr_mut(addr) {
-        return live(e, now);
+        return live(e);
     }
     // The trie hands out a shared reference, but its values are plain map memory that this
     // program may update (the hit counter), like any other map value.
     let e = SOURCE_NETS.get(Key::new(128, addr.addr))? as *const BlockEntry as *mut BlockEntry;
-    live(e, now)
+    live(e)
 }
 
-/// A live entry for a greeting hash in the HELO map.
+/// A live entry for a greeting hash in the HELO map, with the time it was checked at.
 #[inline(always)]
-pub fn helo_entry(hash: u64, now: u64) -> Option<*mut BlockEntry> {
-    live(HELO_BLOCKS.get_ptr_mut(hash)?, now)
+pub fn helo_entry(hash: u64) -> Option<(*mut BlockEntry, u64)> {
+    live(HELO_BLOCKS.get_ptr_mut(hash)?)
 }
 
+/// The clock is only read once an entry is found: most packets match nothing, and the helper
+/// call is a measurable part of their cost.
 #[inline(always)]
-fn live(entry: *mut BlockEntry, now: u64) -> Option<*mut BlockEntry> {
+fn live(entry: *mut BlockEntry) -> Option<(*mut BlockEntry, u64)> {
+    let now = now_boot_ns();
     // SAFETY: `entry` points into a map value that stays valid for this program run.
-    unsafe { (*entry).is_live(now) }.then_some(entry)
+    unsafe { (*entry).is_live(now) }.then_some((entry, now))
 }
 
 /// Counts a hit on an entry and returns its reason.

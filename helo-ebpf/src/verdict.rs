@@ -40,9 +40,8 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     if !maps::port_filtered(seg.tcp.dport) {
         return pass(counter::PASS_OTHER_PORT);
     }
-    let now = maps::now_boot_ns();
     let source = AddrKey::from_v6(seg.flow.saddr);
-    if let Some(entry) = maps::source_entry(&source, now) {
+    if let Some((entry, now)) = maps::source_entry(&source) {
         return block(&cfg, &seg, entry, event_kind::SOURCE, 0, now);
     }
     if seg.tcp.syn && !seg.tcp.ack {
@@ -60,8 +59,8 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         _ => return pass(counter::PASS_NOT_FIRST_PAYLOAD),
     }
     match scan_payload(ctx, &seg, &cfg) {
-        Scan::Greeting { hash, .. } => match maps::helo_entry(hash, now) {
-            Some(entry) => block(&cfg, &seg, entry, event_kind::HELO, hash, now),
+        Scan::Greeting { hash, .. } => match maps::helo_entry(hash) {
+            Some((entry, now)) => block(&cfg, &seg, entry, event_kind::HELO, hash, now),
             None => pass(counter::PASS_NOT_LISTED),
         },
         Scan::NotGreeting => pass(counter::PASS_NOT_GREETING),

@@ -88,6 +88,12 @@ fn main() -> Result<()> {
         let f = frame_for(&name_of(30, 0xfeed), sport);
         filter.maps.remember_flow(flow(&f), f.seq)?;
         cases.push(Case { label: "pass, 30-byte name not listed".into(), frame: f.build(), expect: XDP_PASS, counter: Some(counter::PASS_NOT_LISTED) });
+        // Where the cost goes: a later segment of the same flow stops after the flow lookup (no
+        // payload copy, no scan); a SYN stops after the source lookups and the flow insert.
+        let mut later = f.clone();
+        later.seq = later.seq.wrapping_add(1000);
+        cases.push(Case { label: "pass, later segment (no scan)".into(), frame: later.build(), expect: XDP_PASS, counter: Some(counter::PASS_NOT_FIRST_PAYLOAD) });
+        cases.push(Case { label: "pass, SYN (flow recorded)".into(), frame: f.syn().build(), expect: XDP_PASS, counter: Some(counter::PASS_NO_PAYLOAD) });
         Ok(cases)
     };
 
