@@ -90,7 +90,13 @@ impl Frame {
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(100 + i as u16).to_be_bytes()); // TCI
         }
-        let tcp = self.tcp_segment();
+        let mut tcp = self.tcp_segment();
+        if self.ip_proto == 6 && self.tcp_doff_override.is_none() {
+            // Real checksums, so the receiving TCP stack (and iptables behind it) takes the frame
+            // as a real segment; the XDP program never checks them.
+            let sum = tcp_checksum(self.src, self.dst, &tcp);
+            tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+        }
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&[0x08, 0x00]);
@@ -110,6 +116,9 @@ impl Frame {
                 for i in 0..opt_len {
                     f.push(if i + 1 == opt_len { 0 } else { 1 }); // NOPs, then end-of-list
                 }
+                let ip_start = f.len() - 20 - opt_len;
+                let sum = checksum(&f[ip_start..], 0);
+                f[ip_start + 10..ip_start + 12].copy_from_slice(&sum.to_be_bytes());
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 f.extend_from_slice(&[0x86, 0xdd]);
@@ -154,4 +163,38 @@ impl Frame {
         t.extend_from_slice(&self.payload);
         t
     }
+}
+
+/// The Internet checksum (RFC 1071) of `data`, starting from `initial`.
+fn checksum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = initial;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
+        sum += word as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&[0, 6]);
+            pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo.extend_from_slice(&s.octets());
+            pseudo.extend_from_slice(&d.octets());
+            pseudo.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, 6]);
+        }
+        _ => return 0,
+    }
+    pseudo.extend_from_slice(segment);
+    checksum(&pseudo, 0)
 }

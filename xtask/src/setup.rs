@@ -37,6 +37,7 @@ const TEST_PACKAGES: &[&str] = &[
     "procps",
     "fonts-dejavu-core",
     "util-linux",
+    "ethtool",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]

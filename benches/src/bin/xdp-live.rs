@@ -1,0 +1,214 @@
+//! Tier A, live path: crafted greeting frames injected into a veth as XDP frames (the project's
+//! XDP_TX generator through BPF_PROG_TEST_RUN with live frames), received by a veth whose NAPI
+//! runs in its own thread pinned to the other core. The measure is that thread's CPU time per
+//! packet, for each filter arm. Prints a JSON report.
+
+use std::{
+    thread,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use helo_common::{hash_helo_arg, maps::{counter, BlockEntry}, HashKey};
+use helo_tests::{
+    frames::Frame,
+    inject::Injector,
+    netns::{enter_named, link, Netns},
+};
+use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+use serde::Serialize;
+
+const NAME: &str = "rad.internal";
+const FRAMES: u32 = 6_000_000;
+/// Frames per BPF_PROG_TEST_RUN call. The receiving veth's ring holds a few hundred frames, so a
+/// generator faster than the receiver loses some there: the measure divides by what the arm
+/// itself counted as processed, never by what was sent.
+const BATCH: u32 = 50_000;
+const ROUNDS: usize = 5;
+
+#[derive(Clone, Copy, Debug)]
+enum Arm {
+    NoFilter,
+    HeloNative,
+    HeloSkb,
+    Nftables,
+    Iptables(usize),
+}
+
+impl Arm {
+    fn label(self) -> String {
+        match self {
+            Arm::NoFilter => "no filter (the TCP stack answers)".into(),
+            Arm::HeloNative => "helo, native XDP".into(),
+            Arm::HeloSkb => "helo, skb XDP".into(),
+            Arm::Nftables => "nftables netdev ingress, payload match".into(),
+            Arm::Iptables(n) => format!("iptables raw -m string, {n} names"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    arm: String,
+    ns_per_packet: Vec<f64>,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn sh(ns: &Netns, script: &str) -> Result<String> {
+    let out = ns.command("sh").arg("-c").arg(script).output()?;
+    if !out.status.success() {
+        bail!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The NAPI kthread of `ifname` (threaded NAPI names it `napi/<ifname>-<id>`).
+fn napi_thread(ifname: &str) -> Result<i32> {
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            if comm.trim().starts_with(&format!("napi/{ifname}-")) {
+                return Ok(pid);
+            }
+        }
+    }
+    bail!("no NAPI thread for {ifname}")
+}
+
+/// utime + stime of a thread, in clock ticks.
+fn cpu_ticks(pid: i32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+fn rx_packets(rx: &Netns, ifname: &str) -> Result<u64> {
+    Ok(sh(rx, &format!("cat /sys/class/net/{ifname}/statistics/rx_packets"))?.trim().parse()?)
+}
+
+fn pin(pid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for sched_setaffinity on a thread id.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let gen = Netns::new("g")?;
+    let rx = Netns::new("x")?;
+    let (g_end, r_end) = link(&gen, &rx, 60)?;
+    let rx_if = r_end.ifname.clone();
+    sh(&rx, &format!("ethtool -K {rx_if} gro on >/dev/null && echo 1 > /sys/class/net/{rx_if}/threaded"))?;
+    let rx_mac = sh(&rx, &format!("cat /sys/class/net/{rx_if}/address"))?.trim().to_string();
+    let mac: Vec<u8> = rx_mac.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
+    let mut f = Frame::tcp(g_end.v4.parse()?, r_end.v4.parse()?, format!("EHLO {NAME}\r\n").as_bytes());
+    f.sport = 47000;
+    let (mut syn, mut payload) = (f.syn().build(), f.build());
+    syn[..6].copy_from_slice(&mac);
+    payload[..6].copy_from_slice(&mac);
+    let injector = Injector::start(&gen, &g_end.ifname)?;
+    // Warm up so the NAPI thread exists.
+    injector.send(&syn, 1)?;
+    thread::sleep(Duration::from_millis(200));
+    let napi = napi_thread(&rx_if)?;
+    pin(napi, 1)?;
+
+    let arms = [Arm::NoFilter, Arm::HeloNative, Arm::HeloSkb, Arm::Nftables, Arm::Iptables(1), Arm::Iptables(100), Arm::Iptables(10_000)];
+    let mut results: Vec<(Arm, Vec<f64>)> = arms.iter().map(|a| (*a, vec![])).collect();
+    for _round in 0..ROUNDS {
+        for (arm, samples) in results.iter_mut() {
+            let key = HashKey { k0: 7, k1: 9 };
+            let mut filter = None;
+            match *arm {
+                Arm::HeloNative | Arm::HeloSkb => {
+                    let mode = if matches!(arm, Arm::HeloNative) { AttachMode::Native } else { AttachMode::Skb };
+                    let ifname = rx_if.clone();
+                    let mut fl = enter_named(&rx.name, move || -> Result<KernelFilter> {
+                        let mut fl = KernelFilter::load(LoadOptions::default())?;
+                        fl.configure(key, FilterMode::Enforce, &[25])?;
+                        let used = fl.attach(&ifname, mode)?;
+                        anyhow::ensure!(used == mode, "attached in {} mode, not {}", used.as_str(), mode.as_str());
+                        Ok(fl)
+                    })??;
+                    fl.maps.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
+                    filter = Some(fl);
+                }
+                Arm::Nftables => {
+                    // The first 16 bytes of the greeting at the start of the TCP payload (no
+                    // options): nft compares at most 128 bits in one payload expression.
+                    let hex: String = format!("EHLO {NAME}").bytes().take(16).map(|b| format!("{b:02x}")).collect();
+                    sh(&rx, &format!(
+                        "nft add table netdev helobench && nft add chain netdev helobench in '{{ type filter hook ingress device {rx_if} priority 0; }}' && \
+                         nft add rule netdev helobench in tcp dport 25 @th,160,128 0x{hex} counter drop"
+                    ))?;
+                }
+                Arm::Iptables(n) => {
+                    let mut rules = String::from("*raw\n");
+                    for i in 1..n {
+                        rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO other{i}.internal\" -j DROP\n"));
+                    }
+                    rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO {NAME}\" -j DROP\nCOMMIT\n"));
+                    let path = std::env::temp_dir().join(format!("helobench-{}.rules", std::process::id()));
+                    std::fs::write(&path, rules)?;
+                    sh(&rx, &format!("iptables-restore < {}", path.display()))?;
+                }
+                Arm::NoFilter => {}
+            }
+            injector.send(&syn, 1)?;
+            let rx_before = rx_packets(&rx, &rx_if)?;
+            let before = cpu_ticks(napi)?;
+            let mut sent = 0;
+            while sent < FRAMES {
+                injector.send(&payload, BATCH)?;
+                sent += BATCH;
+            }
+            thread::sleep(Duration::from_millis(100));
+            let ticks = cpu_ticks(napi)? - before;
+            // What the arm itself processed (and so proof that it ran), then take it down.
+            let processed = match *arm {
+                Arm::HeloNative | Arm::HeloSkb => {
+                    let fl = filter.take().unwrap();
+                    let dropped = fl.maps.counters()?.get(counter::DROP_HELO);
+                    drop(fl);
+                    dropped
+                }
+                Arm::Nftables => {
+                    let rules = sh(&rx, "nft list table netdev helobench")?;
+                    sh(&rx, "nft delete table netdev helobench")?;
+                    rules.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+                }
+                Arm::Iptables(_) => {
+                    let out = sh(&rx, "iptables -t raw -L PREROUTING -v -x -n | tail -1")?;
+                    sh(&rx, "iptables -t raw -F")?;
+                    out.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)
+                }
+                Arm::NoFilter => rx_packets(&rx, &rx_if)?.saturating_sub(rx_before),
+            };
+            if processed < 10_000 {
+                bail!("{}: only {processed} of {FRAMES} frames were processed by the arm", arm.label());
+            }
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            eprintln!("{}: {processed} of {FRAMES} processed, {ticks} ticks", arm.label());
+            samples.push(ticks as f64 / hz * 1e9 / processed as f64);
+        }
+    }
+    let rows: Vec<Row> = results
+        .into_iter()
+        .map(|(arm, mut v)| {
+            let raw = v.clone();
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            Row { arm: arm.label(), median: v[v.len() / 2], min: v[0], max: v[v.len() - 1], ns_per_packet: raw }
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "frames": FRAMES, "rounds": ROUNDS, "arms": rows }))?);
+    Ok(())
+}
