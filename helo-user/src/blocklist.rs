@@ -329,14 +329,9 @@ impl Blocklist {
         Ok(out)
     }
 
-    /// The listed name for a greeting hash.
-    pub fn helo_name(&self, hash: u64) -> Option<String> {
-        self.helo_index.lock().unwrap().get(&hash).map(|e| e.name.clone())
-    }
-
-    /// The reply for a kernel drop of this greeting hash, if it is listed here.
-    pub fn helo_reply(&self, hash: u64) -> Option<String> {
-        self.helo_index.lock().unwrap().get(&hash).map(|e| e.reply.clone())
+    /// The listed name and the reply for a kernel drop of this greeting hash, if it is listed here.
+    pub fn helo_listed(&self, hash: u64) -> Option<(String, String)> {
+        self.helo_index.lock().unwrap().get(&hash).map(|e| (e.name.clone(), e.reply.clone()))
     }
 
     pub fn source_reply(&self, ip: IpAddr) -> Option<String> {

@@ -138,38 +138,15 @@ async fn run(config: Config) -> Result<()> {
             }
         }
     });
-    tokio::spawn({
-        let (blocklist, every) = (Arc::clone(&blocklist), Duration::from_secs(config.expire_interval_s));
-        async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let b = Arc::clone(&blocklist);
-                match tokio::task::spawn_blocking(move || b.expire()).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => log::info!("blocklist: {n} entries expired"),
-                    Ok(Err(e)) => log::error!("blocklist expiry failed: {e:#}"),
-                    Err(e) => log::error!("blocklist expiry panicked: {e}"),
-                }
-            }
-        }
+    periodically(Duration::from_secs(config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
+        b.expire().map(|n| if n > 0 { log::info!("blocklist: {n} entries expired") })
     });
-    tokio::spawn({
-        let (blocklist, every) = (Arc::clone(&blocklist), Duration::from_secs(config.reconcile_interval_s));
-        async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let b = Arc::clone(&blocklist);
-                match tokio::task::spawn_blocking(move || b.reconcile()).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => log::warn!("blocklist: {n} entries were evicted by the kernel's full maps (raise helo-capacity?)"),
-                    Ok(Err(e)) => log::error!("blocklist reconcile failed: {e:#}"),
-                    Err(e) => log::error!("blocklist reconcile panicked: {e}"),
-                }
+    periodically(Duration::from_secs(config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
+        b.reconcile().map(|n| {
+            if n > 0 {
+                log::warn!("blocklist: {n} entries were evicted by the kernel's full maps (raise helo-capacity?)")
             }
-        }
+        })
     });
     let admin_path = config.admin_socket.clone();
     let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent });
@@ -197,4 +174,22 @@ async fn run(config: Config) -> Result<()> {
     let result = server::serve(agent, listeners, stop_rx).await;
     let _ = std::fs::remove_file(&admin_path);
     result
+}
+
+/// Runs `job` on the blocklist every `every` (first after one interval), off the async threads:
+/// it walks the store and the kernel maps.
+fn periodically(every: Duration, blocklist: Arc<Blocklist>, what: &'static str, job: fn(&Blocklist) -> Result<()>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let b = Arc::clone(&blocklist);
+            match tokio::task::spawn_blocking(move || job(&b)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!("blocklist {what} failed: {e:#}"),
+                Err(e) => log::error!("blocklist {what} panicked: {e}"),
+            }
+        }
+    });
 }

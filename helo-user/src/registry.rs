@@ -52,8 +52,4 @@ impl Registry {
             None => false,
         }
     }
-
-    pub fn active(&self) -> usize {
-        self.sessions.lock().unwrap().len()
-    }
 }

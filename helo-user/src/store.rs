@@ -1,5 +1,6 @@
 //! The state that survives restarts, in an embedded, crash-safe redb database under the state
-//! directory: the blocklist, the allow list and the hash key.
+//! directory: the blocklist, the hash key, the fleet outbox and the fleet position. (The allow list
+//! is configuration: `[classifier.allow]` and the relay networks.)
 //!
 //! Every change is committed (fsync'd) before the caller acknowledges it: a listing the agent
 //! replied to, or an operator's `blocklist add` that returned, is on disk even if the agent is
@@ -14,8 +15,6 @@ use serde::{Deserialize, Serialize};
 
 /// `kind/name` → JSON [`Entry`].
 const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");
-/// CIDR → JSON [`Entry`] (kind `allow`).
-const ALLOW: TableDefinition<&str, &[u8]> = TableDefinition::new("allow");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Fleet changes waiting to be published: sequence → JSON [`FleetChange`].
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_outbox");
@@ -139,7 +138,6 @@ impl Store {
         let db = Database::create(&path).with_context(|| format!("opening {}", path.display()))?;
         let tx = db.begin_write()?;
         tx.open_table(BLOCKS)?;
-        tx.open_table(ALLOW)?;
         tx.open_table(META)?;
         tx.open_table(OUTBOX)?;
         tx.commit()?;
@@ -289,23 +287,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The allow list, as CIDRs.
-    pub fn allowed(&self) -> Result<Vec<String>> {
-        let tx = self.db.begin_read()?;
-        let allow = tx.open_table(ALLOW)?;
-        let mut out = Vec::new();
-        for item in allow.iter()? {
-            out.push(item?.0.value().to_string());
-        }
-        Ok(out)
-    }
-
-    pub fn put_allowed(&self, cidr: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(ALLOW)?.insert(cidr, b"{}".as_slice())?;
-        tx.commit()?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -47,21 +47,23 @@ pub async fn follow(
             // least that long.
             let ev: DropEvent = unsafe { core::ptr::read_unaligned(item.as_ptr() as *const DropEvent) };
             let client = client_addr(&ev);
-            recent.record(if ev.kind == event_kind::HELO {
-                ("helo", blocklist.helo_name(ev.hash).unwrap_or_else(|| format!("hash {:016x}", ev.hash)))
-            } else {
-                ("source", client.ip().to_string())
+            // For a greeting, one index lookup gives both what `top` shows and what the sender reads.
+            let helo = (ev.kind == event_kind::HELO).then(|| blocklist.helo_listed(ev.hash));
+            recent.record(match &helo {
+                Some(Some((name, _))) => ("helo", name.clone()),
+                Some(None) => ("helo", format!("hash {:016x}", ev.hash)),
+                None => ("source", client.ip().to_string()),
             });
             if ev.observed != 0 {
                 continue;
             }
-            let reply = if silent {
-                None
-            } else if ev.kind == event_kind::HELO {
-                Some(blocklist.helo_reply(ev.hash).unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned()))
-            } else {
-                Some(blocklist.source_reply(client.ip()).unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned()))
-            };
+            let reply = (!silent).then(|| {
+                let listed = match helo {
+                    Some(found) => found.map(|(_, reply)| reply),
+                    None => blocklist.source_reply(client.ip()),
+                };
+                listed.unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned())
+            });
             if registry.kill(client, Kill { reply }) {
                 log::debug!("kernel dropped a segment of {client}; its session is closed");
             }

@@ -8,7 +8,6 @@ pub const BACKEND_DOWN: &str = "421 4.3.2 Service not available, try later";
 pub const TOO_MANY_CONNECTIONS: &str = "421 4.7.0 Too many connections";
 pub const TOO_MANY_ERRORS: &str = "421 4.7.0 Too many errors";
 pub const TIMEOUT: &str = "421 4.4.2 Timeout exceeded";
-pub const SHUTTING_DOWN: &str = "421 4.3.2 Shutting down";
 
 pub fn banner(hostname: &str) -> String {
     format!("220 {hostname} ESMTP")
