@@ -142,12 +142,14 @@ pub struct FlowKey {
     pub dport_be: u16,
 }
 
-/// Value of the flow map: the sequence number the client's first payload byte will carry.
+/// Value of the flow map: the sequence number the client's first payload byte will carry, and
+/// whether a drop on this flow was already reported to the agent (once is enough to end the
+/// session; a retransmitted or replayed greeting adds nothing but load).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     pub first_payload_seq: u32,
-    pub _pad: u32,
+    pub reported: u32,
 }
 
 /// Indices of the per-CPU counter array: every verdict the program takes lands in exactly one.

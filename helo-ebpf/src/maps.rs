@@ -159,29 +159,49 @@ fn live(entry: *mut BlockEntry) -> Option<(*mut BlockEntry, u64)> {
     unsafe { (*entry).is_live(now) }.then_some((entry, now))
 }
 
-/// Counts a hit on an entry and returns its reason.
+/// Counts a hit on an entry; returns its reason and when it was hit before (0: never).
 #[inline(always)]
-pub fn record_hit(entry: *mut BlockEntry, now: u64) -> u32 {
+pub fn record_hit(entry: *mut BlockEntry, now: u64) -> (u32, u64) {
     // SAFETY: as in `live`. Two CPUs hitting one entry at the same instant may lose an increment:
     // the per-entry count is for people reading `blocklist list`; exact totals are the per-CPU
     // counters.
     unsafe {
+        let previous = (*entry).last_hit_boot_ns;
         (*entry).hits += 1;
         (*entry).last_hit_boot_ns = now;
-        (*entry).reason
+        ((*entry).reason, previous)
+    }
+}
+
+/// Whether a drop is worth an event. The agent needs one per flow to end that session: a
+/// retransmitted greeting, or a flood replaying one segment, would only cost it CPU. Drops outside
+/// a known flow (the SYNs of a listed source) are sampled, at most one per entry per second, for
+/// `top`; every packet is still counted, per CPU and per entry.
+#[inline(always)]
+pub fn worth_reporting(flow: Option<*mut FlowState>, previous_hit: u64, now: u64) -> bool {
+    match flow {
+        // SAFETY: a pointer into a flow map value, valid for this program run. Two CPUs racing
+        // here may both report: harmless, the agent's kill is idempotent.
+        Some(f) => unsafe {
+            if (*f).reported != 0 {
+                return false;
+            }
+            (*f).reported = 1;
+            true
+        },
+        None => previous_hit == 0 || now.wrapping_sub(previous_hit) >= 1_000_000_000,
     }
 }
 
 #[inline(always)]
-pub fn flow_first_payload_seq(flow: &FlowKey) -> Option<u32> {
-    // SAFETY: the value is copied out at once.
-    unsafe { FLOWS.get(flow) }.map(|s| s.first_payload_seq)
+pub fn flow(flow: &FlowKey) -> Option<*mut FlowState> {
+    FLOWS.get_ptr_mut(flow)
 }
 
 #[inline(always)]
 pub fn remember_flow(flow: &FlowKey, first_payload_seq: u32) {
     // A full LRU map evicts; an insert failure only means this flow goes uninspected (fail open).
-    let _ = FLOWS.insert(flow, FlowState { first_payload_seq, _pad: 0 }, 0);
+    let _ = FLOWS.insert(flow, FlowState { first_payload_seq, reported: 0 }, 0);
 }
 
 /// Reports a drop to the agent. A full ring never changes the verdict; the loss is counted.

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use helo_common::{
-    maps::{counter, event_kind, mode, AddrKey, BlockEntry, Config, DropEvent},
+    maps::{counter, event_kind, mode, AddrKey, BlockEntry, Config, DropEvent, FlowState},
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
 
@@ -42,7 +42,9 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     }
     let source = AddrKey::from_v6(seg.flow.saddr);
     if let Some((entry, now)) = maps::source_entry(&source) {
-        return block(&cfg, &seg, entry, event_kind::SOURCE, 0, now);
+        // A SYN has no flow yet; a later segment may (a source listed in mid-session).
+        let flow = if seg.tcp.syn { None } else { maps::flow(&seg.flow) };
+        return block(&cfg, &seg, entry, flow, event_kind::SOURCE, 0, now);
     }
     if seg.tcp.syn && !seg.tcp.ack {
         // The client's first payload byte will carry ISN + 1.
@@ -54,13 +56,14 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     }
     // Only the first client payload is a greeting; later segments (a mail body line that happens
     // to start with "HELO ", a second greeting after RSET) are the agent's business.
-    match maps::flow_first_payload_seq(&seg.flow) {
-        Some(seq) if seq == seg.tcp.seq => {}
+    let flow = match maps::flow(&seg.flow) {
+        // SAFETY: a flow map value, valid for this program run.
+        Some(f) if unsafe { (*f).first_payload_seq } == seg.tcp.seq => f,
         _ => return pass(counter::PASS_NOT_FIRST_PAYLOAD),
-    }
+    };
     match scan_payload(ctx, &seg, &cfg) {
         Scan::Greeting { hash, .. } => match maps::helo_entry(hash) {
-            Some((entry, now)) => block(&cfg, &seg, entry, event_kind::HELO, hash, now),
+            Some((entry, now)) => block(&cfg, &seg, entry, Some(flow), event_kind::HELO, hash, now),
             None => pass(counter::PASS_NOT_LISTED),
         },
         Scan::NotGreeting => pass(counter::PASS_NOT_GREETING),
@@ -133,21 +136,23 @@ extern "C" fn scan_chunk(chunk: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// A listed source or greeting: drop it (or only report it in observe mode), unless the source is
 /// on the allow list.
 #[inline(always)]
-fn block(cfg: &Config, seg: &Segment, entry: *mut BlockEntry, kind: u8, hash: u64, now: u64) -> Decision {
+fn block(cfg: &Config, seg: &Segment, entry: *mut BlockEntry, flow: Option<*mut FlowState>, kind: u8, hash: u64, now: u64) -> Decision {
     if maps::allow_listed(&AddrKey::from_v6(seg.flow.saddr)) {
         return pass(counter::PASS_ALLOW_LISTED);
     }
-    let reason = maps::record_hit(entry, now);
+    let (reason, previous_hit) = maps::record_hit(entry, now);
     let observed = cfg.mode == mode::OBSERVE;
-    maps::report(DropEvent {
-        flow: seg.flow,
-        kind,
-        observed: observed as u8,
-        reason,
-        hash,
-        boot_ns: now,
-        ..DropEvent::default()
-    });
+    if maps::worth_reporting(flow, previous_hit, now) {
+        maps::report(DropEvent {
+            flow: seg.flow,
+            kind,
+            observed: observed as u8,
+            reason,
+            hash,
+            boot_ns: now,
+            ..DropEvent::default()
+        });
+    }
     match (observed, kind == event_kind::HELO) {
         (true, true) => pass(counter::OBSERVE_HELO),
         (true, false) => pass(counter::OBSERVE_SOURCE),

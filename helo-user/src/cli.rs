@@ -150,6 +150,9 @@ pub struct RunArgs {
     pub iface: Option<String>,
     #[arg(long = "xdp-mode", value_enum)]
     pub xdp_mode: Option<AttachMode>,
+    /// Attach no XDP program: classify, reply and keep the blocklist in user space only.
+    #[arg(long = "no-xdp", conflicts_with_all = ["iface", "xdp_mode"])]
+    pub no_xdp: bool,
     /// Address to accept SMTP on (repeat for several). Default: 0.0.0.0:25 and [::]:25.
     #[arg(long)]
     pub listen: Vec<SocketAddr>,
@@ -239,6 +242,7 @@ impl RunArgs {
             c.iface = self.iface;
         }
         set(&mut c.xdp_mode, self.xdp_mode);
+        c.no_xdp |= self.no_xdp;
         set_list(&mut c.listen, self.listen);
         set(&mut c.backend, self.backend);
         set(&mut c.mode, self.mode);
@@ -262,8 +266,10 @@ impl RunArgs {
         if self.fleet_name.is_some() {
             c.fleet_name = self.fleet_name;
         }
-        if c.iface.is_none() {
-            anyhow::bail!("--iface is required (or `iface` in the config file)");
+        match (&c.iface, c.no_xdp) {
+            (None, false) => anyhow::bail!("--iface is required (or `iface` in the config file), unless --no-xdp"),
+            (Some(_), true) => anyhow::bail!("--no-xdp and an interface to attach to contradict each other"),
+            _ => {}
         }
         c.validate()?;
         Ok(c)

@@ -45,6 +45,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/helo";
 pub struct Config {
     pub iface: Option<String>,
     pub xdp_mode: AttachMode,
+    /// User space only: the maps are kept (and filled) but no XDP program is attached, so nothing
+    /// is dropped in the kernel. For hosts whose NIC or kernel cannot run XDP, and for comparisons.
+    pub no_xdp: bool,
     pub listen: Vec<SocketAddr>,
     pub backend: SocketAddr,
     pub hostname: Option<String>,
@@ -90,6 +93,7 @@ impl Default for Config {
         Self {
             iface: None,
             xdp_mode: AttachMode::Native,
+            no_xdp: false,
             listen: vec!["0.0.0.0:25".parse().unwrap(), "[::]:25".parse().unwrap()],
             backend: "127.0.0.1:10025".parse().unwrap(),
             hostname: None,

@@ -16,7 +16,7 @@ use helo_user::{
     classify,
     cli::{Cli, Command},
     config::{Config, KernelDropReply},
-    kernel::{events, pin, KernelFilter, LoadOptions},
+    kernel::{events, pin, AttachMode, KernelFilter, LoadOptions},
     metrics::{self, Metrics},
     recent::RecentHits,
     registry::Registry,
@@ -86,6 +86,7 @@ fn exit_with(r: Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn run(config: Config) -> Result<()> {
+    raise_fd_limit(config.max_sessions);
     let classifier = config.classifier()?;
     let store = Store::open(&config.state_dir)?;
     let key = store.hash_key()?;
@@ -98,15 +99,31 @@ async fn run(config: Config) -> Result<()> {
     for net in classifier.exempt_networks() {
         filter.maps.allow(net.addr(), net.prefix_len())?;
     }
-    let iface = config.iface.clone().expect("validated");
-    let mode = filter.attach(&iface, config.xdp_mode)?;
+    let mode_label = match config.iface.as_deref() {
+        Some(iface) => {
+            let mode = filter.attach(iface, config.xdp_mode)?;
+            log::info!(
+                "XDP program {} attached to {iface} in {} mode; filtering ports {:?} ({:?} mode)",
+                filter.program_id().unwrap_or(0),
+                mode.as_str(),
+                config.ports,
+                config.mode
+            );
+            mode.as_str()
+        }
+        None => {
+            if [AttachMode::Native, AttachMode::Skb].into_iter().any(|m| pin::link_path(&config.pin_dir, m).exists()) {
+                log::warn!(
+                    "--no-xdp, but an XDP link is still pinned in {}: it keeps filtering with these maps \
+                     (`helo-user detach` removes it)",
+                    config.pin_dir.display()
+                );
+            }
+            log::warn!("--no-xdp: nothing is dropped in the kernel; every sender is judged in user space");
+            "off"
+        }
+    };
     let program_id = filter.program_id().unwrap_or(0);
-    log::info!(
-        "XDP program {program_id} attached to {iface} in {} mode; filtering ports {:?} ({:?} mode)",
-        mode.as_str(),
-        config.ports,
-        config.mode
-    );
     let ring = filter.take_events().context("the XDP object has no event ring")?;
     let kernel = Arc::new(Mutex::new(filter));
     let blocklist = Arc::new(Blocklist::open(
@@ -116,7 +133,7 @@ async fn run(config: Config) -> Result<()> {
         Duration::from_secs(config.helo_ttl_s),
         Duration::from_secs(config.source_ttl_s),
     )?);
-    let metrics = Arc::new(Metrics::new(mode.as_str(), program_id));
+    let metrics = Arc::new(Metrics::new(mode_label, program_id));
     let registry = Arc::new(Registry::default());
     let recent = Arc::new(RecentHits::default());
     let listeners = config.listen.iter().map(|a| server::bind(*a)).collect::<Result<Vec<_>>>()?;
@@ -171,7 +188,10 @@ async fn run(config: Config) -> Result<()> {
         agent.config.metrics,
         admin_path.display()
     );
+    let blocklist = Arc::clone(&agent.blocklist);
     let result = server::serve(agent, listeners, stop_rx).await;
+    // Listings still queued (observe mode does not wait for them) reach the disk before exit.
+    tokio::task::block_in_place(|| blocklist.sync());
     let _ = std::fs::remove_file(&admin_path);
     result
 }
@@ -192,4 +212,30 @@ fn periodically(every: Duration, blocklist: Arc<Blocklist>, what: &'static str, 
             }
         }
     });
+}
+
+/// A relayed session holds two sockets: raise the soft open-files limit to the hard one (a
+/// systemd unit's LimitNOFILE, say) so that `max-sessions` is reachable, and say so when it is not.
+fn raise_fd_limit(max_sessions: usize) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            }
+        }
+    }
+    let needed = 2 * max_sessions as u64 + 64;
+    if (lim.rlim_cur as u64) < needed {
+        log::warn!(
+            "open-files limit {} is below the {needed} that max-sessions {max_sessions} can need: raise \
+             LimitNOFILE (or ulimit -n), or lower max-sessions",
+            lim.rlim_cur
+        );
+    }
 }

@@ -102,8 +102,10 @@ pub enum FleetChange {
     Del { kind: Kind, name: String },
 }
 
+/// A handle on the database; clones share it (the blocklist's commit thread holds one).
+#[derive(Clone)]
 pub struct Store {
-    db: Database,
+    db: std::sync::Arc<Database>,
 }
 
 /// What a source entry's name stands for: one address, or a network (a CIDR, kept in its
@@ -141,7 +143,7 @@ impl Store {
         tx.open_table(META)?;
         tx.open_table(OUTBOX)?;
         tx.commit()?;
-        Ok(Self { db })
+        Ok(Self { db: std::sync::Arc::new(db) })
     }
 
     /// The hash key, made and stored on first use.
@@ -290,10 +292,10 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn entry(name: &str) -> Entry {
+    pub(crate) fn entry(name: &str) -> Entry {
         Entry {
             kind: Kind::Helo,
             name: name.into(),

@@ -34,11 +34,17 @@ impl AgentProcess {
     /// Starts `helo-user ARGS` in `ns` and waits until `ready` accepts TCP connections (probed from
     /// inside the namespace).
     pub fn start(ns: &Netns, args: &[String], ready: SocketAddr, log: PathBuf) -> Result<Self> {
+        Self::start_logging(ns, args, ready, log, "debug")
+    }
+
+    /// [`AgentProcess::start`] with `RUST_LOG=level` (benchmarks run at the production default,
+    /// `info`, since logging is part of what a session costs).
+    pub fn start_logging(ns: &Netns, args: &[String], ready: SocketAddr, log: PathBuf, level: &str) -> Result<Self> {
         let log_file = std::fs::File::create(&log)?;
         let child = ns
             .command(binary()?.to_str().unwrap())
             .args(args)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -56,13 +56,15 @@ pub struct LabOptions {
     pub agent_args: Vec<String>,
     pub with_postfix: bool,
     pub tls: bool,
+    /// Run the agent with `--no-xdp` instead of attaching to the edge veth.
+    pub no_xdp: bool,
     /// Runs on the edge namespace before the agent starts (extra links, say).
     pub edge_setup: Option<Box<dyn FnOnce(&Netns) -> Result<()>>>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { agent_args: vec![], with_postfix: true, tls: false, edge_setup: None }
+        Self { agent_args: vec![], with_postfix: true, tls: false, no_xdp: false, edge_setup: None }
     }
 }
 
@@ -83,42 +85,41 @@ impl Lab {
                     users: vec![USER.into()],
                     myhostname: "backend.example.com".into(),
                     tls: opts.tls,
+                    extra_main_cf: vec![],
                 },
             )?)
         } else {
             None
         };
         let listen: SocketAddr = format!("{}:25", edge_end.v4).parse()?;
-        let mut args: Vec<String> = [
-            "run",
-            "--iface",
-            &edge_end.ifname,
-            "--xdp-mode",
-            "native",
-            "--listen",
-            &listen.to_string(),
-            "--backend",
-            &format!("{}:10025", edge_end.v4),
-            "--hostname",
-            HOSTNAME,
-            "--server-ip",
-            &edge_end.v4,
-            "--server-ip",
-            &edge_end.v6,
-            "--domain",
-            DOMAIN,
-            "--state-dir",
-            dir.path().join("state").to_str().unwrap(),
-            "--pin-dir",
-            dir.path().join("bpffs/helo").to_str().unwrap(),
-            "--admin-socket",
-            dir.path().join("admin/admin.sock").to_str().unwrap(),
-            "--metrics",
-            &format!("{}:9725", edge_end.v4),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let xdp: Vec<&str> = if opts.no_xdp { vec!["--no-xdp"] } else { vec!["--iface", &edge_end.ifname, "--xdp-mode", "native"] };
+        let mut args: Vec<String> = ["run"]
+            .into_iter()
+            .chain(xdp)
+            .chain([
+                "--listen",
+                &listen.to_string(),
+                "--backend",
+                &format!("{}:10025", edge_end.v4),
+                "--hostname",
+                HOSTNAME,
+                "--server-ip",
+                &edge_end.v4,
+                "--server-ip",
+                &edge_end.v6,
+                "--domain",
+                DOMAIN,
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+                "--pin-dir",
+                dir.path().join("bpffs/helo").to_str().unwrap(),
+                "--admin-socket",
+                dir.path().join("admin/admin.sock").to_str().unwrap(),
+                "--metrics",
+                &format!("{}:9725", edge_end.v4),
+            ])
+            .map(|s| s.to_string())
+            .collect();
         args.extend(opts.agent_args);
         if let Some(setup) = opts.edge_setup {
             setup(&edge)?;

@@ -57,6 +57,8 @@ pub struct PostfixConfig {
     pub myhostname: String,
     /// Make a self-signed certificate (CN and SAN = `myhostname`) and offer STARTTLS on both ports.
     pub tls: bool,
+    /// More `main.cf` lines, appended last (so they win): restrictions for a benchmark, say.
+    pub extra_main_cf: Vec<String>,
 }
 
 impl Default for PostfixConfig {
@@ -70,6 +72,7 @@ impl Default for PostfixConfig {
             users: vec!["user@example.test".into()],
             myhostname: "mx.example.test".into(),
             tls: false,
+            extra_main_cf: vec![],
         }
     }
 }
@@ -334,6 +337,10 @@ smtpd_tls_received_header = yes
 smtpd_tls_loglevel = 1
 "
             ));
+        }
+        for line in &cfg.extra_main_cf {
+            main_cf.push_str(line);
+            main_cf.push('\n');
         }
         fs::write(etc.join("main.cf"), main_cf)?;
 

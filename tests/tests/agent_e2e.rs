@@ -260,3 +260,26 @@ fn two_hundred_concurrent_bogus_sessions_are_rejected_while_clean_mail_flows() -
     lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
     Ok(())
 }
+
+#[test]
+fn without_xdp_the_agent_rejects_in_user_space_and_hands_off() -> Result<()> {
+    if !require_root("without_xdp_the_agent_rejects_in_user_space_and_hands_off") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions { no_xdp: true, ..Default::default() })?;
+    let link = lab.edge.command("ip").args(["-d", "link", "show", &lab.edge_end.ifname]).output()?;
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("prog/xdp"), "--no-xdp attached a program");
+    // Both greetings reach the agent: the second is not dropped in the kernel.
+    for _ in 0..2 {
+        assert_eq!(reply(&lab.dialog(&["EHLO localhost\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");
+    }
+    assert_eq!(lab.agent.log_text().matches("rejected by").count(), 2, "{}", lab.agent.log_text());
+    let r = lab.py("send", &[])?;
+    assert_eq!(r["ok"], true, "{r}\n{}", lab.agent.log_text());
+    lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
+    assert!(lab.scrape()?.contains(r#"helo_xdp_info{mode="off""#));
+    // The listing is still kept, for when XDP is turned on.
+    let out = lab.blocklist(&["get", "localhost"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}

@@ -468,3 +468,44 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     assert!(filter.maps.unblock_source_net(ip("198.18.44.0"), 24).unwrap());
     assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_PASS);
 }
+
+#[test]
+fn a_flow_is_reported_once_and_a_listed_source_is_sampled() {
+    if !require_root("a_flow_is_reported_once_and_a_listed_source_is_sampled") {
+        return;
+    }
+    let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    let mut ring = filter.take_events().unwrap();
+    let mut drain = || {
+        let mut n = 0;
+        while ring.next().is_some() {
+            n += 1;
+        }
+        n
+    };
+    let run = |filter: &KernelFilter, bytes: &[u8], repeat: u32| {
+        filter.program().test_run(TestRunOptions { data_in: Some(bytes), repeat, ..Default::default() }).unwrap().return_value
+    };
+    filter.maps.block_helo(hash_helo_arg(&KEY, b"flood.example.com"), BlockEntry { reason: 2, ..Default::default() }).unwrap();
+    // One flow's listed greeting, replayed 1,000 times: every copy dropped and counted, one event.
+    let f = Frame::tcp(ip("198.18.1.10"), ip("198.18.0.2"), b"EHLO flood.example.com\r\n");
+    filter.maps.remember_flow(flow_key(&f), f.seq).unwrap();
+    assert_eq!(run(&filter, &f.build(), 1000), XDP_DROP);
+    assert_eq!(filter.maps.counters().unwrap().get(counter::DROP_HELO), 1000);
+    assert_eq!(drain(), 1, "one event for one flow");
+    // A new connection (a new SYN, so a new flow entry) is reported again.
+    let mut g = f.clone();
+    g.sport += 1;
+    filter.maps.remember_flow(flow_key(&g), g.seq).unwrap();
+    assert_eq!(run(&filter, &g.build(), 3), XDP_DROP);
+    assert_eq!(drain(), 1, "the second flow gets its event");
+    // SYNs of a listed source: every one dropped, events sampled (one per entry per second).
+    filter.maps.block_source(ip("198.18.9.9"), BlockEntry { reason: 1, ..Default::default() }).unwrap();
+    let syn = Frame::tcp(ip("198.18.9.9"), ip("198.18.0.2"), b"").syn().build();
+    assert_eq!(run(&filter, &syn, 500), XDP_DROP);
+    assert_eq!(filter.maps.counters().unwrap().get(counter::DROP_SOURCE), 500);
+    assert_eq!(filter.maps.source_entry(ip("198.18.9.9")).unwrap().hits, 500);
+    let events = drain();
+    assert!((1..=2).contains(&events), "{events} events for 500 SYNs within a second");
+}

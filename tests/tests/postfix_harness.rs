@@ -45,6 +45,7 @@ impl Lab {
                 users: vec![USER.into(), "other@example.test".into()],
                 myhostname: "mx.example.test".into(),
                 tls,
+                extra_main_cf: vec![],
             },
         )?;
         println!(

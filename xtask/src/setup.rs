@@ -19,8 +19,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What the tests and benches run besides the workspace's own code: Postfix as the real MTA (swaks
 /// and its TLS modules as a client), Redis for fleet tests, the tools that build and inspect the
-/// test namespaces, `setpriv` (util-linux) for the non-root admin test, and a font for the
-/// benchmark plots.
+/// test namespaces, `setpriv` (util-linux) for the non-root admin test, and for the benchmarks a
+/// font for the plots and trafgen (netsniff-ng), the socket-path generator.
 const TEST_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
@@ -38,6 +38,7 @@ const TEST_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "util-linux",
     "ethtool",
+    "netsniff-ng",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -101,6 +101,70 @@ fn pin(pid: i32, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Puts the arm's filter in place on the receiving veth.
+fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<KernelFilter>> {
+    let key = HashKey { k0: 7, k1: 9 };
+    match arm {
+        Arm::HeloNative | Arm::HeloSkb => {
+            let mode = if matches!(arm, Arm::HeloNative) { AttachMode::Native } else { AttachMode::Skb };
+            let ifname = rx_if.to_owned();
+            let mut fl = enter_named(&rx.name, move || -> Result<KernelFilter> {
+                let mut fl = KernelFilter::load(LoadOptions::default())?;
+                fl.configure(key, FilterMode::Enforce, &[25])?;
+                let used = fl.attach(&ifname, mode)?;
+                anyhow::ensure!(used == mode, "attached in {} mode, not {}", used.as_str(), mode.as_str());
+                Ok(fl)
+            })??;
+            fl.maps.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
+            return Ok(Some(fl));
+        }
+        Arm::Nftables => {
+            // The first 16 bytes of the greeting at the start of the TCP payload (no options):
+            // nft compares at most 128 bits in one payload expression.
+            let hex: String = format!("EHLO {NAME}").bytes().take(16).map(|b| format!("{b:02x}")).collect();
+            sh(rx, &format!(
+                "nft add table netdev helobench && nft add chain netdev helobench in '{{ type filter hook ingress device {rx_if} priority 0; }}' && \
+                 nft add rule netdev helobench in tcp dport 25 @th,160,128 0x{hex} counter drop"
+            ))?;
+        }
+        Arm::Iptables(n) => {
+            let mut rules = String::from("*raw\n");
+            for i in 1..n {
+                rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO other{i}.internal\" -j DROP\n"));
+            }
+            rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO {NAME}\" -j DROP\nCOMMIT\n"));
+            let path = std::env::temp_dir().join(format!("helobench-{}.rules", std::process::id()));
+            std::fs::write(&path, rules)?;
+            sh(rx, &format!("iptables-restore < {}", path.display()))?;
+        }
+        Arm::NoFilter => {}
+    }
+    Ok(None)
+}
+
+/// What the arm itself counted as processed since `rx_before`; takes the arm down.
+fn teardown(arm: Arm, rx: &Netns, rx_if: &str, filter: Option<KernelFilter>, rx_before: u64) -> Result<u64> {
+    Ok(match arm {
+        Arm::HeloNative | Arm::HeloSkb => {
+            let fl = filter.context("no filter")?;
+            let dropped = fl.maps.counters()?.get(counter::DROP_HELO);
+            drop(fl);
+            dropped
+        }
+        Arm::Nftables => {
+            let rules = sh(rx, "nft list table netdev helobench")?;
+            sh(rx, "nft delete table netdev helobench")?;
+            rules.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+        }
+        Arm::Iptables(_) => {
+            let out = sh(rx, "iptables -t raw -L PREROUTING -v -x -n | tail -1")?;
+            sh(rx, "iptables -t raw -F")?;
+            out.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)
+        }
+        Arm::NoFilter => rx_packets(rx, rx_if)?.saturating_sub(rx_before),
+    })
+}
+
 fn main() -> Result<()> {
     let gen = Netns::new("g")?;
     let rx = Netns::new("x")?;
@@ -123,45 +187,10 @@ fn main() -> Result<()> {
 
     let arms = [Arm::NoFilter, Arm::HeloNative, Arm::HeloSkb, Arm::Nftables, Arm::Iptables(1), Arm::Iptables(100), Arm::Iptables(10_000)];
     let mut results: Vec<(Arm, Vec<f64>)> = arms.iter().map(|a| (*a, vec![])).collect();
-    for _round in 0..ROUNDS {
+    let rounds = if std::env::var("HELO_BENCH_SOCKET_ONLY").is_ok_and(|v| v == "1") { 0 } else { ROUNDS };
+    for _round in 0..rounds {
         for (arm, samples) in results.iter_mut() {
-            let key = HashKey { k0: 7, k1: 9 };
-            let mut filter = None;
-            match *arm {
-                Arm::HeloNative | Arm::HeloSkb => {
-                    let mode = if matches!(arm, Arm::HeloNative) { AttachMode::Native } else { AttachMode::Skb };
-                    let ifname = rx_if.clone();
-                    let mut fl = enter_named(&rx.name, move || -> Result<KernelFilter> {
-                        let mut fl = KernelFilter::load(LoadOptions::default())?;
-                        fl.configure(key, FilterMode::Enforce, &[25])?;
-                        let used = fl.attach(&ifname, mode)?;
-                        anyhow::ensure!(used == mode, "attached in {} mode, not {}", used.as_str(), mode.as_str());
-                        Ok(fl)
-                    })??;
-                    fl.maps.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
-                    filter = Some(fl);
-                }
-                Arm::Nftables => {
-                    // The first 16 bytes of the greeting at the start of the TCP payload (no
-                    // options): nft compares at most 128 bits in one payload expression.
-                    let hex: String = format!("EHLO {NAME}").bytes().take(16).map(|b| format!("{b:02x}")).collect();
-                    sh(&rx, &format!(
-                        "nft add table netdev helobench && nft add chain netdev helobench in '{{ type filter hook ingress device {rx_if} priority 0; }}' && \
-                         nft add rule netdev helobench in tcp dport 25 @th,160,128 0x{hex} counter drop"
-                    ))?;
-                }
-                Arm::Iptables(n) => {
-                    let mut rules = String::from("*raw\n");
-                    for i in 1..n {
-                        rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO other{i}.internal\" -j DROP\n"));
-                    }
-                    rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO {NAME}\" -j DROP\nCOMMIT\n"));
-                    let path = std::env::temp_dir().join(format!("helobench-{}.rules", std::process::id()));
-                    std::fs::write(&path, rules)?;
-                    sh(&rx, &format!("iptables-restore < {}", path.display()))?;
-                }
-                Arm::NoFilter => {}
-            }
+            let mut filter = setup(*arm, &rx, &rx_if)?;
             injector.send(&syn, 1)?;
             let rx_before = rx_packets(&rx, &rx_if)?;
             let before = cpu_ticks(napi)?;
@@ -173,27 +202,12 @@ fn main() -> Result<()> {
             thread::sleep(Duration::from_millis(100));
             let ticks = cpu_ticks(napi)? - before;
             // What the arm itself processed (and so proof that it ran), then take it down.
-            let processed = match *arm {
-                Arm::HeloNative | Arm::HeloSkb => {
-                    let fl = filter.take().unwrap();
-                    let dropped = fl.maps.counters()?.get(counter::DROP_HELO);
-                    drop(fl);
-                    dropped
-                }
-                Arm::Nftables => {
-                    let rules = sh(&rx, "nft list table netdev helobench")?;
-                    sh(&rx, "nft delete table netdev helobench")?;
-                    rules.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
-                }
-                Arm::Iptables(_) => {
-                    let out = sh(&rx, "iptables -t raw -L PREROUTING -v -x -n | tail -1")?;
-                    sh(&rx, "iptables -t raw -F")?;
-                    out.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)
-                }
-                Arm::NoFilter => rx_packets(&rx, &rx_if)?.saturating_sub(rx_before),
-            };
-            if processed < 10_000 {
-                bail!("{}: only {processed} of {FRAMES} frames were processed by the arm", arm.label());
+            let processed = teardown(*arm, &rx, &rx_if, filter.take(), rx_before)?;
+            // Proof the arm ran, and enough of its CPU time to read (clock ticks are 10 ms): the
+            // slowest arm (10,000 iptables rules, milliseconds per packet) gets through only a
+            // few hundred frames in the time the others take millions.
+            if processed < 100 || ticks < 20 {
+                bail!("{}: only {processed} of {FRAMES} frames were processed by the arm ({ticks} ticks)", arm.label());
             }
             // SAFETY: sysconf has no preconditions.
             let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -201,14 +215,84 @@ fn main() -> Result<()> {
             samples.push(ticks as f64 / hz * 1e9 / processed as f64);
         }
     }
-    let rows: Vec<Row> = results
+    let trafgen = socket_path(&gen, &g_end.ifname, &rx, &rx_if, &injector, &syn, &payload)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "frames": FRAMES, "rounds": ROUNDS, "arms": rows(results),
+            "trafgen": { "frames": TRAFGEN_FRAMES, "rounds": ROUNDS, "arms": rows(trafgen) },
+        }))?
+    );
+    Ok(())
+}
+
+fn rows(results: Vec<(Arm, Vec<f64>)>) -> Vec<Row> {
+    results
         .into_iter()
         .map(|(arm, mut v)| {
             let raw = v.clone();
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            Row { arm: arm.label(), median: v[v.len() / 2], min: v[0], max: v[v.len() - 1], ns_per_packet: raw }
+            v.sort_by(|a, b| a.total_cmp(b));
+            let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+            Row { arm: arm.label(), median: at(v.len() / 2), min: at(0), max: at(v.len().saturating_sub(1)), ns_per_packet: raw }
         })
-        .collect();
-    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "frames": FRAMES, "rounds": ROUNDS, "arms": rows }))?);
-    Ok(())
+        .collect()
+}
+
+const TRAFGEN_FRAMES: u64 = 500_000;
+
+/// Busy time of the whole machine so far (every CPU: user, system, interrupts), in clock ticks.
+fn busy_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = cpu.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal
+    Ok(f[0] + f[1] + f[2] + f[5] + f[6] + f[7])
+}
+
+/// The socket path: trafgen sends the same frames through a packet socket. A packet socket's own
+/// cost is part of the measure (the whole machine's busy time per packet the arm processed): that
+/// is what a socket generator hides a filter's cost behind.
+fn socket_path(gen: &Netns, gen_if: &str, rx: &Netns, rx_if: &str, injector: &Injector, syn: &[u8], payload: &[u8]) -> Result<Vec<(Arm, Vec<f64>)>> {
+    let bytes: Vec<String> = payload.iter().map(|b| format!("0x{b:02x}")).collect();
+    let cfg = std::env::temp_dir().join(format!("helobench-{}.trafgen", std::process::id()));
+    std::fs::write(&cfg, format!("{{ {} }}\n", bytes.join(", ")))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // A socket sender's frames are received in softirq on the sending core, as usual: no NAPI
+    // thread here (the measure is the whole machine anyway).
+    sh(rx, &format!("echo 0 > /sys/class/net/{rx_if}/threaded"))?;
+    let arms = [Arm::NoFilter, Arm::HeloNative, Arm::Nftables, Arm::Iptables(1)];
+    let mut results: Vec<(Arm, Vec<f64>)> = arms.iter().map(|a| (*a, vec![])).collect();
+    for _round in 0..ROUNDS {
+        for (arm, samples) in results.iter_mut() {
+            let filter = setup(*arm, rx, rx_if)?;
+            injector.send(syn, 1)?;
+            let rx_before = rx_packets(rx, rx_if)?;
+            let before = busy_ticks()?;
+            let out = gen
+                .command("trafgen")
+                .args(["-o", gen_if, "-i"])
+                .arg(&cfg)
+                .args(["-n", &TRAFGEN_FRAMES.to_string(), "-P", "1", "--no-sock-mem", "--no-cpu-stats", "--notouch-irq"])
+                .output()
+                .context("running trafgen (Debian package netsniff-ng)")?;
+            // With a program on the receiving veth, a full receive ring pushes back on the packet
+            // socket, and trafgen gives up on the EAGAIN. What it sent until then was processed
+            // and is measured like the rest, so that ends the run early rather than the benchmark.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && !stderr.contains("Resource temporarily unavailable") {
+                bail!("trafgen failed: {stderr}");
+            }
+            thread::sleep(Duration::from_millis(100));
+            let ticks = busy_ticks()? - before;
+            let processed = teardown(*arm, rx, rx_if, filter, rx_before)?;
+            if processed < 10_000 {
+                bail!("{} (trafgen): only {processed} of {TRAFGEN_FRAMES} frames were processed by the arm", arm.label());
+            }
+            eprintln!("{} (trafgen): {processed} of {TRAFGEN_FRAMES} processed, {ticks} busy ticks", arm.label());
+            samples.push(ticks as f64 / hz * 1e9 / processed as f64);
+        }
+    }
+    let _ = std::fs::remove_file(&cfg);
+    Ok(results)
 }

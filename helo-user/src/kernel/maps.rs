@@ -117,7 +117,7 @@ impl KernelMaps {
     }
 
     pub fn remember_flow(&mut self, flow: FlowKey, first_payload_seq: u32) -> Result<()> {
-        self.flows.insert(flow, FlowState { first_payload_seq, _pad: 0 }, 0).context("inserting a flow")
+        self.flows.insert(flow, FlowState { first_payload_seq, reported: 0 }, 0).context("inserting a flow")
     }
 
     pub fn counters(&self) -> Result<Counters> {

@@ -3,6 +3,7 @@
 //!
 //! The kernel listing happens before the reply is written: by the time the sender reads
 //! `550 ... Bogus HELO`, its next attempt with that greeting is already dropped in the kernel.
+//! The store follows within milliseconds, in a group commit.
 
 use std::{net::IpAddr, time::Instant};
 
@@ -10,6 +11,7 @@ use anyhow::Result;
 
 use crate::{
     agent::Agent,
+    blocklist::Committed,
     classify::{Classification, Greeting, Rejection, Scope, Verb},
     metrics::{KindLabel, RuleLabel},
     kernel::FilterMode,
@@ -17,7 +19,7 @@ use crate::{
 };
 
 /// Lists what was rejected: the greeting for everyone (`helo` scope) or this client (`client`).
-fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<()> {
+fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<Committed> {
     let rule = rejection.rule.as_str();
     match rejection.scope {
         Scope::Helo => agent.blocklist.block_helo(arg, rule, &rejection.reply),
@@ -25,7 +27,34 @@ fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Res
     }
 }
 
-fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> String {
+/// A rejection's reply, to be sent once its listing is on disk.
+pub struct Refusal {
+    reply: String,
+    committed: Option<Committed>,
+}
+
+impl Refusal {
+    /// The reply, once the listing is durable: a sender never reads a rejection the agent could
+    /// forget in a crash. The wait is a group commit's fsync, shared with every listing queued
+    /// meanwhile, and holds no thread.
+    pub async fn durable(self) -> String {
+        if let Some(c) = self.committed {
+            c.wait().await;
+        }
+        self.reply
+    }
+
+    /// [`Refusal::durable`] for the relay's synchronous judge; tokio moves other sessions off
+    /// this worker while it waits.
+    fn durable_blocking(self) -> String {
+        if let Some(c) = self.committed {
+            tokio::task::block_in_place(|| c.wait_blocking());
+        }
+        self.reply
+    }
+}
+
+fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
     log::info!(
         "{client}: greeting {:?} rejected by {} ({} scope){}",
         String::from_utf8_lossy(arg),
@@ -33,13 +62,23 @@ fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr
         rejection.scope.as_str(),
         if agent.config.mode == FilterMode::Observe { " [observe mode: passed on]" } else { "" }
     );
-    // Listing commits to the store (an fsync): let tokio move other sessions off this worker
-    // thread meanwhile, rather than stalling them.
-    if let Err(e) = tokio::task::block_in_place(|| list(agent, rejection, arg, client)) {
-        // The reply still goes out; only the kernel shortcut for the next attempt is lost.
-        log::error!("{client}: could not list the rejection (store or kernel): {e:#}");
-    }
-    rejection.reply.to_string()
+    // Listing is a kernel map update and a queue push (the store write is grouped on its own
+    // thread). Only while an operator change holds the blocklist (an import, say) can it wait;
+    // then tokio moves other sessions off this worker thread rather than stall them.
+    let listed = if agent.blocklist.operator_busy() {
+        tokio::task::block_in_place(|| list(agent, rejection, arg, client))
+    } else {
+        list(agent, rejection, arg, client)
+    };
+    let committed = match listed {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // The reply still goes out; only the kernel shortcut for the next attempt is lost.
+            log::error!("{client}: could not list the rejection (store or kernel): {e:#}");
+            None
+        }
+    };
+    Refusal { reply: rejection.reply.to_string(), committed }
 }
 
 /// Runs the classifier and counts what it found.
@@ -57,8 +96,8 @@ fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
     classification
 }
 
-/// Classifies a greeting at HELO time. `Some(reply)` when it is rejected.
-pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr) -> Option<String> {
+/// Classifies a greeting at HELO time. `Some` when it is rejected.
+pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr) -> Option<Refusal> {
     let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
     Some(consequences(agent, rejection, arg, client))
@@ -92,8 +131,9 @@ impl<'a> Relay<'a> {
         Self { agent, arg, client }
     }
 
-    fn enforce(&self, reply: String) -> Option<String> {
-        (self.agent.config.mode == FilterMode::Enforce).then_some(reply)
+    /// In observe mode a rejection is only logged and counted: the session goes on.
+    fn enforce(&self, refusal: Refusal) -> Option<String> {
+        (self.agent.config.mode == FilterMode::Enforce).then(|| refusal.durable_blocking())
     }
 }
 
@@ -103,13 +143,13 @@ impl crate::proxy::relay::Judge for Relay<'_> {
         let input = Greeting::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
         let classification = classify(self.agent, &input);
         let rejection = classification.verdict.rejection()?;
-        let reply = consequences(self.agent, rejection, &self.arg, self.client);
-        self.enforce(reply)
+        let refusal = consequences(self.agent, rejection, &self.arg, self.client);
+        self.enforce(refusal)
     }
 
     fn greeting(&mut self, _ehlo: bool, arg: &[u8]) -> Option<String> {
         self.arg = arg.to_vec();
-        let reply = greeting(self.agent, arg, self.client)?;
-        self.enforce(reply)
+        let refusal = greeting(self.agent, arg, self.client)?;
+        self.enforce(refusal)
     }
 }

@@ -15,6 +15,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::AsyncWriteExt,
     net::{tcp::OwnedWriteHalf, TcpStream},
+    sync::oneshot,
     time::timeout,
 };
 
@@ -47,6 +48,14 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
     matches!(timeout(wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
 }
 
+/// Runs `step` unless a kernel drop event for this session comes first.
+async fn or_killed<T>(kill: &mut oneshot::Receiver<Kill>, step: impl std::future::Future<Output = T>) -> Result<T, Kill> {
+    tokio::select! {
+        killed = kill => Err(killed.unwrap_or(Kill { reply: None })),
+        done = step => Ok(done),
+    }
+}
+
 pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
     let started = std::time::Instant::now();
     agent.metrics.sessions.inc();
@@ -68,21 +77,26 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
         judge::observe_pregreet(agent);
     }
     let (r, mut out) = stream.into_split();
-    let mut input = LineReader::new(r);
     if send(&mut out, &reply::banner(agent.config.hostname())).await.is_err() {
         return;
     }
+    // An idle client holds no read buffer until it sends something: ten thousand idle sessions
+    // cost their sockets and tasks, not 40 MB of buffers.
+    match or_killed(&mut kill, timeout(agent.config.command_timeout(), r.readable())).await {
+        Err(Kill { reply }) => return close(out, reply.as_deref()).await,
+        Ok(Err(_)) => return close(out, Some(reply::TIMEOUT)).await,
+        Ok(Ok(Err(_))) => return,
+        Ok(Ok(Ok(()))) => {}
+    }
+    let mut input = LineReader::new(r);
     let mut errors = 0u32;
     loop {
         if errors >= agent.config.max_errors {
             return close(out, Some(reply::TOO_MANY_ERRORS)).await;
         }
-        let line = tokio::select! {
-            killed = &mut kill => {
-                let Kill { reply } = killed.unwrap_or(Kill { reply: None });
-                return close(out, reply.as_deref()).await;
-            }
-            line = timeout(agent.config.command_timeout(), input.read_line()) => line,
+        let line = match or_killed(&mut kill, timeout(agent.config.command_timeout(), input.read_line())).await {
+            Err(Kill { reply }) => return close(out, reply.as_deref()).await,
+            Ok(line) => line,
         };
         let line = match line {
             Err(_) => return close(out, Some(reply::TIMEOUT)).await,
@@ -109,7 +123,8 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
         };
         if let Some(refusal) = judge::greeting(agent, &arg, peer.ip()) {
             if agent.config.mode == FilterMode::Enforce {
-                return close(out, Some(&refusal)).await;
+                let reply = refusal.durable().await;
+                return close(out, Some(&reply)).await;
             }
         }
         let mut rcpt_judge = judge::Relay::new(agent, arg, peer.ip());
@@ -126,7 +141,9 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
                 // The relay's halves are dropped with this branch: both sockets close.
                 log::debug!("{peer}: session ended by a kernel drop during relay ({killed:?})");
             }
-            end = proxy::hand_off(input, out, hand_off, &mut rcpt_judge) => {
+            // Boxed: the relay's state is most of a session's, and an idle session (waiting for
+            // its greeting) should not carry it.
+            end = Box::pin(proxy::hand_off(input, out, hand_off, &mut rcpt_judge)) => {
                 judge::record_hand_off(agent, end);
             }
         }

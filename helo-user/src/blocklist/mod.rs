@@ -4,17 +4,29 @@
 //! - the kernel maps (hashes and addresses only, with an expiry on the kernel's boot clock);
 //! - a memory index of greeting hash → entry, so a kernel drop event can be answered with the
 //!   entry's own reply text (the kernel only knows the hash).
+//!
+//! Operator changes (admin socket, fleet, expiry) go to the store first, then the kernel. The
+//! agent's own listings go to the kernel first and reach the store through [`group_commit`], many
+//! per transaction. Either way nothing is acknowledged before it is on disk.
+
+mod group_commit;
+
+pub use self::group_commit::Committed;
 
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
 use helo_common::{hash_normalised, maps::{reason, BlockEntry}, normalised_arg, HashKey};
 
+use self::group_commit::GroupCommit;
 use crate::{
     kernel::KernelFilter,
     store::{source_target, Entry, Kind, SourceTarget, Store},
@@ -82,15 +94,43 @@ pub struct Blocklist {
     nets: Mutex<HashMap<ipnet::IpNet, Entry>>,
     changes: Mutex<ChangeCounts>,
     /// Whether local changes are queued for the fleet.
-    fleet: std::sync::atomic::AtomicBool,
+    fleet: Arc<AtomicBool>,
     /// Wakes the fleet publisher when something was queued.
-    pub outbox_ready: tokio::sync::Notify,
+    pub outbox_ready: Arc<tokio::sync::Notify>,
+    commits: GroupCommit,
+    /// Held by an agent listing for its kernel update and queueing, and by an operator change for
+    /// its whole length: changes reach the store in the order they reached the kernel.
+    order: Mutex<()>,
+    /// Operator changes holding or waiting for `order`.
+    operator_busy: AtomicUsize,
+}
+
+/// An operator change in progress: see [`Blocklist::exclusive`].
+struct Exclusive<'a> {
+    _order: MutexGuard<'a, ()>,
+    busy: &'a AtomicUsize,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Blocklist {
     /// Builds the blocklist over `store` and loads every live entry into the kernel (expired ones
     /// are dropped from the store on the way).
     pub fn open(kernel: Arc<Mutex<KernelFilter>>, store: Store, key: HashKey, helo_ttl: Duration, source_ttl: Duration) -> Result<Self> {
+        let fleet = Arc::new(AtomicBool::new(false));
+        let outbox_ready = Arc::new(tokio::sync::Notify::new());
+        let commits = GroupCommit::start(store.clone(), Arc::clone(&fleet), {
+            let outbox_ready = Arc::clone(&outbox_ready);
+            move |published| {
+                if published {
+                    outbox_ready.notify_one();
+                }
+            }
+        })?;
         let list = Self {
             kernel,
             store,
@@ -101,8 +141,11 @@ impl Blocklist {
             sources: Mutex::new(HashMap::new()),
             nets: Mutex::new(HashMap::new()),
             changes: Mutex::new(ChangeCounts::default()),
-            fleet: std::sync::atomic::AtomicBool::new(false),
-            outbox_ready: tokio::sync::Notify::new(),
+            fleet,
+            outbox_ready,
+            commits,
+            order: Mutex::new(()),
+            operator_busy: AtomicUsize::new(0),
         };
         let now = unix_now();
         let (live, expired): (Vec<_>, Vec<_>) = list.store.entries()?.into_iter().partition(|e| !e.expired(now));
@@ -177,13 +220,34 @@ impl Blocklist {
         }
     }
 
+    /// Serialises an operator change with the agent's listings: what the agent queued before is
+    /// committed first, and no listing slips in until the change is done.
+    fn exclusive(&self) -> Exclusive<'_> {
+        self.operator_busy.fetch_add(1, Ordering::SeqCst);
+        let order = self.order.lock().unwrap();
+        self.commits.drain();
+        Exclusive { _order: order, busy: &self.operator_busy }
+    }
+
+    /// Returns once every listing queued so far is on disk.
+    pub fn sync(&self) {
+        self.commits.drain();
+    }
+
+    /// Whether an operator change holds the blocklist (an import, say): a listing made now waits
+    /// for it, so a caller on an async thread should move off it first.
+    pub fn operator_busy(&self) -> bool {
+        self.operator_busy.load(Ordering::SeqCst) > 0
+    }
+
     /// Adds (or replaces) entries: store first, all or none, then the kernel. Entries of this
     /// box are queued for the fleet in the same transaction when a fleet is configured.
     pub fn add_all(&self, entries: &[Entry]) -> Result<()> {
         for e in entries {
             e.validate().with_context(|| format!("entry {}", e.key()))?;
         }
-        let publish = self.fleet.load(std::sync::atomic::Ordering::Relaxed);
+        let _x = self.exclusive();
+        let publish = self.fleet.load(Ordering::Relaxed);
         self.store.put_all_publishing(entries, publish)?;
         if publish {
             self.outbox_ready.notify_one();
@@ -193,6 +257,17 @@ impl Blocklist {
         }
         self.changes.lock().unwrap().added += entries.len() as u64;
         Ok(())
+    }
+
+    /// The agent's own listing: in the kernel before this returns, in the store (and the fleet's
+    /// outbox) with the next group commit, which the returned [`Committed`] reports.
+    fn list_now(&self, entry: Entry) -> Result<Committed> {
+        entry.validate().with_context(|| format!("entry {}", entry.key()))?;
+        let _order = self.order.lock().unwrap();
+        self.to_kernel(&entry)?;
+        let committed = self.commits.queue(entry);
+        self.changes.lock().unwrap().added += 1;
+        Ok(committed)
     }
 
     pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: &str) -> Entry {
@@ -214,7 +289,7 @@ impl Blocklist {
 
     /// From now on, local changes are queued for the fleet.
     pub fn enable_fleet(&self) {
-        self.fleet.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.fleet.store(true, Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &Store {
@@ -225,6 +300,7 @@ impl Blocklist {
     /// not published again.
     pub fn apply_remote(&self, entry: &Entry) -> Result<()> {
         entry.validate()?;
+        let _x = self.exclusive();
         self.store.put(entry)?;
         self.to_kernel(entry)?;
         self.changes.lock().unwrap().added += 1;
@@ -232,18 +308,23 @@ impl Blocklist {
     }
 
     /// Lists a greeting argument (as the client sent it) for every sender.
-    pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<()> {
+    pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
         let name = String::from_utf8_lossy(&normalised_arg(raw_arg).collect::<Vec<_>>()).into_owned();
-        self.add_all(&[self.new_entry(Kind::Helo, name, rule, reply, None, "agent")])
+        self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, "agent"))
     }
 
     /// Lists a client address.
-    pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<()> {
-        self.add_all(&[self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, "agent")])
+    pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
+        self.list_now(self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, "agent"))
     }
 
     /// Removes entries by key (`helo/NAME`, `source/ADDR`); returns what was removed.
     pub fn remove(&self, keys: &[String]) -> Result<Vec<Entry>> {
+        let _x = self.exclusive();
+        self.remove_exclusive(keys)
+    }
+
+    fn remove_exclusive(&self, keys: &[String]) -> Result<Vec<Entry>> {
         let removed = self.store.remove_all(keys)?;
         for e in &removed {
             self.from_kernel(e)?;
@@ -253,12 +334,14 @@ impl Blocklist {
     }
 
     pub fn flush(&self) -> Result<usize> {
+        let _x = self.exclusive();
         let keys: Vec<String> = self.store.entries()?.iter().map(Entry::key).collect();
-        Ok(self.remove(&keys)?.len())
+        Ok(self.remove_exclusive(&keys)?.len())
     }
 
     /// Removes what has expired from the store and the kernel.
     pub fn expire(&self) -> Result<usize> {
+        let _x = self.exclusive();
         let now = unix_now();
         let keys: Vec<String> = self.store.entries()?.iter().filter(|e| e.expired(now)).map(Entry::key).collect();
         let removed = self.store.remove_all(&keys)?;
@@ -284,6 +367,7 @@ impl Blocklist {
     /// from the store too, so `list` and the metrics tell the truth. Costs one map lookup per
     /// entry, so it runs far less often than expiry.
     pub fn reconcile(&self) -> Result<usize> {
+        let _x = self.exclusive();
         let now = unix_now();
         let mut gone = Vec::new();
         {

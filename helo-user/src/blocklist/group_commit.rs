@@ -1,0 +1,180 @@
+//! Group commit for the agent's own listings.
+//!
+//! A rejected session puts its entry in the kernel at once (so the sender's next attempt is
+//! dropped before it has even read the reply) and queues it here. One thread writes whatever has
+//! queued meanwhile in a single store transaction: one fsync for a whole burst of rejections,
+//! rather than one per session on the session's own thread. Operator changes first wait for the
+//! queue to drain ([`GroupCommit::drain`]), so the store sees every change in the order it was made.
+//!
+//! Nothing is acknowledged before it is on disk: each queued entry comes with a [`Committed`]
+//! that resolves after its transaction's fsync, and the session awaits it (without holding a
+//! thread) before the sender reads its reply.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread,
+};
+
+use anyhow::{Context, Result};
+
+use crate::store::{Entry, Store};
+
+/// At most this many entries per transaction, so one commit stays short under a flood.
+const MAX_BATCH: usize = 4096;
+
+/// Resolves once an entry is on disk: true, or false if its transaction failed (logged).
+pub struct Committed(tokio::sync::oneshot::Receiver<bool>);
+
+impl Committed {
+    pub async fn wait(self) -> bool {
+        self.0.await.unwrap_or(false)
+    }
+
+    /// For synchronous callers, off the async threads (inside `block_in_place`, say).
+    pub fn wait_blocking(self) -> bool {
+        self.0.blocking_recv().unwrap_or(false)
+    }
+}
+
+enum Job {
+    Entry(Entry, tokio::sync::oneshot::Sender<bool>),
+    /// Acknowledged once everything queued before it is committed.
+    Barrier(mpsc::Sender<()>),
+}
+
+pub struct GroupCommit {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the commit thread. `publish` says whether entries are also queued for the fleet
+    /// (in the same transaction); `committed` runs after each transaction that wrote something.
+    pub fn start(store: Store, publish: Arc<AtomicBool>, committed: impl Fn(bool) + Send + 'static) -> Result<Self> {
+        let (jobs, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("helo-commit".into())
+            .spawn(move || run(store, rx, publish, committed))
+            .context("starting the blocklist commit thread")?;
+        Ok(Self { jobs })
+    }
+
+    pub fn queue(&self, entry: Entry) -> Committed {
+        let (done, committed) = tokio::sync::oneshot::channel();
+        // The thread only ends when this sender is dropped; if it died, `committed` says false.
+        let _ = self.jobs.send(Job::Entry(entry, done));
+        Committed(committed)
+    }
+
+    /// Returns once every entry queued so far is committed (or failed, which was logged).
+    pub fn drain(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.jobs.send(Job::Barrier(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, committed: impl Fn(bool)) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut waiting = Vec::new();
+        // Later listings of the same key replace earlier ones in the same batch.
+        let mut slot: HashMap<String, usize> = HashMap::new();
+        let mut barriers = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Entry(e, done) => {
+                    waiting.push(done);
+                    match slot.get(&e.key()) {
+                        Some(&i) => batch[i] = e,
+                        None => {
+                            slot.insert(e.key(), batch.len());
+                            batch.push(e);
+                        }
+                    }
+                }
+                Job::Barrier(done) => barriers.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let publishing = publish.load(Ordering::Relaxed);
+            let ok = match store.put_all_publishing(&batch, publishing) {
+                Ok(()) => {
+                    committed(publishing);
+                    true
+                }
+                Err(e) => {
+                    log::error!(
+                        "blocklist: could not store {} automatic listings ({e:#}); they stay in the \
+                         kernel until the agent restarts",
+                        batch.len()
+                    );
+                    false
+                }
+            };
+            for done in waiting {
+                let _ = done.send(ok);
+            }
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::entry;
+
+    #[test]
+    fn every_queued_entry_is_committed_once_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let commits = std::sync::atomic::AtomicUsize::new(0);
+        let commits = Arc::new(commits);
+        let counted = Arc::clone(&commits);
+        let group = Arc::new(
+            GroupCommit::start(store.clone(), Arc::new(AtomicBool::new(true)), move |published| {
+                assert!(published);
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap(),
+        );
+        // Four threads queue 100 entries each (and one name twice over), then wait for them.
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let group = Arc::clone(&group);
+                thread::spawn(move || {
+                    let waits: Vec<Committed> = (0..100).map(|i| group.queue(entry(&format!("n{t}-{i}.example")))).collect();
+                    let again = group.queue(entry("shared.example"));
+                    waits.into_iter().chain([again]).all(Committed::wait_blocking)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap(), "an entry was reported as not committed");
+        }
+        let names: std::collections::HashSet<String> = store.entries().unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names.len(), 401);
+        // Batched: fewer transactions than entries (at least one per waiting thread's burst).
+        let n = commits.load(Ordering::SeqCst);
+        assert!((1..=404).contains(&n), "{n} commits");
+        println!("404 listings in {n} transactions");
+        // Each committed listing is queued for the fleet (the duplicate within a batch only once).
+        assert!(store.queued_count().unwrap() >= 401);
+        // A drain returns after what was queued before it.
+        let last = group.queue(entry("last.example"));
+        group.drain();
+        assert!(store.get("helo/last.example").unwrap().is_some());
+        assert!(last.wait_blocking());
+    }
+}
