@@ -1,10 +1,18 @@
 //! Live sessions by client address, so that a kernel drop event can find the accepted socket of
 //! the flow it dropped and end it.
+//!
+//! An address and port come back: a busy client reuses a port as soon as its side of the last
+//! connection is closed, while the agent's session for that connection may still be winding down.
+//! So each registration carries an id, and a session that ends removes its own entry only, never
+//! the newer session's that replaced it (whose kill channel would otherwise close, and end it).
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use tokio::sync::oneshot;
@@ -18,18 +26,23 @@ pub struct Kill {
 
 #[derive(Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<SocketAddr, oneshot::Sender<Kill>>>,
+    sessions: Mutex<HashMap<SocketAddr, (u64, oneshot::Sender<Kill>)>>,
+    next_id: AtomicU64,
 }
 
 /// Removes the session from the registry when the session ends.
 pub struct Registration {
     registry: Arc<Registry>,
     client: SocketAddr,
+    id: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.sessions.lock().unwrap().remove(&self.client);
+        let mut sessions = self.registry.sessions.lock().unwrap();
+        if sessions.get(&self.client).is_some_and(|(id, _)| *id == self.id) {
+            sessions.remove(&self.client);
+        }
     }
 }
 
@@ -40,16 +53,36 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 impl Registry {
     pub fn register(self: &Arc<Self>, client: SocketAddr) -> (Registration, oneshot::Receiver<Kill>) {
         let client = canonical(client);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.sessions.lock().unwrap().insert(client, tx);
-        (Registration { registry: Arc::clone(self), client }, rx)
+        // A session still registered under this address is an older connection whose client
+        // already let go of the port: it is replaced.
+        self.sessions.lock().unwrap().insert(client, (id, tx));
+        (Registration { registry: Arc::clone(self), client, id }, rx)
     }
 
     /// Tells the session of `client` to end. `false` if there is none.
     pub fn kill(&self, client: SocketAddr, kill: Kill) -> bool {
         match self.sessions.lock().unwrap().remove(&canonical(client)) {
-            Some(tx) => tx.send(kill).is_ok(),
+            Some((_, tx)) => tx.send(kill).is_ok(),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ending_session_leaves_a_newer_one_on_the_same_port_alone() {
+        let registry = Arc::new(Registry::default());
+        let addr: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+        let (old, _old_kill) = registry.register(addr);
+        let (_new, mut new_kill) = registry.register(addr);
+        drop(old);
+        assert!(new_kill.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Empty), "the newer session's channel closed");
+        assert!(registry.kill(addr, Kill { reply: Some("550 x".into()) }));
+        assert_eq!(new_kill.try_recv().unwrap().reply.as_deref(), Some("550 x"));
     }
 }

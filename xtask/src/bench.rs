@@ -30,24 +30,48 @@ pub fn run() -> Result<()> {
     setup::run(setup::Scope::Everything)?;
     compile::release()?;
     let root = proc::workspace_root();
-    let xdp = run_report(&root, "xdp-cost")?;
-    let live = run_report(&root, "xdp-live")?;
-    let sessions = run_report(&root, "sessions")?;
-    let fleet = run_report(&root, "fleet-latency")?;
+    // A report that fails is written as failed, in its place, and the command fails at the end:
+    // never a section silently left out.
+    let xdp = run_report(&root, "xdp-cost");
+    let live = run_report(&root, "xdp-live");
+    let sessions = run_report(&root, "sessions");
+    let fleet = run_report(&root, "fleet-latency");
+    let criterion = proc::run(proc::cargo().args(["bench", "-p", "helo-benches", "--bench", "classify", "--bench", "normalise_hash", "--bench", "smtp_line"]))
+        .and_then(|_| criterion_medians(&target_dir(&root).join("criterion")));
 
-    proc::run(proc::cargo().args(["bench", "-p", "helo-benches", "--bench", "classify", "--bench", "normalise_hash", "--bench", "smtp_line"]))?;
-    let criterion = criterion_medians(&target_dir(&root).join("criterion"))?;
-
-    let plot_rel = "benchmarks/xdp-cost.svg";
     fs::create_dir_all(root.join("benchmarks"))?;
-    plot(&xdp, &root.join(plot_rel))?;
+    let plot_rel = "benchmarks/xdp-cost.svg";
     let flood_plot_rel = "benchmarks/flood.svg";
-    plot_flood(&sessions["flood"], &root.join(flood_plot_rel))?;
-    let mut md = render(&xdp, &live, &fleet, &criterion, plot_rel)?;
-    md.push_str(&render_sessions(&sessions, flood_plot_rel)?);
+    let mut failed = Vec::new();
+    let mut md = render_head()?;
+    md.push_str(&section("Tier A: cost per packet, program only", &mut failed, xdp.and_then(|x| {
+        plot(&x, &root.join(plot_rel))?;
+        render_cost(&x, plot_rel)
+    })));
+    md.push_str(&section("Tier A: live path", &mut failed, live.and_then(|l| render_live(&l))));
+    md.push_str(&section("Fleet", &mut failed, fleet.and_then(|f| render_fleet(&f))));
+    md.push_str(&section("Criterion benches", &mut failed, criterion.and_then(|c| render_criterion(&c))));
+    md.push_str(&section("Tier B: sessions", &mut failed, sessions.and_then(|s| {
+        plot_flood(&s["flood"], &root.join(flood_plot_rel))?;
+        render_sessions(&s, flood_plot_rel)
+    })));
     fs::write(root.join("BENCHMARKS.md"), md)?;
     println!("wrote BENCHMARKS.md, {plot_rel} and {flood_plot_rel}");
+    if !failed.is_empty() {
+        bail!("these parts failed (BENCHMARKS.md says how): {}", failed.join(", "));
+    }
     Ok(())
+}
+
+/// A rendered section, or its failure in its place.
+fn section(title: &str, failed: &mut Vec<String>, rendered: Result<String>) -> String {
+    match rendered {
+        Ok(text) => text,
+        Err(e) => {
+            failed.push(title.to_owned());
+            format!("## {title}\n\n**FAILED**: {}\n\n", format!("{e:#}").replace('\n', " "))
+        }
+    }
 }
 
 /// Builds and runs one of helo-benches' report binaries; its stdout is a JSON report.
@@ -56,8 +80,17 @@ fn run_report(root: &Path, bin: &str) -> Result<Value> {
     let path = target_dir(root).join("release").join(bin);
     println!("$ {}", path.display());
     let out = Command::new(&path).output().with_context(|| format!("running {bin}"))?;
+    // The raw report and the binary's progress lines are kept beside the build, for a closer look
+    // than the tables give (every sample, per round).
+    let kept = target_dir(root).join("bench-reports");
+    fs::create_dir_all(&kept)?;
+    fs::write(kept.join(format!("{bin}.json")), &out.stdout)?;
+    fs::write(kept.join(format!("{bin}.log")), &out.stderr)?;
     if !out.status.success() {
-        bail!("{bin} failed: {}", String::from_utf8_lossy(&out.stderr));
+        // The last lines say why; the backtrace under them does not.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why: Vec<&str> = stderr.lines().take_while(|l| !l.starts_with("Stack backtrace")).collect();
+        bail!("{bin} failed: {}", why.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" | "));
     }
     serde_json::from_slice(&out.stdout).with_context(|| format!("{bin} printed no JSON report"))
 }
@@ -108,11 +141,18 @@ fn live_median(live: &Value, arm: &str) -> f64 {
     live["arms"].as_array().and_then(|a| a.iter().find(|r| r["arm"] == arm)).and_then(|r| r["median"].as_f64()).unwrap_or(f64::NAN)
 }
 
-fn render(xdp: &Value, live: &Value, fleet: &Value, criterion: &[(String, f64)], plot: &str) -> Result<String> {
+/// The file's head: what rewrote it, and on what machine.
+fn render_head() -> Result<String> {
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(md, "Rewritten by `cargo xtask bench` (as root). Machine: {}.", machine())?;
     writeln!(md, "Compare numbers only within this file: they come from one run on a noisy shared machine.\n")?;
+    Ok(md)
+}
+
+/// Tier A, program only (`xdp-cost`).
+fn render_cost(xdp: &Value, plot: &str) -> Result<String> {
+    let mut md = String::new();
     writeln!(md, "## Tier A: cost per packet, program only\n")?;
     writeln!(
         md,
@@ -148,6 +188,12 @@ fn render(xdp: &Value, live: &Value, fleet: &Value, criterion: &[(String, f64)],
          HELO lookup ({pass_4:.0} ns for a 30-byte name); a drop adds the allow-list check, the hit \
          count, the clock and the ring-buffer event. The map size barely matters.\n"
     )?;
+    Ok(md)
+}
+
+/// Tier A, live path and socket path (`xdp-live`).
+fn render_live(live: &Value) -> Result<String> {
+    let mut md = String::new();
     writeln!(md, "## Tier A: live path\n")?;
     writeln!(
         md,
@@ -194,6 +240,12 @@ fn render(xdp: &Value, live: &Value, fleet: &Value, criterion: &[(String, f64)],
     writeln!(md, "| nftables ÷ helo native | {:.2}× |", live_median(trafgen, "nftables netdev ingress, payload match") / t_native)?;
     writeln!(md, "| iptables (1 name) ÷ helo native | {:.2}× |", live_median(trafgen, "iptables raw -m string, 1 names") / t_native)?;
     writeln!(md, "| no filter ÷ helo native | {:.2}× |\n", live_median(trafgen, "no filter (the TCP stack answers)") / t_native)?;
+    Ok(md)
+}
+
+/// The fleet's propagation time (`fleet-latency`).
+fn render_fleet(fleet: &Value) -> Result<String> {
+    let mut md = String::new();
     writeln!(md, "## Fleet: from a block on one box to the kernel map of another\n")?;
     writeln!(
         md,
@@ -211,6 +263,12 @@ fn render(xdp: &Value, live: &Value, fleet: &Value, criterion: &[(String, f64)],
         fleet["min_ms"].as_f64().unwrap_or(f64::NAN),
         fleet["max_ms"].as_f64().unwrap_or(f64::NAN)
     )?;
+    Ok(md)
+}
+
+/// The criterion medians.
+fn render_criterion(criterion: &[(String, f64)]) -> Result<String> {
+    let mut md = String::new();
     writeln!(md, "## Criterion benches (user space)\n")?;
     writeln!(md, "`cargo bench -p helo-benches`: medians.\n")?;
     writeln!(md, "| bench | median |\n|---|---:|")?;
@@ -220,6 +278,7 @@ fn render(xdp: &Value, live: &Value, fleet: &Value, criterion: &[(String, f64)],
     }
     Ok(md)
 }
+
 
 fn plot(xdp: &Value, path: &Path) -> Result<()> {
     use plotters::prelude::*;
