@@ -36,7 +36,7 @@ impl RecentHits {
         *q.back_mut().unwrap().1.entry(id).or_default() += 1;
     }
 
-    /// The `n` entries with the most hits in the last minute.
+    /// The `n` entries with the most drop reports in the last minute.
     pub fn top(&self, n: usize) -> Vec<(String, String, u64)> {
         let now = now_s();
         let q = self.seconds.lock().unwrap();

@@ -122,7 +122,7 @@ impl View {
         } else {
             s.top.iter().map(|(kind, name, hits)| Line::from(format!("{kind:<7}{name:<56}{hits:>8}"))).collect()
         };
-        f.render_widget(Paragraph::new(top).block(Block::default().borders(Borders::ALL).title("top blocked, hits in the last minute")), rows[2]);
+        f.render_widget(Paragraph::new(top).block(Block::default().borders(Borders::ALL).title("top blocked: dropped connections in the last minute")), rows[2]);
         f.render_widget(Paragraph::new("q: quit").style(Style::default().fg(Color::DarkGray)), rows[3]);
     }
 }

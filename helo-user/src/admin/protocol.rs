@@ -42,7 +42,8 @@ pub struct Stats {
     pub verdicts: BTreeMap<String, u64>,
     pub hand_offs: u64,
     pub backend_errors: u64,
-    /// Top entries by kernel hits in the last minute: (kind, name, hits).
+    /// Top entries by kernel drop reports in the last minute: (kind, name, reports). The kernel
+    /// reports a dropped connection once (a listed source's SYNs at most once a second).
     pub top: Vec<(String, String, u64)>,
 }
 

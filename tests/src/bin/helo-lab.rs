@@ -94,15 +94,32 @@ fn main() -> Result<()> {
         }
     } else {
         // The live view owns the terminal until the duration is up (or q / Ctrl-C ends it early).
-        let status = Command::new(helo_tests::agent::binary()?)
+        // A signal to the lab (SIGTERM, or SIGHUP when its terminal goes away) ends it too: a view
+        // whose terminal is gone would never see a key, and the lab would never clean up.
+        let mut top = Command::new(helo_tests::agent::binary()?)
             .args(["top", "--admin-socket"])
             .arg(lab.admin_socket())
             .arg("--state-dir")
             .arg(lab.state_dir())
             .args(["--exit-after", &args.duration.to_string()])
-            .status()
+            .spawn()
             .context("running helo-user top")?;
-        if !status.success() {
+        let status = loop {
+            if let Some(status) = top.try_wait()? {
+                break status;
+            }
+            if stop.load(Ordering::SeqCst) {
+                let _ = top.kill();
+                let status = top.wait()?;
+                // Killed, it could not restore the terminal: leave its screen, show the cursor,
+                // and undo raw mode (all harmless when the terminal is gone).
+                print!("\x1b[?1049l\x1b[?25h");
+                let _ = Command::new("stty").arg("sane").status();
+                break status;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        if !status.success() && !stop.load(Ordering::SeqCst) {
             eprintln!("helo lab: the live view failed ({status})");
         }
     }
