@@ -44,7 +44,14 @@ impl CpuGroup {
 }
 
 impl Drop for CpuGroup {
+    /// Hands any process still inside back to the root group (a server may outlive its group by
+    /// a moment), then removes the group.
     fn drop(&mut self) {
+        if let Ok(procs) = fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.split_whitespace() {
+                let _ = fs::write(PathBuf::from(ROOT).join("cgroup.procs"), pid);
+            }
+        }
         let _ = fs::remove_dir(&self.path);
     }
 }
