@@ -15,7 +15,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{tcp::OwnedReadHalf, TcpStream},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
     sync::Semaphore,
     task::JoinSet,
 };
@@ -112,13 +115,19 @@ async fn expect(r: &mut BufReader<OwnedReadHalf>, code: &str, line: &mut String)
     }
 }
 
-async fn one_clean_session(server: SocketAddr, rcpt: &str, n: u64) -> Result<()> {
+/// Connects and reads the 220 banner: the reader, the writer and a line buffer to go on with.
+async fn greeted(server: SocketAddr) -> Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf, String)> {
     let stream = TcpStream::connect(server).await?;
     stream.set_nodelay(true)?;
-    let (r, mut w) = stream.into_split();
+    let (r, w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
     expect(&mut r, "220", &mut line).await?;
+    Ok((r, w, line))
+}
+
+async fn one_clean_session(server: SocketAddr, rcpt: &str, n: u64) -> Result<()> {
+    let (mut r, mut w, mut line) = greeted(server).await?;
     w.write_all(format!("EHLO {CLEAN_HELO}\r\n").as_bytes()).await?;
     expect(&mut r, "250", &mut line).await?;
     w.write_all(format!("MAIL FROM:<bench@{CLEAN_HELO}>\r\n").as_bytes()).await?;
@@ -151,12 +160,7 @@ pub async fn clean_sessions(server: SocketAddr, rcpt: String, concurrency: usize
 /// One bogus session: banner, `HELO name`, the reply, then QUIT (which a server that already
 /// closed, as smtp-sink -Q and the agent do, never reads).
 async fn one_rejected_session(server: SocketAddr, helo: &str, expect_text: &str) -> Result<()> {
-    let stream = TcpStream::connect(server).await?;
-    stream.set_nodelay(true)?;
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut line = String::new();
-    expect(&mut r, "220", &mut line).await?;
+    let (mut r, mut w, mut line) = greeted(server).await?;
     w.write_all(format!("HELO {helo}\r\n").as_bytes()).await?;
     line.clear();
     r.read_line(&mut line).await?;

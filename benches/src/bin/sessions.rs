@@ -28,7 +28,11 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use helo_benches::{cgroup::CpuGroup, smtp_load, Spread};
+use helo_benches::{
+    cgroup::CpuGroup,
+    rig::{mac, nft_drop_greeting, nft_dropped, nft_remove, rx_packets, sh},
+    smtp_load, Spread,
+};
 use helo_common::maps::counter;
 use helo_tests::{
     agent::{binary, AgentProcess},
@@ -75,14 +79,6 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-fn sh(ns: &Netns, script: &str) -> Result<String> {
-    let out = ns.command("sh").arg("-c").arg(script).output()?;
-    if !out.status.success() {
-        bail!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A child process killed (and reaped) on drop.
@@ -415,11 +411,8 @@ mod flood {
     fn filtered(arm: Arm, agent: &Agent, edge: &Netns, ifname: &str) -> Result<u64> {
         Ok(match arm {
             Arm::HeloXdp => kernel_state::counters(agent.program_id()?)?.get(counter::DROP_HELO),
-            Arm::Nftables => {
-                let rules = sh(edge, "nft list table netdev helobench")?;
-                rules.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
-            }
-            Arm::HeloNoXdp => sh(edge, &format!("cat /sys/class/net/{ifname}/statistics/rx_packets"))?.trim().parse()?,
+            Arm::Nftables => nft_dropped(edge)?,
+            Arm::HeloNoXdp => rx_packets(edge, ifname)?,
         })
     }
 
@@ -432,11 +425,7 @@ mod flood {
         // takes precedence over user space, as a NIC's interrupts do.
         sh(&edge, &format!("ethtool -K {e_if} gro on >/dev/null"))?;
         let pf = postfix(&edge, &e_end, vec![])?;
-        let mac: Vec<u8> = sh(&edge, &format!("cat /sys/class/net/{e_if}/address"))?
-            .trim()
-            .split(':')
-            .map(|h| u8::from_str_radix(h, 16))
-            .collect::<Result<_, _>>()?;
+        let mac = mac(&edge, &e_if)?;
         let mut f = Frame::tcp(c_end.v4.parse::<IpAddr>()?, e_end.v4.parse()?, format!("EHLO {BOGUS}\r\n").as_bytes());
         // Outside the ephemeral port range, so no clean session's flow ever shares its key.
         f.sport = 61500;
@@ -472,12 +461,7 @@ mod flood {
                     agent.blocklist_add(BOGUS)?;
                 }
                 if arm == Arm::Nftables {
-                    // The greeting's first 16 bytes at the start of the TCP payload (no options).
-                    let hex: String = format!("EHLO {BOGUS}").bytes().take(16).map(|b| format!("{b:02x}")).collect();
-                    sh(&edge, &format!(
-                        "nft add table netdev helobench && nft add chain netdev helobench in '{{ type filter hook ingress device {e_if} priority 0; }}' && \
-                         nft add rule netdev helobench in tcp dport 25 @th,160,128 0x{hex} counter drop"
-                    ))?;
+                    nft_drop_greeting(&edge, &e_if, BOGUS)?;
                 }
                 for (ri, &rate) in RATES.iter().enumerate() {
                     // One SYN makes the flow known to the XDP program: each copy of the greeting
@@ -540,7 +524,7 @@ mod flood {
                     );
                 }
                 if arm == Arm::Nftables {
-                    sh(&edge, "nft delete table netdev helobench")?;
+                    nft_remove(&edge)?;
                 }
                 agent.stop()?;
             }

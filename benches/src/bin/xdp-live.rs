@@ -9,6 +9,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use helo_benches::{
+    rig::{mac, nft_drop_greeting, nft_dropped, nft_remove, rx_packets, sh},
+    Spread,
+};
 use helo_common::{hash_helo_arg, maps::{counter, BlockEntry}, HashKey};
 use helo_tests::{
     frames::Frame,
@@ -50,18 +54,9 @@ impl Arm {
 #[derive(Serialize)]
 struct Row {
     arm: String,
-    ns_per_packet: Vec<f64>,
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn sh(ns: &Netns, script: &str) -> Result<String> {
-    let out = ns.command("sh").arg("-c").arg(script).output()?;
-    if !out.status.success() {
-        bail!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    /// Nanoseconds per packet, one sample per round.
+    #[serde(flatten)]
+    ns_per_packet: Spread,
 }
 
 /// The NAPI kthread of `ifname` (threaded NAPI names it `napi/<ifname>-<id>`).
@@ -83,10 +78,6 @@ fn cpu_ticks(pid: i32) -> Result<u64> {
     let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-}
-
-fn rx_packets(rx: &Netns, ifname: &str) -> Result<u64> {
-    Ok(sh(rx, &format!("cat /sys/class/net/{ifname}/statistics/rx_packets"))?.trim().parse()?)
 }
 
 fn pin(pid: i32, cpu: usize) -> Result<()> {
@@ -118,15 +109,7 @@ fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<KernelFilter>> {
             fl.maps.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
             return Ok(Some(fl));
         }
-        Arm::Nftables => {
-            // The first 16 bytes of the greeting at the start of the TCP payload (no options):
-            // nft compares at most 128 bits in one payload expression.
-            let hex: String = format!("EHLO {NAME}").bytes().take(16).map(|b| format!("{b:02x}")).collect();
-            sh(rx, &format!(
-                "nft add table netdev helobench && nft add chain netdev helobench in '{{ type filter hook ingress device {rx_if} priority 0; }}' && \
-                 nft add rule netdev helobench in tcp dport 25 @th,160,128 0x{hex} counter drop"
-            ))?;
-        }
+        Arm::Nftables => nft_drop_greeting(rx, rx_if, NAME)?,
         Arm::Iptables(n) => {
             let mut rules = String::from("*raw\n");
             for i in 1..n {
@@ -152,9 +135,9 @@ fn teardown(arm: Arm, rx: &Netns, rx_if: &str, filter: Option<KernelFilter>, rx_
             dropped
         }
         Arm::Nftables => {
-            let rules = sh(rx, "nft list table netdev helobench")?;
-            sh(rx, "nft delete table netdev helobench")?;
-            rules.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+            let dropped = nft_dropped(rx)?;
+            nft_remove(rx)?;
+            dropped
         }
         Arm::Iptables(_) => {
             let out = sh(rx, "iptables -t raw -L PREROUTING -v -x -n | tail -1")?;
@@ -171,8 +154,7 @@ fn main() -> Result<()> {
     let (g_end, r_end) = link(&gen, &rx, 60)?;
     let rx_if = r_end.ifname.clone();
     sh(&rx, &format!("ethtool -K {rx_if} gro on >/dev/null && echo 1 > /sys/class/net/{rx_if}/threaded"))?;
-    let rx_mac = sh(&rx, &format!("cat /sys/class/net/{rx_if}/address"))?.trim().to_string();
-    let mac: Vec<u8> = rx_mac.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
+    let mac = mac(&rx, &rx_if)?;
     let mut f = Frame::tcp(g_end.v4.parse()?, r_end.v4.parse()?, format!("EHLO {NAME}\r\n").as_bytes());
     f.sport = 47000;
     let (mut syn, mut payload) = (f.syn().build(), f.build());
@@ -227,15 +209,7 @@ fn main() -> Result<()> {
 }
 
 fn rows(results: Vec<(Arm, Vec<f64>)>) -> Vec<Row> {
-    results
-        .into_iter()
-        .map(|(arm, mut v)| {
-            let raw = v.clone();
-            v.sort_by(|a, b| a.total_cmp(b));
-            let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
-            Row { arm: arm.label(), median: at(v.len() / 2), min: at(0), max: at(v.len().saturating_sub(1)), ns_per_packet: raw }
-        })
-        .collect()
+    results.into_iter().map(|(arm, v)| Row { arm: arm.label(), ns_per_packet: Spread::of(v) }).collect()
 }
 
 const TRAFGEN_FRAMES: u64 = 500_000;
