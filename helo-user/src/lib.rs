@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod kernel;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod recent;

@@ -16,7 +16,7 @@ use helo_user::{
     classify,
     cli::{Cli, Command},
     config::{Config, KernelDropReply},
-    kernel::{events, pin, AttachMode, KernelFilter, LoadOptions},
+    kernel::{events, pin, KernelFilter, LoadOptions},
     metrics::{self, Metrics},
     recent::RecentHits,
     registry::Registry,
@@ -86,7 +86,15 @@ fn exit_with(r: Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn run(config: Config) -> Result<()> {
-    raise_fd_limit(config.max_sessions);
+    // A relayed session holds two sockets.
+    let needed = 2 * config.max_sessions as u64 + 64;
+    if let Some(open_files) = helo_user::limits::raise_open_files_limit().filter(|&n| n < needed) {
+        log::warn!(
+            "open-files limit {open_files} is below the {needed} that max-sessions {} can need: raise \
+             LimitNOFILE (or ulimit -n), or lower max-sessions",
+            config.max_sessions
+        );
+    }
     let classifier = config.classifier()?;
     let store = Store::open(&config.state_dir)?;
     let key = store.hash_key()?;
@@ -112,7 +120,7 @@ async fn run(config: Config) -> Result<()> {
             mode.as_str()
         }
         None => {
-            if [AttachMode::Native, AttachMode::Skb].into_iter().any(|m| pin::link_path(&config.pin_dir, m).exists()) {
+            if pin::pinned_link_mode(&config.pin_dir).is_some() {
                 log::warn!(
                     "--no-xdp, but an XDP link is still pinned in {}: it keeps filtering with these maps \
                      (`helo-user detach` removes it)",
@@ -212,30 +220,4 @@ fn periodically(every: Duration, blocklist: Arc<Blocklist>, what: &'static str, 
             }
         }
     });
-}
-
-/// A relayed session holds two sockets: raise the soft open-files limit to the hard one (a
-/// systemd unit's LimitNOFILE, say) so that `max-sessions` is reachable, and say so when it is not.
-fn raise_fd_limit(max_sessions: usize) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-            }
-        }
-    }
-    let needed = 2 * max_sessions as u64 + 64;
-    if (lim.rlim_cur as u64) < needed {
-        log::warn!(
-            "open-files limit {} is below the {needed} that max-sessions {max_sessions} can need: raise \
-             LimitNOFILE (or ulimit -n), or lower max-sessions",
-            lim.rlim_cur
-        );
-    }
 }

@@ -154,9 +154,7 @@ impl KernelFilter {
         let Some(dir) = self.pin_dir.clone() else {
             return self.attach_fresh(iface, wanted);
         };
-        // bpffs holds only bpf objects, so the attach mode is kept in the link's pin name.
-        let pinned = [AttachMode::Native, AttachMode::Skb].into_iter().find(|m| pin::link_path(&dir, *m).exists());
-        if let Some(mode) = pinned {
+        if let Some(mode) = pin::pinned_link_mode(&dir) {
             let path = pin::link_path(&dir, mode);
             let pinned = PinnedLink::from_pin(&path).context("opening the pinned XDP link")?;
             let link = XdpLink::try_from(FdLink::from(pinned)).context("the pinned link is not an XDP link")?;

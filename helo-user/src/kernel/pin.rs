@@ -28,6 +28,12 @@ pub fn link_path(dir: &Path, mode: super::AttachMode) -> PathBuf {
     dir.join(format!("link-{}", mode.as_str()))
 }
 
+/// The mode of the XDP link pinned in `dir`, if one is (the mode is kept in the pin's name:
+/// bpffs holds only bpf objects).
+pub fn pinned_link_mode(dir: &Path) -> Option<super::AttachMode> {
+    [super::AttachMode::Native, super::AttachMode::Skb].into_iter().find(|m| link_path(dir, *m).exists())
+}
+
 pub fn map_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
