@@ -2,7 +2,7 @@
 //! namespace joined by a veth, `helo-user run` in the edge namespace with XDP attached natively to
 //! its veth, its pins on a private bpffs, and (optionally) a real Postfix behind it.
 
-use std::{net::SocketAddr, path::PathBuf, process::{Command, Output}};
+use std::{net::SocketAddr, path::{Path, PathBuf}, process::{Command, Output}};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -52,6 +52,50 @@ impl Drop for BpfFs {
     }
 }
 
+/// `helo-user run` for an agent on `end`: listening on port 25, handing clean sessions to a
+/// Postfix on `end`:10025, with XDP attached natively to `end`'s interface (or `--no-xdp`), its
+/// state and admin socket under `dir`, its pins on the bpffs to be mounted at `dir/bpffs`.
+pub fn agent_args(end: &Endpoint, dir: &Path, xdp: bool) -> Vec<String> {
+    let under = |rel: &str| dir.join(rel).display().to_string();
+    let mut args: Vec<String> = vec!["run".into()];
+    if xdp {
+        args.extend(["--iface".into(), end.ifname.clone(), "--xdp-mode".into(), "native".into()]);
+    } else {
+        args.push("--no-xdp".into());
+    }
+    args.extend([
+        "--listen".into(),
+        format!("{}:25", end.v4),
+        "--backend".into(),
+        format!("{}:10025", end.v4),
+        "--hostname".into(),
+        HOSTNAME.into(),
+        "--server-ip".into(),
+        end.v4.clone(),
+        "--server-ip".into(),
+        end.v6.clone(),
+        "--domain".into(),
+        DOMAIN.into(),
+        "--state-dir".into(),
+        agent_state_dir(dir).display().to_string(),
+        "--pin-dir".into(),
+        under("bpffs/helo"),
+        "--admin-socket".into(),
+        agent_admin_socket(dir).display().to_string(),
+        "--metrics".into(),
+        format!("{}:9725", end.v4),
+    ]);
+    args
+}
+
+pub fn agent_state_dir(dir: &Path) -> PathBuf {
+    dir.join("state")
+}
+
+pub fn agent_admin_socket(dir: &Path) -> PathBuf {
+    dir.join("admin/admin.sock")
+}
+
 pub struct LabOptions {
     pub agent_args: Vec<String>,
     pub with_postfix: bool,
@@ -92,34 +136,7 @@ impl Lab {
             None
         };
         let listen: SocketAddr = format!("{}:25", edge_end.v4).parse()?;
-        let xdp: Vec<&str> = if opts.no_xdp { vec!["--no-xdp"] } else { vec!["--iface", &edge_end.ifname, "--xdp-mode", "native"] };
-        let mut args: Vec<String> = ["run"]
-            .into_iter()
-            .chain(xdp)
-            .chain([
-                "--listen",
-                &listen.to_string(),
-                "--backend",
-                &format!("{}:10025", edge_end.v4),
-                "--hostname",
-                HOSTNAME,
-                "--server-ip",
-                &edge_end.v4,
-                "--server-ip",
-                &edge_end.v6,
-                "--domain",
-                DOMAIN,
-                "--state-dir",
-                dir.path().join("state").to_str().unwrap(),
-                "--pin-dir",
-                dir.path().join("bpffs/helo").to_str().unwrap(),
-                "--admin-socket",
-                dir.path().join("admin/admin.sock").to_str().unwrap(),
-                "--metrics",
-                &format!("{}:9725", edge_end.v4),
-            ])
-            .map(|s| s.to_string())
-            .collect();
+        let mut args = agent_args(&edge_end, dir.path(), !opts.no_xdp);
         args.extend(opts.agent_args);
         if let Some(setup) = opts.edge_setup {
             setup(&edge)?;
@@ -162,11 +179,11 @@ impl Lab {
     }
 
     pub fn admin_socket(&self) -> PathBuf {
-        self.dir.path().join("admin/admin.sock")
+        agent_admin_socket(self.dir.path())
     }
 
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        agent_state_dir(self.dir.path())
     }
 
     /// `helo-user ARGS` from the root namespace (admin commands use the socket, not the network).

@@ -39,7 +39,7 @@ use helo_tests::{
     frames::{Frame, TCP_SYN},
     inject::Injector,
     kernel_state,
-    lab::BpfFs,
+    lab::{agent_admin_socket, agent_args, agent_state_dir, BpfFs},
     netns::{enter_named, link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
 };
@@ -54,7 +54,8 @@ const USER: &str = "user@example.com";
 fn main() -> Result<()> {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let want = |part: &str| wanted.is_empty() || wanted.iter().any(|w| w == part);
-    raise_fd_limit();
+    // The idle-session part holds 10,000 sockets on each side (the agent inherits the limit).
+    helo_user::limits::raise_open_files_limit();
     let mut report = serde_json::Map::new();
     if want("reject") {
         report.insert("reject".into(), reject::run()?);
@@ -69,17 +70,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The idle-session part holds 10,000 sockets on each side (the agent inherits the limit).
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
 
 /// A child process killed (and reaped) on drop.
 struct Guarded(Child);
@@ -110,37 +100,12 @@ struct Agent {
 }
 
 impl Agent {
-    /// `xdp_iface: None` runs with `--no-xdp`.
-    fn start(ns: &Netns, end: &Endpoint, xdp_iface: Option<&str>, extra: &[&str]) -> Result<Self> {
+    /// `xdp: false` runs with `--no-xdp`.
+    fn start(ns: &Netns, end: &Endpoint, xdp: bool, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
         let listen: SocketAddr = format!("{}:25", end.v4).parse()?;
-        let p = |rel: &str| dir.path().join(rel).display().to_string();
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--listen".into(),
-            listen.to_string(),
-            "--backend".into(),
-            format!("{}:10025", end.v4),
-            "--hostname".into(),
-            "mx.example.com".into(),
-            "--server-ip".into(),
-            end.v4.clone(),
-            "--domain".into(),
-            DOMAIN.into(),
-            "--state-dir".into(),
-            p("state"),
-            "--pin-dir".into(),
-            p("bpffs/helo"),
-            "--admin-socket".into(),
-            p("admin.sock"),
-            "--metrics".into(),
-            format!("{}:9725", end.v4),
-        ];
-        match xdp_iface {
-            Some(ifname) => args.extend(["--iface".into(), ifname.into(), "--xdp-mode".into(), "native".into()]),
-            None => args.push("--no-xdp".into()),
-        }
+        let mut args = agent_args(end, dir.path(), xdp);
         args.extend(extra.iter().map(|s| s.to_string()));
         let level = std::env::var("HELO_BENCH_AGENT_LOG").unwrap_or_else(|_| "info".into());
         let process = AgentProcess::start_logging(ns, &args, listen, dir.path().join("agent.log"), &level)?;
@@ -150,9 +115,9 @@ impl Agent {
     fn blocklist_add(&self, name: &str) -> Result<()> {
         let out = Command::new(binary()?)
             .args(["blocklist", "--admin-socket"])
-            .arg(self.dir.path().join("admin.sock"))
+            .arg(agent_admin_socket(self.dir.path()))
             .arg("--state-dir")
-            .arg(self.dir.path().join("state"))
+            .arg(agent_state_dir(self.dir.path()))
             .args(["add", name])
             .output()?;
         ensure!(out.status.success(), "blocklist add {name}: {}", String::from_utf8_lossy(&out.stderr));
@@ -297,7 +262,7 @@ mod reject {
                 format!("smtpd_helo_restrictions = check_helo_access inline:{{ {{ {BOGUS} = REJECT Bogus HELO }} }}"),
             ],
         )?;
-        let agent = Agent::start(&agent_ns, &agent_end, None, &[])?;
+        let agent = Agent::start(&agent_ns, &agent_end, false, &[])?;
 
         let arms = vec![
             Arm {
@@ -448,7 +413,7 @@ mod flood {
         let mut clean_total = 0u64;
         for round in 0..ROUNDS {
             for (ai, &arm) in arms.iter().enumerate() {
-                let agent = Agent::start(&edge, &e_end, (arm == Arm::HeloXdp).then_some(e_if.as_str()), &[])?;
+                let agent = Agent::start(&edge, &e_end, arm == Arm::HeloXdp, &[])?;
                 // A veth with an XDP program queues every packet through its 256-frame ring, as a
                 // NIC's driver does; without one, locally sent packets skip the ring and only the
                 // flood queues there, an advantage no NIC gives. So the arms without helo's
@@ -595,7 +560,7 @@ mod memory {
         let limits = ["--max-sessions", "12000", "--max-sessions-per-source", "12000", "--command-timeout-s", "600"];
         let (mut per_session, mut base_kib, mut loaded_kib) = (vec![], vec![], vec![]);
         for round in 0..ROUNDS {
-            let agent = Agent::start(&edge, &e_end, Some(&e_end.ifname), &limits)?;
+            let agent = Agent::start(&edge, &e_end, true, &limits)?;
             let pid = agent.process.pid();
             thread::sleep(Duration::from_millis(500));
             let base = rss_kib(pid)?;
