@@ -1,7 +1,7 @@
 //! The agent's SMTP line handling: splitting lines under the 512-byte limit and parsing commands.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use helo_user::session::{command, line::LineReader};
+use helo_user::smtp::{command, line::LineReader};
 use std::hint::black_box;
 
 fn benches(c: &mut Criterion) {
@@ -19,9 +19,9 @@ fn benches(c: &mut Criterion) {
     c.bench_function("LineReader (256 lines)", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let mut r = LineReader::new(session.as_slice());
+                let mut r = LineReader::new(session.as_slice(), helo_user::smtp::line::COMMAND_LINE);
                 let mut n = 0;
-                while let Ok(helo_user::session::line::Line::Complete(_)) = r.read_line().await {
+                while let Ok(helo_user::smtp::line::Line::Complete(_)) = r.read_line().await {
                     n += 1;
                 }
                 black_box(n)

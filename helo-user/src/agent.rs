@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::{
-    blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, metrics::Metrics, recent::RecentHits, registry::Registry,
+    blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, load::Load, metrics::Metrics, recent::RecentHits,
+    registry::Registry,
 };
 
 pub struct Agent {
@@ -15,4 +16,6 @@ pub struct Agent {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub recent: Arc<RecentHits>,
+    /// How full the session slots are: timeouts shrink under load.
+    pub load: Arc<Load>,
 }

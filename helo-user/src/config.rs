@@ -23,8 +23,22 @@ pub enum KernelDropReply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Timeouts {
-    /// Idle time allowed between client commands (RFC 5321 4.5.3.2: 5 minutes).
+    /// Idle time allowed between client commands (RFC 5321 4.5.3.2: 5 minutes). Before the
+    /// greeting and between relayed commands; shortened to `stress-s` under load.
     pub command_s: u64,
+    /// How long the MTA may take to answer relayed commands (RFC 5321 4.5.3.2: 10 minutes after
+    /// the message's final dot).
+    pub reply_s: u64,
+    /// How long a relayed session may go without a byte either way once it copies raw bytes
+    /// (message content, TLS).
+    pub data_s: u64,
+    /// How long one write may stall on a client (or MTA) that does not read.
+    pub write_s: u64,
+    /// How long a refused client is still answered (its HELO fallback, its QUIT).
+    pub linger_s: u64,
+    /// The command timeout when `stress-percent` of `max-sessions` are in use (postscreen's
+    /// `${stress?10}`): idle and slow clients cannot starve the rest.
+    pub stress_s: u64,
     /// Connecting to the MTA.
     pub backend_connect_s: u64,
     /// How long SIGTERM waits for open sessions before exiting.
@@ -33,7 +47,16 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { command_s: 300, backend_connect_s: 10, shutdown_grace_s: 30 }
+        Self {
+            command_s: 300,
+            reply_s: 600,
+            data_s: 600,
+            write_s: 60,
+            linger_s: 10,
+            stress_s: 10,
+            backend_connect_s: 10,
+            shutdown_grace_s: 30,
+        }
     }
 }
 
@@ -63,6 +86,10 @@ pub struct Config {
     pub max_sessions_per_source: usize,
     /// Protocol errors (unknown commands, overlong lines) before a 421.
     pub max_errors: u32,
+    /// Commands of any kind (NOOP and RSET included) before the greeting, before a 421.
+    pub max_commands_before_greeting: u32,
+    /// Sessions in use, in percent of `max-sessions`, from which timeouts shrink to `stress-s`.
+    pub stress_percent: u8,
     /// How long to hold the banner to see whether the client talks first.
     pub pregreet_ms: u64,
     /// Time to live of a listed greeting, and of a listed source.
@@ -106,6 +133,8 @@ impl Default for Config {
             max_sessions: 1000,
             max_sessions_per_source: 50,
             max_errors: 10,
+            max_commands_before_greeting: 20,
+            stress_percent: 80,
             pregreet_ms: 0,
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
@@ -147,6 +176,13 @@ impl Config {
         if self.expire_interval_s == 0 || self.reconcile_interval_s == 0 {
             bail!("expire-interval-s and reconcile-interval-s must be above 0");
         }
+        let t = &self.timeouts;
+        if [t.command_s, t.reply_s, t.data_s, t.write_s, t.stress_s, t.backend_connect_s].contains(&0) {
+            bail!("timeouts must be above 0 (command-s, reply-s, data-s, write-s, stress-s, backend-connect-s)");
+        }
+        if self.stress_percent == 0 || self.stress_percent > 100 {
+            bail!("stress-percent must be 1 to 100");
+        }
         if self.max_sessions == 0 || self.max_sessions_per_source == 0 {
             bail!("max-sessions and max-sessions-per-source must be above 0");
         }
@@ -169,5 +205,26 @@ impl Config {
 
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.timeouts.command_s)
+    }
+
+    /// What a refused client is still told, and for how long.
+    pub fn linger(&self) -> crate::smtp::refused::Linger {
+        crate::smtp::refused::Linger {
+            within: Duration::from_secs(self.timeouts.linger_s),
+            write: Duration::from_secs(self.timeouts.write_s),
+            ..Default::default()
+        }
+    }
+
+    pub fn relay_timeouts(&self) -> crate::proxy::relay::Timeouts {
+        let t = &self.timeouts;
+        crate::proxy::relay::Timeouts {
+            command: Duration::from_secs(t.command_s),
+            reply: Duration::from_secs(t.reply_s),
+            data: Duration::from_secs(t.data_s),
+            write: Duration::from_secs(t.write_s),
+            close: Duration::from_secs(t.linger_s),
+            linger: self.linger(),
+        }
     }
 }

@@ -174,7 +174,12 @@ async fn run(config: Config) -> Result<()> {
         })
     });
     let admin_path = config.admin_socket.clone();
-    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent });
+    let load = Arc::new(helo_user::load::Load::new(
+        config.max_sessions,
+        config.stress_percent,
+        Duration::from_secs(config.timeouts.stress_s),
+    ));
+    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent, load });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
     if let Some(url) = agent.config.fleet.clone() {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());

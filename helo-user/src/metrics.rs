@@ -52,6 +52,8 @@ pub struct Metrics {
     pub observations: Family<KindLabel, Counter>,
     pub hand_offs: Counter,
     pub backend_errors: Counter,
+    pub backend_refusals: Counter,
+    pub relay_timeouts: Counter,
     blocklist_entries: Family<KindLabel, Gauge>,
     blocklist_added: Counter,
     blocklist_expired: Counter,
@@ -82,6 +84,8 @@ impl Metrics {
             observations: Family::default(),
             hand_offs: Counter::default(),
             backend_errors: Counter::default(),
+            backend_refusals: Counter::default(),
+            relay_timeouts: Counter::default(),
             blocklist_entries: Family::default(),
             blocklist_added: Counter::default(),
             blocklist_expired: Counter::default(),
@@ -107,7 +111,13 @@ impl Metrics {
             r.register("verdicts", "Classifier verdicts by rule (accept for clean greetings)", m.verdicts.clone());
             r.register("observations", "Classifier observations by kind", m.observations.clone());
             r.register("hand_offs", "Sessions handed to the MTA", m.hand_offs.clone());
-            r.register("backend_errors", "Hand-offs that failed to reach the MTA", m.backend_errors.clone());
+            r.register("backend_errors", "Hand-offs that failed to reach the MTA (connect failures and timeouts)", m.backend_errors.clone());
+            r.register(
+                "backend_refusals",
+                "Hand-offs the MTA refused at connect (its non-220 banner was relayed to the client)",
+                m.backend_refusals.clone(),
+            );
+            r.register("relay_timeouts", "Relayed sessions ended because a side kept them waiting too long", m.relay_timeouts.clone());
             r.register("blocklist_entries", "Blocklist entries by kind", m.blocklist_entries.clone());
             r.register("blocklist_added", "Blocklist entries added", m.blocklist_added.clone());
             r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());

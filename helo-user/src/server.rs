@@ -16,7 +16,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{agent::Agent, session, session::reply};
+use crate::{agent::Agent, session, smtp::reply};
 
 /// Binds a listener; an IPv6 wildcard is IPv6-only so it can sit beside `0.0.0.0`.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
@@ -107,19 +107,22 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown:
                 };
                 let agent = Arc::clone(&agent);
                 let per_source = Arc::clone(&per_source);
+                let stop = shutdown.clone();
                 sessions.spawn(async move {
                     let _permit = permit;
                     let Some(_slot) = per_source.take(peer.ip().to_canonical(), agent.config.max_sessions_per_source) else {
                         refuse(stream, reply::TOO_MANY_CONNECTIONS).await;
                         return;
                     };
-                    session::run(agent, stream, peer).await;
+                    session::run(agent, stream, peer, stop).await;
                 });
             }
         }
     }
     acceptors.abort_all();
     let grace = Duration::from_secs(agent.config.timeouts.shutdown_grace_s);
+    // Sessions saw the same signal: those waiting on their client were told 421 and closed; those
+    // mid-transaction may finish within the grace period.
     log::info!("stopped accepting; waiting up to {grace:?} for {} open sessions", sessions.len());
     let _ = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
     sessions.abort_all();

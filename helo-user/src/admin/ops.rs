@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use super::protocol::{Request, Response};
 use crate::{
     blocklist::{unix_now, Blocklist, Listed},
-    session::reply::KERNEL_DROP_DEFAULT,
+    smtp::reply::KERNEL_DROP_DEFAULT,
     store::{Entry, FleetChange, Kind, Store},
 };
 

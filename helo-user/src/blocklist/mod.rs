@@ -9,6 +9,7 @@
 //! agent's own listings go to the kernel first and reach the store through [`group_commit`], many
 //! per transaction. Either way nothing is acknowledged before it is on disk.
 
+mod enforce;
 mod group_commit;
 
 pub use self::group_commit::Committed;

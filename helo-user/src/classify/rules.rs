@@ -238,6 +238,9 @@ impl Classifier {
                 Shape::Literal(Err(LiteralError::UnknownTag)) => {
                     Some(BogusReason::UnknownLiteralTag)
                 }
+                Shape::Literal(Ok(ip)) if !can_be_a_host(canonical_ip(ip)) => {
+                    Some(BogusReason::UnusableLiteral)
+                }
                 Shape::Literal(Ok(_)) => None,
                 Shape::Name(result) => result.err(),
             };
@@ -374,5 +377,16 @@ fn same_segment(a: IpAddr, b: IpAddr) -> bool {
         (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
         (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
         _ => false,
+    }
+}
+
+/// Whether an address could be a client host's own. Loopback and private addresses can (a client
+/// behind NAT greets with its inside address), so they stay for `literal_mismatch` to observe;
+/// "this network" (`0/8`), multicast and the reserved space above it, the unspecified address and
+/// IPv6 multicast never can.
+fn can_be_a_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !matches!(v4.octets()[0], 0 | 224..=255),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
     }
 }

@@ -72,6 +72,10 @@ pub enum BogusReason {
     BareIp,
     MalformedLiteral,
     UnknownLiteralTag,
+    /// An address literal that can never be a client's address (Postfix's
+    /// `reject_invalid_helo_hostname` parity): `0.0.0.0/8`, `224.0.0.0` and up (multicast,
+    /// reserved, broadcast), IPv6 `::` and multicast `ff00::/8`.
+    UnusableLiteral,
     NonAscii,
     InvalidChar,
     EmptyLabel,
@@ -91,6 +95,7 @@ impl BogusReason {
             BogusReason::BareIp => "bare_ip",
             BogusReason::MalformedLiteral => "malformed_literal",
             BogusReason::UnknownLiteralTag => "unknown_literal_tag",
+            BogusReason::UnusableLiteral => "unusable_literal",
             BogusReason::NonAscii => "non_ascii",
             BogusReason::InvalidChar => "invalid_char",
             BogusReason::EmptyLabel => "empty_label",

@@ -16,7 +16,7 @@ use crate::{
     blocklist::Blocklist,
     recent::RecentHits,
     registry::{Kill, Registry},
-    session::reply,
+    smtp::reply,
 };
 
 fn client_addr(ev: &DropEvent) -> SocketAddr {

@@ -5,7 +5,10 @@
 //! `550 ... Bogus HELO`, its next attempt with that greeting is already dropped in the kernel.
 //! The store follows within milliseconds, in a group commit.
 
-use std::{net::IpAddr, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
 
 use anyhow::Result;
 
@@ -15,7 +18,7 @@ use crate::{
     classify::{Classification, Greeting, Rejection, Scope, Verb},
     metrics::{KindLabel, RuleLabel},
     kernel::FilterMode,
-    proxy::HandOffEnd,
+    proxy::{relay::RelayEnd, HandOffEnd},
 };
 
 /// Lists what was rejected: the greeting for everyone (`helo` scope) or this client (`client`).
@@ -96,8 +99,40 @@ fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
     classification
 }
 
-/// Classifies a greeting at HELO time. `Some` when it is rejected.
-pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr) -> Option<Refusal> {
+/// Whether the client is exempt from the blocklist and the classifier (`allow.cidrs`), or from the
+/// kernel's HELO map at least (`relay_cidrs`, which the classifier exempts from
+/// `helo_matches_rcpt` only and judges otherwise): the kernel lets both past, and so does this.
+pub fn exempt(agent: &Agent, client: IpAddr) -> bool {
+    let client = client.to_canonical();
+    agent.classifier.exempt_networks().any(|n| n.contains(&client))
+}
+
+/// The reply of the blocklist entry listing this client, counted; in observe mode it is only
+/// counted and logged.
+pub fn listed_source(agent: &Agent, client: IpAddr) -> Option<String> {
+    let reply = agent.blocklist.source_refusal(client)?;
+    agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_source".to_owned() }).inc();
+    log::info!("{client}: listed source refused at accept{}", observe_note(agent));
+    Some(reply)
+}
+
+fn observe_note(agent: &Agent) -> &'static str {
+    if agent.config.mode == FilterMode::Observe {
+        " [observe mode: passed on]"
+    } else {
+        ""
+    }
+}
+
+/// Judges a greeting: the blocklist first (a listed name is refused with its entry's reply,
+/// whatever path its bytes took past the kernel) unless the client is `exempt`, then the
+/// classifier. `Some` when refused.
+pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
+    if let Some(reply) = (!exempt).then(|| agent.blocklist.helo_refusal(arg)).flatten() {
+        agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
+        log::info!("{client}: greeting {:?} is listed{}", String::from_utf8_lossy(arg), observe_note(agent));
+        return Some(Refusal { reply, committed: None });
+    }
     let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
     Some(consequences(agent, rejection, arg, client))
@@ -107,28 +142,37 @@ pub fn observe_pregreet(agent: &Agent) {
     agent.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
 }
 
-pub fn record_hand_off(agent: &Agent, end: Result<HandOffEnd>) {
+pub fn record_hand_off(agent: &Agent, client: SocketAddr, end: HandOffEnd) {
     match end {
-        Ok(HandOffEnd::BackendDown) => {
+        HandOffEnd::BackendDown(why) => {
+            log::warn!("{client}: hand-off to {} failed: {why}", agent.config.backend);
             agent.metrics.backend_errors.inc();
         }
-        Ok(_) => {
-            agent.metrics.hand_offs.inc();
+        HandOffEnd::BackendRefused(reply) => {
+            log::info!("{client}: the MTA refused the client: {reply}");
+            agent.metrics.backend_refusals.inc();
         }
-        Err(e) => log::debug!("relay ended with an error: {e:#}"),
+        HandOffEnd::Relayed(end) => {
+            log::debug!("{client}: relay ended: {end:?}");
+            agent.metrics.hand_offs.inc();
+            if end == RelayEnd::TimedOut {
+                agent.metrics.relay_timeouts.inc();
+            }
+        }
     }
 }
 
 /// Judges commands during the relay: each RCPT against the greeting, and any further greeting.
-pub struct Relay<'a> {
+pub struct RelayJudge<'a> {
     agent: &'a Agent,
     arg: Vec<u8>,
     client: IpAddr,
+    exempt: bool,
 }
 
-impl<'a> Relay<'a> {
-    pub fn new(agent: &'a Agent, arg: Vec<u8>, client: IpAddr) -> Self {
-        Self { agent, arg, client }
+impl<'a> RelayJudge<'a> {
+    pub fn new(agent: &'a Agent, arg: Vec<u8>, client: IpAddr, exempt: bool) -> Self {
+        Self { agent, arg, client, exempt }
     }
 
     /// In observe mode a rejection is only logged and counted: the session goes on.
@@ -137,7 +181,7 @@ impl<'a> Relay<'a> {
     }
 }
 
-impl crate::proxy::relay::Judge for Relay<'_> {
+impl crate::proxy::relay::Judge for RelayJudge<'_> {
     fn rcpt(&mut self, address: &str) -> Option<String> {
         let rcpt = [address];
         let input = Greeting::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
@@ -147,9 +191,9 @@ impl crate::proxy::relay::Judge for Relay<'_> {
         self.enforce(refusal)
     }
 
-    fn greeting(&mut self, _ehlo: bool, arg: &[u8]) -> Option<String> {
+    fn greeting(&mut self, arg: &[u8]) -> Option<String> {
         self.arg = arg.to_vec();
-        let refusal = greeting(self.agent, arg, self.client)?;
+        let refusal = greeting(self.agent, arg, self.client, self.exempt)?;
         self.enforce(refusal)
     }
 }

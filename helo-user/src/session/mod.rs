@@ -1,45 +1,35 @@
 //! One client connection, from our banner to its end.
 //!
-//! Before the greeting the agent speaks SMTP itself (banner, NOOP, RSET, QUIT, errors); the
-//! greeting is classified; a rejected sender gets the reply, is listed in the kernel and closed; a
-//! clean session is handed to the MTA. A kernel drop event for this flow ends the session at any
-//! point.
+//! Before the greeting the agent speaks SMTP itself (banner, NOOP, RSET, QUIT, errors), with
+//! bounds on time, commands and errors. The greeting is checked against the blocklist and then
+//! classified; a refused sender gets the reply, and the same reply again for its HELO fallback or
+//! anything else it sends until it quits ([`refused`]); a rejection is listed. A clean session is
+//! handed to the MTA. A kernel drop event for this flow ends the session only while it waits for
+//! the client's first bytes: the kernel dropped them, so the client never gets to send anything
+//! else, and a forged drop cannot end a session that is already talking.
 
-pub mod command;
 pub mod judge;
-pub mod line;
-pub mod reply;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::AsyncWriteExt,
     net::{tcp::OwnedWriteHalf, TcpStream},
-    sync::oneshot,
+    sync::watch,
     time::timeout,
 };
 
-use self::{
-    command::Command,
-    line::{Line, LineReader},
-};
 use crate::{
     agent::Agent,
     kernel::FilterMode,
-    proxy::{self, HandOff},
+    proxy::{self, backend::keep_alive, HandOff},
     registry::Kill,
+    smtp::{
+        command::{self, Command},
+        line::{Line, LineReader, COMMAND_LINE},
+        refused, reply,
+    },
 };
-
-async fn send(out: &mut OwnedWriteHalf, text: &str) -> std::io::Result<()> {
-    out.write_all(format!("{text}\r\n").as_bytes()).await
-}
-
-async fn close(mut out: OwnedWriteHalf, text: Option<&str>) {
-    if let Some(text) = text {
-        let _ = send(&mut out, text).await;
-    }
-    let _ = out.shutdown().await;
-}
 
 /// Whether the client sent anything within `wait` of connecting, before our banner. With a zero
 /// wait this only sees what already arrived (tokio's timeout polls the future once first).
@@ -48,105 +38,168 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
     matches!(timeout(wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
 }
 
-/// Runs `step` unless a kernel drop event for this session comes first.
-async fn or_killed<T>(kill: &mut oneshot::Receiver<Kill>, step: impl std::future::Future<Output = T>) -> Result<T, Kill> {
-    tokio::select! {
-        killed = kill => Err(killed.unwrap_or(Kill { reply: None })),
-        done = step => Ok(done),
-    }
-}
-
-pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
+pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
     let started = std::time::Instant::now();
+    let _active = agent.load.enter();
     agent.metrics.sessions.inc();
     agent.metrics.sessions_active.inc();
-    serve(&agent, stream, peer).await;
+    serve(&agent, stream, peer, shutdown).await;
     agent.metrics.sessions_active.dec();
     agent.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
 }
 
-async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr) {
+/// Writes `text` (if any) and closes our side.
+async fn close(out: &mut OwnedWriteHalf, text: Option<&str>, write: Duration) {
+    if let Some(text) = text {
+        let _ = reply::send(out, text, write).await;
+    }
+    let _ = out.shutdown().await;
+}
+
+/// How the wait for the client's first bytes ended.
+enum FirstBytes {
+    Arrived,
+    /// The kernel dropped them: the reply for that, if one is to be written.
+    Dropped(Option<String>),
+    Stop,
+    TimedOut,
+    Gone,
+}
+
+async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let config = &agent.config;
+    let write = Duration::from_secs(config.timeouts.write_s);
+    let enforce = config.mode == FilterMode::Enforce;
     let _ = stream.set_nodelay(true);
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
-    let (_registration, mut kill) = agent.registry.register(peer);
-    if pregreets(&stream, Duration::from_millis(agent.config.pregreet_ms)).await {
-        log::info!("{peer} talked before the banner (pregreet)");
-        judge::observe_pregreet(agent);
-    }
-    let (r, mut out) = stream.into_split();
-    if send(&mut out, &reply::banner(agent.config.hostname())).await.is_err() {
-        return;
-    }
-    // An idle client holds no read buffer until it sends something: ten thousand idle sessions
-    // cost their sockets and tasks, not 40 MB of buffers.
-    match or_killed(&mut kill, timeout(agent.config.command_timeout(), r.readable())).await {
-        Err(Kill { reply }) => return close(out, reply.as_deref()).await,
-        Ok(Err(_)) => return close(out, Some(reply::TIMEOUT)).await,
-        Ok(Ok(Err(_))) => return,
-        Ok(Ok(Ok(()))) => {}
-    }
-    let mut input = LineReader::new(r);
-    let mut errors = 0u32;
-    loop {
-        if errors >= agent.config.max_errors {
-            return close(out, Some(reply::TOO_MANY_ERRORS)).await;
+    keep_alive(&stream);
+    let Ok(local) = stream.local_addr() else { return };
+    let exempt = judge::exempt(agent, peer.ip());
+
+    let (r, mut out) = {
+        let (registration, mut kill) = agent.registry.register(peer);
+        if !exempt {
+            if let Some(entry_reply) = judge::listed_source(agent, peer.ip()) {
+                if enforce {
+                    let (r, mut out) = stream.into_split();
+                    let banner = reply::refusal_banner(&entry_reply);
+                    if reply::send(&mut out, &banner, write).await.is_ok() {
+                        // RFC 5321 3.1: after a 554 banner, wait for QUIT, answering 503.
+                        let answer = refused::line(&format!("503 5.7.1 {}", reply::text_of(&entry_reply)));
+                        let mut input = LineReader::new(r, COMMAND_LINE);
+                        refused::answer_until_quit(&mut input, &mut out, &answer, config.linger()).await;
+                    }
+                    return;
+                }
+            }
         }
-        let line = match or_killed(&mut kill, timeout(agent.config.command_timeout(), input.read_line())).await {
-            Err(Kill { reply }) => return close(out, reply.as_deref()).await,
-            Ok(line) => line,
+        if pregreets(&stream, Duration::from_millis(config.pregreet_ms)).await {
+            tracing_pregreet(agent, peer);
+        }
+        let (r, mut out) = stream.into_split();
+        if reply::send(&mut out, &reply::banner(config.hostname()), write).await.is_err() {
+            return;
+        }
+        // An idle client holds no read buffer until it sends something: ten thousand idle sessions
+        // cost their sockets and tasks, not 40 MB of buffers.
+        let first = tokio::select! {
+            killed = &mut kill => FirstBytes::Dropped(killed.unwrap_or(Kill { reply: None }).reply),
+            Ok(()) = shutdown.changed() => FirstBytes::Stop,
+            ready = timeout(agent.load.timeout(config.command_timeout()), r.readable()) => match ready {
+                Err(_) => FirstBytes::TimedOut,
+                Ok(Err(_)) => FirstBytes::Gone,
+                Ok(Ok(())) => FirstBytes::Arrived,
+            },
         };
+        match first {
+            FirstBytes::Arrived => {}
+            FirstBytes::Dropped(text) => {
+                // The client's greeting never reaches us: it reads our reply to its EHLO, falls
+                // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
+                // the second copy as the reply to that. Then it knows why.
+                if let Some(text) = text {
+                    let twice = [refused::line(&text), refused::line(&text)].concat();
+                    let _ = reply::write_within(&mut out, &twice, write).await;
+                }
+                let _ = out.shutdown().await;
+                return;
+            }
+            FirstBytes::Stop => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
+            FirstBytes::TimedOut => return close(&mut out, Some(reply::TIMEOUT), write).await,
+            FirstBytes::Gone => return,
+        }
+        // The client's first bytes got past the kernel: from here on a drop event for this
+        // address and port is not about this session.
+        drop(registration);
+        (r, out)
+    };
+
+    let mut input = LineReader::new(r, COMMAND_LINE);
+    let (mut errors, mut commands) = (0u32, 0u32);
+    let greeting = loop {
+        if errors >= config.max_errors {
+            return close(&mut out, Some(reply::TOO_MANY_ERRORS), write).await;
+        }
+        if commands >= config.max_commands_before_greeting {
+            return close(&mut out, Some(reply::TOO_MANY_COMMANDS), write).await;
+        }
+        let line = tokio::select! {
+            Ok(()) = shutdown.changed() => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
+            line = timeout(agent.load.timeout(config.command_timeout()), input.read_line()) => line,
+        };
+        commands += 1;
         let line = match line {
-            Err(_) => return close(out, Some(reply::TIMEOUT)).await,
+            Err(_) => return close(&mut out, Some(reply::TIMEOUT), write).await,
             Ok(Err(_)) | Ok(Ok(Line::Closed)) => return,
             Ok(Ok(Line::TooLong)) => {
                 errors += 1;
-                let _ = send(&mut out, reply::LINE_TOO_LONG).await;
+                let _ = reply::send(&mut out, reply::LINE_TOO_LONG, write).await;
                 continue;
             }
             Ok(Ok(Line::Complete(line))) => line,
         };
-        let arg = match command::parse(&line) {
-            Command::Quit => return close(out, Some(reply::BYE)).await,
+        match command::parse(&line) {
+            Command::Quit => return close(&mut out, Some(reply::BYE), write).await,
             Command::Noop | Command::Rset => {
-                let _ = send(&mut out, reply::OK).await;
-                continue;
+                let _ = reply::send(&mut out, reply::OK, write).await;
             }
-            Command::Greeting { ehlo: _, arg } => arg.to_vec(),
+            Command::Greeting { .. } => break line,
             _ => {
                 errors += 1;
-                let _ = send(&mut out, reply::NEED_GREETING).await;
-                continue;
-            }
-        };
-        if let Some(refusal) = judge::greeting(agent, &arg, peer.ip()) {
-            if agent.config.mode == FilterMode::Enforce {
-                let reply = refusal.durable().await;
-                return close(out, Some(&reply)).await;
+                let _ = reply::send(&mut out, reply::NEED_GREETING, write).await;
             }
         }
-        let mut rcpt_judge = judge::Relay::new(agent, arg, peer.ip());
-        let hand_off = HandOff {
-            backend: agent.config.backend,
-            client: peer,
-            server: local,
-            greeting: &line,
-            connect_timeout: Duration::from_secs(agent.config.timeouts.backend_connect_s),
-            idle_timeout: agent.config.command_timeout(),
-        };
-        tokio::select! {
-            killed = &mut kill => {
-                // The relay's halves are dropped with this branch: both sockets close.
-                log::debug!("{peer}: session ended by a kernel drop during relay ({killed:?})");
+    };
+    let Command::Greeting { arg, .. } = command::parse(&greeting) else { unreachable!("the loop breaks on a greeting") };
+
+    let refusal = judge::greeting(agent, arg, peer.ip(), exempt);
+    if let Some(refusal) = refusal {
+        if enforce {
+            let text = refusal.durable().await;
+            let line = refused::line(&text);
+            if reply::write_within(&mut out, &line, write).await.is_ok() {
+                refused::answer_until_quit(&mut input, &mut out, &line, config.linger()).await;
             }
-            // Boxed: the relay's state is most of a session's, and an idle session (waiting for
-            // its greeting) should not carry it.
-            end = Box::pin(proxy::hand_off(input, out, hand_off, &mut rcpt_judge)) => {
-                judge::record_hand_off(agent, end);
-            }
+            return;
         }
-        return;
     }
+
+    let mut rcpt_judge = judge::RelayJudge::new(agent, arg.to_vec(), peer.ip(), exempt);
+    let (r, buffered) = input.into_parts();
+    let hand_off = HandOff {
+        backend: config.backend,
+        client: peer,
+        server: local,
+        greeting: &greeting,
+        connect_timeout: Duration::from_secs(config.timeouts.backend_connect_s),
+        timeouts: config.relay_timeouts(),
+    };
+    // Boxed: the relay's state is most of a session's, and an idle session (waiting for its
+    // greeting) should not carry it.
+    let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &agent.load, shutdown)).await;
+    judge::record_hand_off(agent, peer, end);
+}
+
+fn tracing_pregreet(agent: &Agent, peer: SocketAddr) {
+    log::info!("{peer} talked before the banner (pregreet)");
+    judge::observe_pregreet(agent);
 }

@@ -14,7 +14,9 @@ pub enum Command<'a> {
     /// content.
     StartTls,
     Data,
-    Bdat,
+    /// `BDAT size [LAST]` (RFC 3030): `size` octets of message follow the line at once, without
+    /// waiting for a reply. `None` when the size does not parse (the MTA will say so).
+    Bdat(Option<u64>),
     Other,
 }
 
@@ -48,7 +50,8 @@ pub fn parse(line: &[u8]) -> Command<'_> {
     } else if is("DATA") {
         Command::Data
     } else if is("BDAT") {
-        Command::Bdat
+        let size = rest.trim_ascii().split(|&b| b == b' ').next().and_then(|n| std::str::from_utf8(n).ok()?.parse().ok());
+        Command::Bdat(size)
     } else if is("RCPT") {
         rcpt_address(rest).map(Command::Rcpt).unwrap_or(Command::Other)
     } else {
@@ -95,7 +98,9 @@ mod tests {
             (b"RSET\n", Command::Rset),
             (b"STARTTLS\r\n", Command::StartTls),
             (b"DATA\r\n", Command::Data),
-            (b"BDAT 100 LAST\r\n", Command::Bdat),
+            (b"BDAT 100 LAST\r\n", Command::Bdat(Some(100))),
+            (b"bdat 7\r\n", Command::Bdat(Some(7))),
+            (b"BDAT x\r\n", Command::Bdat(None)),
             (b"MAIL FROM:<a@b>\r\n", Command::Other),
         ] {
             assert_eq!(parse(l), c);
