@@ -6,6 +6,10 @@ Every mode prints one JSON object on stdout, for the Rust test to assert on.
             handed to smtplib are written to --out so the test can compare what was delivered
   dialog  - a raw socket conversation: each --line is sent and the reply read; reports when the
             server closes; --pregreet sends the first line before reading the banner
+  pipeline - greets with the first --line, then sends the others and QUIT in one write and reads
+            one reply for each, split at reply boundaries
+  stall   - a client that stops talking (after --line commands and a --partial line) with its
+            socket open; reports when the server let go
   flood   - N concurrent raw sessions greeting with distinct bogus names (bounded in time)
 """
 import argparse
@@ -76,6 +80,79 @@ def dialog(a):
     print(json.dumps(out))
 
 
+def read_replies(sock, n, timeout):
+    """n SMTP replies read from one stream, split at reply boundaries (several may arrive in one
+    segment); a missing one is None."""
+    sock.settimeout(timeout)
+    replies, current, buf = [], b"", b""
+    while len(replies) < n:
+        if b"\r\n" not in buf:
+            try:
+                chunk = sock.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            continue
+        line, buf = buf.split(b"\r\n", 1)
+        current += line + b"\r\n"
+        if len(line) < 4 or line[3:4] != b"-":
+            replies.append(current.decode("latin-1"))
+            current = b""
+    return replies + [None] * (n - len(replies))
+
+
+def pipeline(a):
+    """Greets with the first line, then writes every other line in one write (RFC 2920) and
+    reads one reply for each, in order; then ends the message (if DATA was accepted) and quits."""
+    out = {"banner": None, "replies": [], "closed": False}
+    sock = socket.create_connection((a.server, a.port), timeout=a.timeout)
+    lines = [l.encode("latin-1").decode("unicode_escape").encode("latin-1") for l in a.line]
+    out["banner"] = read_reply(sock, a.timeout)
+    sock.sendall(lines[0])
+    out["greeting"] = read_reply(sock, a.timeout)
+    sock.sendall(b"".join(lines[1:]))
+    out["replies"] = read_replies(sock, len(lines) - 1, a.timeout)
+    last = out["replies"][-1] or ""
+    sock.sendall((b"Subject: pipelined\r\n\r\nhi\r\n.\r\n" if last.startswith("354") else b"") + b"QUIT\r\n")
+    out["end"] = read_replies(sock, 2 if last.startswith("354") else 1, a.timeout)
+    sock.close()
+    print(json.dumps(out))
+
+
+def stall(a):
+    """Sends each --line and reads its reply, then sends --partial without a line end (or
+    nothing) and stays silent, socket open; reports how long the server took to close (null if
+    it did not within --timeout)."""
+    out = {"replies": []}
+    sock = socket.create_connection((a.server, a.port), timeout=a.timeout)
+    out["banner"] = read_reply(sock, a.timeout)
+    for l in a.line:
+        sock.sendall(l.encode("latin-1").decode("unicode_escape").encode("latin-1"))
+        out["replies"].append(read_reply(sock, a.timeout))
+    if a.partial:
+        sock.sendall(a.partial.encode())
+    started = time.monotonic()
+    sock.settimeout(a.timeout)
+    tail = b""
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                out["closed_after"] = time.monotonic() - started
+                break
+            tail += chunk
+    except socket.timeout:
+        out["closed_after"] = None
+    except ConnectionResetError:
+        out["closed_after"] = time.monotonic() - started
+    out["tail"] = tail.decode("latin-1")
+    out["local_port"] = sock.getsockname()[1]
+    sock.close()
+    print(json.dumps(out))
+
+
 def send(a):
     msg = EmailMessage()
     msg["From"] = a.mail_from
@@ -131,7 +208,7 @@ def flood(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["dialog", "send", "flood"])
+    p.add_argument("mode", choices=["dialog", "pipeline", "stall", "send", "flood"])
     p.add_argument("--server", required=True)
     p.add_argument("--port", type=int, default=25)
     p.add_argument("--timeout", type=float, default=10)
@@ -147,9 +224,10 @@ def main():
     p.add_argument("--out", default="/dev/null")
     p.add_argument("--source", default=None, help="source address for send")
     p.add_argument("--count", type=int, default=200)
+    p.add_argument("--partial", default="")
     p.add_argument("--helo-template", default="bogus{i}")
     a = p.parse_args()
-    {"dialog": dialog, "send": send, "flood": flood}[a.mode](a)
+    {"dialog": dialog, "pipeline": pipeline, "stall": stall, "send": send, "flood": flood}[a.mode](a)
 
 
 if __name__ == "__main__":

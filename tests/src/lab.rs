@@ -104,11 +104,25 @@ pub struct LabOptions {
     pub no_xdp: bool,
     /// Runs on the edge namespace before the agent starts (extra links, say).
     pub edge_setup: Option<Box<dyn FnOnce(&Netns) -> Result<()>>>,
+    /// More domains and mailboxes for the backend Postfix, beside [`DOMAIN`] and [`USER`].
+    pub backend_domains: Vec<String>,
+    pub backend_users: Vec<String>,
+    /// More `main.cf` lines for the backend Postfix.
+    pub backend_main_cf: Vec<String>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { agent_args: vec![], with_postfix: true, tls: false, no_xdp: false, edge_setup: None }
+        Self {
+            agent_args: vec![],
+            with_postfix: true,
+            tls: false,
+            no_xdp: false,
+            edge_setup: None,
+            backend_domains: vec![],
+            backend_users: vec![],
+            backend_main_cf: vec![],
+        }
     }
 }
 
@@ -125,11 +139,12 @@ impl Lab {
                     listen_ip: edge_end.v4.clone(),
                     proxy_port: 10025,
                     plain_port: 10026,
-                    domains: vec![DOMAIN.into()],
-                    users: vec![USER.into()],
+                    domains: [vec![DOMAIN.to_owned()], opts.backend_domains].concat(),
+                    users: [vec![USER.to_owned()], opts.backend_users].concat(),
                     myhostname: "backend.example.com".into(),
                     tls: opts.tls,
-                    extra_main_cf: vec![],
+                    extra_main_cf: opts.backend_main_cf,
+                    extra_master_cf: vec![],
                 },
             )?)
         } else {

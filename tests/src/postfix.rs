@@ -59,6 +59,8 @@ pub struct PostfixConfig {
     pub tls: bool,
     /// More `main.cf` lines, appended last (so they win): restrictions for a benchmark, say.
     pub extra_main_cf: Vec<String>,
+    /// More `master.cf` lines, appended last: extra `smtp` transports of a sending instance.
+    pub extra_master_cf: Vec<String>,
 }
 
 impl Default for PostfixConfig {
@@ -73,6 +75,7 @@ impl Default for PostfixConfig {
             myhostname: "mx.example.test".into(),
             tls: false,
             extra_main_cf: vec![],
+            extra_master_cf: vec![],
         }
     }
 }
@@ -375,6 +378,11 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             proxy = cfg.proxy_port,
             plain = cfg.plain_port,
         );
+        let mut master_cf = master_cf;
+        for line in &cfg.extra_master_cf {
+            master_cf.push_str(line);
+            master_cf.push('\n');
+        }
         fs::write(etc.join("master.cf"), master_cf)?;
 
         // A config file younger than a few seconds makes Postfix wait up to 2 s for it to settle.

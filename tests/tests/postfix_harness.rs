@@ -46,6 +46,7 @@ impl Lab {
                 myhostname: "mx.example.test".into(),
                 tls,
                 extra_main_cf: vec![],
+                extra_master_cf: vec![],
             },
         )?;
         println!(

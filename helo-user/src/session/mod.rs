@@ -139,14 +139,15 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
         if errors >= config.max_errors {
             return close(&mut out, Some(reply::TOO_MANY_ERRORS), write).await;
         }
-        if commands >= config.max_commands_before_greeting {
-            return close(&mut out, Some(reply::TOO_MANY_COMMANDS), write).await;
-        }
         let line = tokio::select! {
             Ok(()) = shutdown.changed() => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
             line = timeout(agent.load.timeout(config.command_timeout()), input.read_line()) => line,
         };
         commands += 1;
+        if commands > config.max_commands_before_greeting {
+            // NOOP or RSET forever, or anything else: the greeting must come within a bound.
+            return close(&mut out, Some(reply::TOO_MANY_COMMANDS), write).await;
+        }
         let line = match line {
             Err(_) => return close(&mut out, Some(reply::TIMEOUT), write).await,
             Ok(Err(_)) | Ok(Ok(Line::Closed)) => return,

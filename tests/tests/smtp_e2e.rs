@@ -1,0 +1,320 @@
+//! SMTP as real MTAs see it: a real sending Postfix (and smtplib, swaks) reads every rejection and
+//! bounces at once; the relay is transparent (long command lines, pipelined groups in order, the
+//! MTA's own refusal); no session outlives its timeouts.
+
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpStream},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use helo_common::maps::counter;
+use helo_tests::{
+    lab::{reply, Lab, LabOptions, DOMAIN, USER},
+    privilege::require_root,
+    sender::{self, Route, BOUNCE_USER, SUBMIT_PORT},
+};
+use serde_json::Value;
+
+/// A 245-octet address (RFC 5321 allows 64 + 1 + 255): with Postfix's ORCPT its RCPT line is over
+/// 512 octets.
+fn long_address() -> (String, String) {
+    let domain = format!("{}.{}.{}.example.com", "d".repeat(60), "e".repeat(60), "f".repeat(46));
+    let address = format!("{}@{domain}", "a".repeat(64));
+    assert_eq!(address.len(), 245);
+    (address, domain)
+}
+
+/// Submits a small message from [`BOUNCE_USER`] to `rcpt` through the sending Postfix.
+fn submit(lab: &Lab, sender_ip: &str, rcpt: &str) -> Result<()> {
+    let r = lab.py(
+        "send",
+        &["--server", sender_ip, "--port", &SUBMIT_PORT.to_string(), "--helo", "submitter.sender-isp.net", "--mail-from", BOUNCE_USER, "--rcpt", rcpt, "--attach-bytes", "100"],
+    )?;
+    anyhow::ensure!(r["ok"] == true, "submission to the sending Postfix failed: {r}");
+    Ok(())
+}
+
+#[test]
+fn a_sending_postfix_reads_every_rejection_and_bounces_at_once() -> Result<()> {
+    if !require_root("a_sending_postfix_reads_every_rejection_and_bounces_at_once") {
+        return Ok(());
+    }
+    let (long_rcpt, long_domain) = long_address();
+    let lab = Lab::new(LabOptions {
+        backend_domains: vec![long_domain.clone()],
+        backend_users: vec![long_rcpt.clone()],
+        ..Default::default()
+    })?;
+    let edge_ip: std::net::Ipv4Addr = lab.edge_end.v4.parse()?;
+    let clean_helo = "mta.sender-isp.net";
+    let routes = [
+        Route::new("bogus-name.test", "rad.internal"),
+        Route::new("my-ip.test", &format!("[{edge_ip}]")),
+        Route::new("my-domain.test", DOMAIN),
+        Route::new(DOMAIN, clean_helo),
+        Route::new(&long_domain, clean_helo),
+        Route::new("shop.example.net", "shop.example.net"),
+    ];
+    let sending = sender::start(&lab.client, &lab.client_end.v4, edge_ip, &routes)?;
+    let cases = [
+        ("bogus-name.test", "550 5.7.1 Bogus HELO".to_owned()),
+        ("my-ip.test", format!("550 5.7.1 Bogus HELO ({edge_ip})")),
+        ("my-domain.test", "550 5.7.1 Bogus HELO matches RCPT".to_owned()),
+    ];
+    let check = |rcpt: &str, want: &str| -> Result<()> {
+        let outcome = sending.wait_for_outcome(rcpt, Duration::from_secs(30))?;
+        assert_eq!(outcome.status, "bounced", "{rcpt} was not bounced at once: {}", outcome.line);
+        assert!(
+            outcome.line.contains(&format!("refused to talk to me: {want}")),
+            "the sender's log does not carry the exact reply {want:?}: {}",
+            outcome.line
+        );
+        Ok(())
+    };
+
+    // First seen: the agent classifies each greeting.
+    for (domain, want) in &cases {
+        submit(&lab, &lab.client_end.v4, &format!("first@{domain}"))?;
+        check(&format!("first@{domain}"), want)?;
+    }
+    let rejected = lab.agent.log_text().matches("rejected by").count();
+    assert_eq!(rejected, 3, "{}", lab.agent.log_text());
+
+    // Repeats: the kernel drops each EHLO; the agent answers it, and the HELO fallback, anyway.
+    let before = lab.counters()?;
+    for (domain, want) in &cases {
+        submit(&lab, &lab.client_end.v4, &format!("again@{domain}"))?;
+        check(&format!("again@{domain}"), want)?;
+    }
+    let dropped = lab.counters()?.since(&before).get(counter::DROP_HELO);
+    assert!(dropped >= 3, "the kernel dropped {dropped} greetings, not the 3 repeats");
+    assert_eq!(lab.agent.log_text().matches("rejected by").count(), rejected, "a repeat reached the classifier");
+
+    // The bounces reach the sender's own mailbox, reason included.
+    let bounces = sending.wait_for_messages(BOUNCE_USER, 6, Duration::from_secs(30))?;
+    let all: String = bounces.iter().map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned()).collect();
+    for (_, want) in &cases {
+        assert!(all.contains(want.as_str()), "no bounce says {want:?}");
+    }
+
+    // Clean mail goes through, the 245-octet recipient included (its RCPT line is over 512 octets).
+    submit(&lab, &lab.client_end.v4, USER)?;
+    submit(&lab, &lab.client_end.v4, &long_rcpt)?;
+    for rcpt in [USER, long_rcpt.as_str()] {
+        let outcome = sending.wait_for_outcome(rcpt, Duration::from_secs(30))?;
+        assert_eq!(outcome.status, "sent", "{}", outcome.line);
+    }
+    lab.postfix().wait_for_messages(&long_rcpt, 1, Duration::from_secs(20))?;
+    lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
+    assert!(sending.maillog().contains("ORCPT="), "the sender did not send ORCPT: the long line was not exercised");
+
+    // The RCPT-time rejection: bounced with the agent's words, in reply to RCPT TO.
+    submit(&lab, &lab.client_end.v4, "someone@shop.example.net")?;
+    let outcome = sending.wait_for_outcome("someone@shop.example.net", Duration::from_secs(30))?;
+    assert_eq!(outcome.status, "bounced", "{}", outcome.line);
+    assert!(outcome.line.contains("said: 550 5.7.1 Bogus HELO matches RCPT (in reply to RCPT TO command)"), "{}", outcome.line);
+    Ok(())
+}
+
+#[test]
+fn smtplib_and_swaks_read_the_rejection_first_seen_and_kernel_dropped() -> Result<()> {
+    if !require_root("smtplib_and_swaks_read_the_rejection_first_seen_and_kernel_dropped") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions::default())?;
+    for round in ["first seen", "kernel dropped"] {
+        let r = lab.py("send", &["--helo", "rad.internal", "--timeout", "15"])?;
+        let error = r["error"].as_str().unwrap_or_default();
+        assert!(error.contains("550") && error.contains("Bogus HELO"), "{round}: smtplib raised no 550 Bogus HELO: {r}");
+        let out = lab
+            .client
+            .command("swaks")
+            .args(["--server", &lab.edge_end.v4, "--helo", "rad.internal", "--to", USER, "--timeout", "15"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("<** 550 5.7.1 Bogus HELO"), "{round}: swaks shows no rejection:\n{text}");
+    }
+    assert_eq!(lab.agent.log_text().matches("rejected by").count(), 1, "{}", lab.agent.log_text());
+    Ok(())
+}
+
+/// The reply codes of a pipelined group: MAIL, RCPT bob, a 534-octet RCPT carol, DATA.
+fn pipelined_codes(lab: &Lab, port: u16) -> Result<Value> {
+    let carol_head = "RCPT TO:<carol@example.com> ORCPT=rfc822;";
+    let carol = format!("{carol_head}{}\\r\\n", "x".repeat(534 - carol_head.len() - 2));
+    let port = port.to_string();
+    lab.py(
+        "pipeline",
+        &[
+            "--port",
+            &port,
+            "--line",
+            "EHLO mta.sender-isp.net\\r\\n",
+            "--line",
+            "MAIL FROM:<a@sender-isp.net>\\r\\n",
+            "--line",
+            "RCPT TO:<bob@example.com>\\r\\n",
+            "--line",
+            &carol,
+            "--line",
+            "DATA\\r\\n",
+        ],
+    )
+}
+
+fn codes(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|r| r.as_str().unwrap_or("none").get(..3).unwrap_or("?").to_owned()).collect()
+}
+
+#[test]
+fn a_pipelined_group_with_a_long_rcpt_gets_the_mtas_replies_in_order() -> Result<()> {
+    if !require_root("a_pipelined_group_with_a_long_rcpt_gets_the_mtas_replies_in_order") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions { backend_users: vec!["bob@example.com".into()], ..Default::default() })?;
+    // Straight to Postfix (its plain port, from the client namespace), then through helo.
+    let direct = pipelined_codes(&lab, 10026)?;
+    let through = pipelined_codes(&lab, 25)?;
+    assert_eq!(codes(&direct["replies"]), ["250", "250", "550", "354"], "Postfix itself: {direct}");
+    assert_eq!(codes(&through["replies"]), codes(&direct["replies"]), "through helo: {through}\ndirect: {direct}");
+    let carol_reply = through["replies"][2].as_str().unwrap_or_default();
+    assert!(carol_reply.contains("carol@example.com") && !carol_reply.contains("Line too long"), "{carol_reply}");
+    assert_eq!(codes(&through["end"]), ["250", "221"]);
+    lab.postfix().wait_for_messages("bob@example.com", 2, Duration::from_secs(20))?;
+    Ok(())
+}
+
+#[test]
+fn the_mtas_refusal_at_connect_reaches_the_client_unchanged() -> Result<()> {
+    if !require_root("the_mtas_refusal_at_connect_reaches_the_client_unchanged") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions {
+        // The client namespace's address (the lab's link is 198.18.30.0/24, client .1): Postfix
+        // sees it in the PROXY header. Its own readiness probe comes from .2 and is let in.
+        backend_main_cf: vec![
+            "smtpd_delay_reject = no".into(),
+            "smtpd_client_restrictions = check_client_access inline:{ {198.18.30.1=REJECT} }".into(),
+        ],
+        ..Default::default()
+    })?;
+    let r = lab.dialog(&["EHLO mta.sender-isp.net\r\n", "HELO mta.sender-isp.net\r\n", "QUIT\r\n"])?;
+    let refusal = reply(&r, 0);
+    assert!(refusal.starts_with("554 5.7.1 ") && refusal.contains("Client host rejected"), "{r}");
+    assert_eq!(reply(&r, 1), refusal, "the HELO fallback reads the MTA's refusal again");
+    assert_eq!(reply(&r, 2), "221 2.0.0 Bye\r\n");
+    let metrics = lab.scrape()?;
+    assert!(metrics.contains("helo_backend_refusals_total 1"), "{metrics}");
+    assert!(metrics.contains("helo_backend_errors_total 0"), "{metrics}");
+    assert!(lab.agent.log_text().contains("the MTA refused the client"));
+    Ok(())
+}
+
+/// Short timeouts for the hanging-session cases.
+fn quick_timeouts(lab_dir: &std::path::Path) -> Result<String> {
+    let path = lab_dir.join("quick.toml");
+    std::fs::write(&path, "[timeouts]\ncommand-s = 3\ndata-s = 3\nreply-s = 5\nwrite-s = 3\nlinger-s = 2\n")?;
+    Ok(path.display().to_string())
+}
+
+/// Sockets the agent process holds that are not listening.
+fn agent_sockets(lab: &Lab) -> Result<usize> {
+    let out = lab.edge.command("ss").args(["-tnpH"]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("helo-user")).count())
+}
+
+#[test]
+fn no_session_outlives_its_timeouts_and_clean_mail_still_flows() -> Result<()> {
+    if !require_root("no_session_outlives_its_timeouts_and_clean_mail_still_flows") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let config = quick_timeouts(dir.path())?;
+    let lab = Lab::new(LabOptions { agent_args: vec!["--config".into(), config], ..Default::default() })?;
+
+    // A client that stalls in the middle of its message, socket open.
+    let stalled_in_data = {
+        let client_ns = lab.client.name.clone();
+        let server = lab.edge_end.v4.clone();
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &client_ns, "python3", helo_tests::lab::CLIENT_SCRIPT, "stall", "--server", &server])
+                .args(["--line", "EHLO mta.sender-isp.net\\r\\n", "--line", "MAIL FROM:<a@sender-isp.net>\\r\\n"])
+                .args(["--line", &format!("RCPT TO:<{USER}>\\r\\n"), "--line", "DATA\\r\\n", "--partial", "Subject: half"])
+                .args(["--timeout", "20"])
+                .output()
+        })
+    };
+    // One that never sends its greeting but keeps sending NOOP.
+    let noops: Vec<&str> = std::iter::repeat_n("NOOP\r\n", 25).collect();
+    let r = lab.dialog(&noops)?;
+    let replies: Vec<String> = (0..25).map(|i| reply(&r, i)).collect();
+    assert!(replies[..20].iter().all(|r| r == "250 2.0.0 OK\r\n"), "{r}");
+    assert_eq!(replies[20], "421 4.7.0 Too many commands before HELO/EHLO\r\n", "{r}");
+    assert_eq!(r["closed"], true);
+
+    // Clean mail meanwhile.
+    let sent = lab.py("send", &["--attach-bytes", "1000"])?;
+    assert_eq!(sent["ok"], true, "{sent}");
+
+    let out = stalled_in_data.join().unwrap()?;
+    let v: Value = serde_json::from_slice(&out.stdout).with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    assert!(reply(&v, 3).starts_with("354"), "{v}");
+    let after = v["closed_after"].as_f64().context("the agent never let go of a client stalled in DATA")?;
+    assert!(after < 3.0 + 3.0, "a client stalled in DATA was held {after:.1} s (data-s = 3)");
+
+    // A client that vanishes without a FIN after its greeting: from then on nothing it sends
+    // reaches the edge (dropped on its way out), and its socket stays open.
+    let vanishing = {
+        let client_ns = lab.client.name.clone();
+        let server = lab.edge_end.v4.clone();
+        std::thread::spawn(move || {
+            Command::new("ip")
+                .args(["netns", "exec", &client_ns, "python3", helo_tests::lab::CLIENT_SCRIPT, "stall", "--server", &server])
+                .args(["--line", "EHLO mta.sender-isp.net\\r\\n", "--timeout", "20"])
+                .output()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut nft = lab.client.command("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn()?;
+    use std::io::Write;
+    nft.stdin.take().unwrap().write_all(b"table inet vanish {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 25 drop\n }\n}\n")?;
+    assert!(nft.wait()?.success(), "nft failed");
+    let started = Instant::now();
+    // Nothing left: both sockets of every session are gone.
+    while agent_sockets(&lab)? > 0 {
+        assert!(started.elapsed() < Duration::from_secs(3 + 5), "the agent still holds sockets 5 s past command-s = 3");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = vanishing.join().unwrap()?;
+    let v: Value = serde_json::from_slice(&gone.stdout)?;
+    assert!(v["replies"][0].as_str().unwrap_or("").starts_with("250"), "{v}");
+    lab.postfix().wait_for_messages(USER, 1, Duration::from_secs(20))?;
+    Ok(())
+}
+
+#[test]
+fn at_shutdown_an_idle_client_is_told_421() -> Result<()> {
+    if !require_root("at_shutdown_an_idle_client_is_told_421") {
+        return Ok(());
+    }
+    let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
+    let server: SocketAddr = format!("{}:25", lab.edge_end.v4).parse()?;
+    let waiting = lab.client.spawn(move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut all = String::new();
+        s.read_to_string(&mut all)?;
+        Ok(all)
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let status = lab.agent.stop()?;
+    assert!(status.success(), "{status}");
+    let read = waiting.join().unwrap()?;
+    assert!(read.starts_with("220 "), "{read}");
+    assert!(read.ends_with("421 4.3.2 Service shutting down, try later\r\n"), "{read:?}");
+    Ok(())
+}
