@@ -1,8 +1,8 @@
 //! The decision for one frame: allow list, source list, first payload, greeting.
 //!
-//! Order matters for cost: the cheap checks (port, source) come first, the payload is only copied
-//! and scanned for the first payload of a flow whose SYN was seen, and the allow-list trie is only
-//! consulted when something would be dropped.
+//! Order matters for cost: the port comes first, a source is looked up only at a SYN, the payload
+//! is only copied and scanned for the first payload of a flow whose SYN was seen, and the
+//! allow-list trie is only consulted when something would be dropped.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -40,13 +40,14 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     if !maps::port_filtered(seg.tcp.dport) {
         return pass(counter::PASS_OTHER_PORT);
     }
-    let source = AddrKey::from_v6(seg.flow.saddr);
-    if let Some((entry, now)) = maps::source_entry(&source) {
-        // A SYN has no flow yet; a later segment may (a source listed in mid-session).
-        let flow = if seg.tcp.syn { None } else { maps::flow(&seg.flow) };
-        return block(&cfg, &seg, entry, flow, event_kind::SOURCE, 0, now);
-    }
     if seg.tcp.syn && !seg.tcp.ack {
+        // Sources are judged at their SYN only: a connection that got past it (listed since, by
+        // a RCPT-time rule of this very session, say) is the agent's to end, and must be able to
+        // read its reply and say QUIT.
+        let source = AddrKey::from_v6(seg.flow.saddr);
+        if let Some((entry, now)) = maps::source_entry(&source) {
+            return block(&cfg, &seg, entry, None, event_kind::SOURCE, 0, now);
+        }
         // The client's first payload byte will carry ISN + 1.
         maps::remember_flow(&seg.flow, seg.tcp.seq.wrapping_add(1));
         return pass(counter::PASS_NO_PAYLOAD);

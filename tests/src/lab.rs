@@ -274,8 +274,19 @@ impl Lab {
     }
 }
 
+/// The first whole reply of the `i`-th read of a dialog. A kernel-dropped greeting is answered
+/// twice (once for the EHLO, once for the HELO fallback behind it), and both copies often arrive in
+/// one read: this is the first.
 pub fn reply(v: &Value, i: usize) -> String {
-    v["replies"][i].as_str().unwrap_or("<none>").to_string()
+    let Some(read) = v["replies"][i].as_str() else { return "<none>".to_owned() };
+    let mut first = String::new();
+    for line in read.split_inclusive("\r\n") {
+        first.push_str(line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            break;
+        }
+    }
+    first
 }
 
 /// Maildir files end lines with LF; the wire uses CRLF.

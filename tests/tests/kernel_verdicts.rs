@@ -86,11 +86,9 @@ impl Model {
             return XDP_PASS;
         }
         let drop_unless_allowed = || if self.allowed(src) { XDP_PASS } else { XDP_DROP };
-        if self.sources.contains(&src) {
-            return drop_unless_allowed();
-        }
         if tcp.syn() && !tcp.ack() {
-            return XDP_PASS;
+            // Listed sources are dropped at their SYN, and only there.
+            return if self.sources.contains(&src) { drop_unless_allowed() } else { XDP_PASS };
         }
         let payload = tcp.payload();
         if payload.is_empty() {
