@@ -17,6 +17,8 @@ pub mod names {
     pub const COUNTERS: &str = "HELO_COUNTERS";
     pub const EVENTS: &str = "HELO_EVENTS";
     pub const SCRATCH: &str = "HELO_SCRATCH";
+    pub const LADDER: &str = "HELO_LADDER";
+    pub const STRIKES: &str = "HELO_STRIKES";
 }
 
 /// The XDP program's name in the object file.
@@ -34,6 +36,8 @@ pub const DEFAULT_SOURCE_CAPACITY: u32 = 1 << 18;
 pub const SOURCE_NET_CAPACITY: u32 = 65_536;
 /// Allow-list trie capacity.
 pub const ALLOW_CAPACITY: u32 = 16_384;
+/// Sources with strikes on the offender ladder (LRU).
+pub const STRIKES_CAPACITY: u32 = 1 << 18;
 /// Flows whose first payload is still to come (LRU).
 pub const FLOW_CAPACITY: u32 = 1 << 18;
 /// Drop-event ring size in bytes (a power of two, a multiple of the page size).
@@ -105,6 +109,8 @@ pub mod reason {
     pub const OPERATOR_DENY: u32 = 5;
     pub const LITERAL_MISMATCH: u32 = 6;
     pub const FLEET: u32 = 7;
+    /// Listed by the offender ladder: too many rejected greetings in a window.
+    pub const LADDER: u32 = 8;
 }
 
 /// Value of both block maps. The agent writes `reason`, `added_unix_s` and `expires_boot_ns`;
@@ -113,7 +119,9 @@ pub mod reason {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockEntry {
     pub reason: u32,
-    pub _pad: u32,
+    /// Source entries: how many more connections are let through to be told why (the agent
+    /// answers them with a 554 banner carrying the entry's words) before SYNs are dropped.
+    pub answers_left: u32,
     /// Wall-clock time the agent listed it (seconds since the Unix epoch).
     pub added_unix_s: u64,
     /// `CLOCK_BOOTTIME` in ns after which the kernel ignores the entry; 0 = no expiry. The agent
@@ -173,7 +181,9 @@ pub mod counter {
     pub const PASS_UNCONFIGURED: u32 = 16;
     /// Not a verdict: drop events the ring buffer had no room for.
     pub const EVENTS_LOST: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// A listed source's SYN let through so that the agent can tell it why (its answers left).
+    pub const PASS_SOURCE_ANSWERED: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Stable, human-readable names, indexed like the counters (used for metrics labels).
     pub const NAMES: [&str; COUNT as usize] = [
@@ -195,6 +205,7 @@ pub mod counter {
         "observe_source",
         "pass_unconfigured",
         "events_lost",
+        "pass_source_answered",
     ];
 }
 
@@ -214,13 +225,66 @@ pub struct DropEvent {
     pub kind: u8,
     /// 1 when the packet was passed because the program runs in observe mode.
     pub observed: u8,
-    pub _pad: [u8; 2],
+    /// 1 when this drop was the strike that put the source on the offender ladder: the kernel
+    /// listed it (see [`Ladder`]); the agent records it.
+    pub listed_source: u8,
+    pub _pad: u8,
     /// The entry's [`reason`].
     pub reason: u32,
     pub _pad2: u32,
     /// The greeting's hash (0 for a source drop).
     pub hash: u64,
     pub boot_ns: u64,
+}
+
+/// The offender ladder's settings (single entry of `HELO_LADDER`). A source whose greetings are
+/// refused `strikes` times within `window_ns` is listed for `ttl_ns`, doubled for each offence
+/// after the first, up to `max_ttl_ns`; its next `answers` connections are let through to be told
+/// why, then its SYNs are dropped. `strikes == 0` turns the ladder off.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ladder {
+    pub strikes: u32,
+    pub answers: u32,
+    pub window_ns: u64,
+    pub ttl_ns: u64,
+    pub max_ttl_ns: u64,
+}
+
+/// Value of the strikes map: one source's standing on the ladder.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Strikes {
+    pub window_start_ns: u64,
+    pub count: u32,
+    /// How often the source was listed by the ladder before: each offence doubles the next TTL.
+    pub offences: u32,
+}
+
+impl Ladder {
+    /// One strike against a source, at `now_ns` (`CLOCK_BOOTTIME`). `Some(ttl_ns)` when this
+    /// strike lists it. The one definition for the kernel (strikes it sees as drops) and the agent
+    /// (strikes it gives in user space), on the same map.
+    #[inline(always)]
+    pub fn strike(&self, s: &mut Strikes, now_ns: u64) -> Option<u64> {
+        if self.strikes == 0 {
+            return None;
+        }
+        if s.count == 0 || now_ns.wrapping_sub(s.window_start_ns) > self.window_ns {
+            s.window_start_ns = now_ns;
+            s.count = 0;
+        }
+        s.count += 1;
+        if s.count < self.strikes {
+            return None;
+        }
+        s.count = 0;
+        let doublings = if s.offences > 20 { 20 } else { s.offences };
+        s.offences = s.offences.saturating_add(1);
+        // Shifts, not a multiplication: BPF has no 128-bit multiply for an overflow check.
+        let ttl = if self.ttl_ns > (u64::MAX >> doublings) { u64::MAX } else { self.ttl_ns << doublings };
+        Some(if ttl > self.max_ttl_ns { self.max_ttl_ns } else { ttl })
+    }
 }
 
 // The layouts are part of the contract: a change here must be a deliberate one.
@@ -230,6 +294,8 @@ const _: () = assert!(core::mem::size_of::<BlockEntry>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 36);
 const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<Ladder>() == 32);
+const _: () = assert!(core::mem::size_of::<Strikes>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -240,4 +306,47 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::Ladder {}
+    unsafe impl aya::Pod for super::Strikes {}
+}
+
+#[cfg(test)]
+mod ladder_tests {
+    use super::{Ladder, Strikes};
+
+    const S: u64 = 1_000_000_000;
+
+    fn ladder() -> Ladder {
+        Ladder { strikes: 3, answers: 2, window_ns: 60 * S, ttl_ns: 600 * S, max_ttl_ns: 3600 * S }
+    }
+
+    #[test]
+    fn k_strikes_in_the_window_list_the_source_and_reoffenders_wait_longer() {
+        let (l, mut s) = (ladder(), Strikes::default());
+        assert_eq!(l.strike(&mut s, 10 * S), None);
+        assert_eq!(l.strike(&mut s, 20 * S), None);
+        assert_eq!(l.strike(&mut s, 30 * S), Some(600 * S));
+        // Again: 1200 s, then 2400 s, then the cap.
+        let mut t = 1000 * S;
+        for want in [1200, 2400, 3600, 3600] {
+            let got = (0..3).map(|_| { t += S; l.strike(&mut s, t) }).last().flatten();
+            assert_eq!(got, Some(want * S));
+        }
+    }
+
+    #[test]
+    fn strikes_spread_wider_than_the_window_never_list() {
+        // A misconfigured server retrying every 15 minutes.
+        let (l, mut s) = (ladder(), Strikes::default());
+        for i in 0..100u64 {
+            assert_eq!(l.strike(&mut s, i * 900 * S + 1), None);
+        }
+    }
+
+    #[test]
+    fn zero_strikes_is_off() {
+        let l = Ladder { strikes: 0, ..ladder() };
+        let mut s = Strikes::default();
+        assert!((0..10).all(|i| l.strike(&mut s, i).is_none()));
+    }
 }

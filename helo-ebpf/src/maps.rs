@@ -10,8 +10,9 @@ use aya_ebpf::{
 };
 use helo_common::{
     maps::{
-        counter, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, ALLOW_CAPACITY, SOURCE_NET_CAPACITY,
-        DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS,
+        counter, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
+        DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS, SOURCE_NET_CAPACITY,
+        STRIKES_CAPACITY,
     },
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
@@ -45,6 +46,14 @@ pub static ALLOW: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_CAPACI
 /// Flows whose SYN was seen: where their first payload byte will be.
 #[map(name = "HELO_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOW_CAPACITY, 0);
+
+/// The offender ladder's settings (see [`Ladder`]); all zero (off) until the agent writes them.
+#[map(name = "HELO_LADDER")]
+pub static LADDER: Array<Ladder> = Array::with_max_entries(1, 0);
+
+/// Sources' strikes on the ladder. LRU: a source that stops offending is forgotten eventually.
+#[map(name = "HELO_STRIKES")]
+pub static STRIKES: LruHashMap<AddrKey, Strikes> = LruHashMap::with_max_entries(STRIKES_CAPACITY, 0);
 
 #[map(name = "HELO_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -216,4 +225,52 @@ pub fn report(event: DropEvent) {
 #[inline(always)]
 pub fn scratch() -> Option<*mut Scratch> {
     SCRATCH.get_ptr_mut(0)
+}
+
+/// Whether a listed source's SYN may still pass to be told why; takes one of its answers.
+///
+/// # Safety
+/// `entry` must point into a live map value (as returned by [`source_entry`]).
+#[inline(always)]
+pub unsafe fn take_answer(entry: *mut BlockEntry) -> bool {
+    // Two CPUs racing here may both take the last answer: one more connection is told why.
+    let left = (*entry).answers_left;
+    if left == 0 {
+        return false;
+    }
+    (*entry).answers_left = left - 1;
+    true
+}
+
+/// One strike against `source` (its greeting was just dropped). `true` when this strike put it
+/// on the offender ladder: then it is listed here, at once, for the ladder's TTL.
+#[inline(always)]
+pub fn strike(source: &AddrKey, now: u64) -> bool {
+    let Some(ladder) = LADDER.get(0) else { return false };
+    if ladder.strikes == 0 {
+        return false;
+    }
+    let s = match STRIKES.get_ptr_mut(source) {
+        Some(s) => s,
+        None => {
+            if STRIKES.insert(source, &Strikes::default(), 0).is_err() {
+                return false;
+            }
+            match STRIKES.get_ptr_mut(source) {
+                Some(s) => s,
+                None => return false,
+            }
+        }
+    };
+    // SAFETY: a pointer into a strikes map value, valid for this program run; a race with another
+    // CPU striking the same source at the same instant loses one strike at worst.
+    let Some(ttl) = ladder.strike(unsafe { &mut *s }, now) else { return false };
+    let entry = BlockEntry {
+        reason: reason::LADDER,
+        answers_left: ladder.answers,
+        expires_boot_ns: now.saturating_add(ttl),
+        ..BlockEntry::default()
+    };
+    // BPF_NOEXIST: an entry already there (an operator's) is never overwritten.
+    SOURCE_BLOCKS.insert(source, &entry, 1).is_ok()
 }

@@ -143,11 +143,19 @@ fn block(cfg: &Config, seg: &Segment, entry: *mut BlockEntry, flow: Option<*mut 
     }
     let (reason, previous_hit) = maps::record_hit(entry, now);
     let observed = cfg.mode == mode::OBSERVE;
+    // SAFETY: `entry` came from `source_entry`/`helo_entry`: a live map value.
+    if kind == event_kind::SOURCE && !observed && unsafe { maps::take_answer(entry) } {
+        // Not dropped yet: the agent greets this connection with 554 and the entry's words.
+        return pass(counter::PASS_SOURCE_ANSWERED);
+    }
     if maps::worth_reporting(flow, previous_hit, now) {
+        // One strike per refused connection (the first drop of its flow), not per packet.
+        let listed = kind == event_kind::HELO && !observed && maps::strike(&AddrKey::from_v6(seg.flow.saddr), now);
         maps::report(DropEvent {
             flow: seg.flow,
             kind,
             observed: observed as u8,
+            listed_source: listed as u8,
             reason,
             hash,
             boot_ns: now,

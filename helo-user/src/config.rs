@@ -60,6 +60,43 @@ impl Default for Timeouts {
     }
 }
 
+/// The offender ladder (`[ladder]`): a source whose greetings are refused `strikes` times within
+/// `window-s` is listed, by the kernel itself where it drops the greeting, for `ttl-s`, doubled for
+/// each offence after the first up to `max-ttl-s`. Its next `answers` connections are let through
+/// and told why (a 554 banner with the entry's words); then its SYNs are dropped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LadderSettings {
+    /// 0 turns the ladder off.
+    pub strikes: u32,
+    pub window_s: u64,
+    pub answers: u32,
+    pub ttl_s: u64,
+    pub max_ttl_s: u64,
+}
+
+impl Default for LadderSettings {
+    /// Bots reconnect every few seconds; a misconfigured server retries every few minutes, and
+    /// each of its attempts now bounces with the reason at once: 10 refusals within a minute is a
+    /// bot's pace, and even then 3 more connections are told why before any SYN is dropped.
+    fn default() -> Self {
+        Self { strikes: 10, window_s: 60, answers: 3, ttl_s: 600, max_ttl_s: 24 * 3600 }
+    }
+}
+
+impl LadderSettings {
+    pub fn kernel(&self) -> helo_common::maps::Ladder {
+        const S: u64 = 1_000_000_000;
+        helo_common::maps::Ladder {
+            strikes: self.strikes,
+            answers: self.answers,
+            window_ns: self.window_s.saturating_mul(S),
+            ttl_ns: self.ttl_s.saturating_mul(S),
+            max_ttl_ns: self.max_ttl_s.max(self.ttl_s).saturating_mul(S),
+        }
+    }
+}
+
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/helo/admin.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/helo";
 
@@ -112,6 +149,7 @@ pub struct Config {
     /// This box's name in the fleet. Default: the hostname.
     pub fleet_name: Option<String>,
     pub timeouts: Timeouts,
+    pub ladder: LadderSettings,
     pub classifier: crate::classify::ClassifierConfig,
 }
 
@@ -147,6 +185,7 @@ impl Default for Config {
             fleet: None,
             fleet_name: None,
             timeouts: Timeouts::default(),
+            ladder: LadderSettings::default(),
             classifier: Default::default(),
         }
     }

@@ -104,6 +104,7 @@ async fn run(config: Config) -> Result<()> {
         ..Default::default()
     })?;
     filter.configure(key, config.mode, &config.ports)?;
+    filter.configure_ladder(config.ladder.kernel())?;
     for net in classifier.exempt_networks() {
         filter.maps.allow(net.addr(), net.prefix_len())?;
     }

@@ -10,6 +10,7 @@
 //! per transaction. Either way nothing is acknowledged before it is on disk.
 
 mod enforce;
+mod ladder;
 mod group_commit;
 
 pub use self::group_commit::Committed;
@@ -58,6 +59,7 @@ fn reason_code(reason: &str) -> u32 {
         "helo_matches_rcpt" => reason::HELO_MATCHES_RCPT,
         "operator_deny" => reason::OPERATOR_DENY,
         "literal_mismatch" => reason::LITERAL_MISMATCH,
+        "offender_ladder" => reason::LADDER,
         _ => reason::OPERATOR,
     }
 }

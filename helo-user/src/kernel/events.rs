@@ -54,6 +54,18 @@ pub async fn follow(
                 Some(None) => ("helo", format!("hash {:016x}", ev.hash)),
                 None => ("source", client.ip().to_string()),
             });
+            if ev.listed_source != 0 {
+                // This drop was the strike that put the source on the offender ladder: the kernel
+                // listed it; the store (and the fleet) learn it here, with the words it was
+                // refused with.
+                let words = match &helo {
+                    Some(Some((_, reply))) => reply.clone(),
+                    _ => reply::KERNEL_DROP_DEFAULT.to_owned(),
+                };
+                if let Err(e) = blocklist.adopt_ladder_listing(client.ip(), &words) {
+                    log::warn!("{}: could not record the kernel's ladder listing: {e:#}", client.ip());
+                }
+            }
             if ev.observed != 0 {
                 continue;
             }

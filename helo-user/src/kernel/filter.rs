@@ -132,6 +132,11 @@ impl KernelFilter {
         self.maps.config.set(0, config, 0).context("writing the program's configuration")
     }
 
+    /// The offender ladder's settings (`strikes == 0`: off).
+    pub fn configure_ladder(&mut self, ladder: helo_common::maps::Ladder) -> Result<()> {
+        self.maps.ladder.set(0, ladder, 0).context("writing the ladder's settings")
+    }
+
     pub fn program(&self) -> &Xdp {
         self.ebpf
             .program(PROGRAM_NAME)

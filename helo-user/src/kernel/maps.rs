@@ -7,7 +7,7 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
-use helo_common::maps::{counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState};
+use helo_common::maps::{counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState, Ladder, Strikes};
 
 use super::addr::{addr_key, trie_prefix};
 
@@ -40,6 +40,8 @@ pub struct KernelMaps {
     pub allow: LpmTrie<MapData, [u8; 16], u8>,
     pub flows: HashMap<MapData, FlowKey, FlowState>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub ladder: Array<MapData, Ladder>,
+    pub strikes: HashMap<MapData, AddrKey, Strikes>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
@@ -58,6 +60,8 @@ impl KernelMaps {
             allow: take(ebpf, names::ALLOW)?,
             flows: take(ebpf, names::FLOWS)?,
             counters: take(ebpf, names::COUNTERS)?,
+            ladder: take(ebpf, names::LADDER)?,
+            strikes: take(ebpf, names::STRIKES)?,
         })
     }
 
@@ -73,8 +77,32 @@ impl KernelMaps {
         self.helo_blocks.get(&hash, 0).ok()
     }
 
-    pub fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
+    /// Lists a source. Unless the entry says otherwise, its next connections get the ladder's
+    /// answers (let through to be told why) before its SYNs are dropped.
+    pub fn block_source(&mut self, ip: IpAddr, mut entry: BlockEntry) -> Result<()> {
+        if entry.answers_left == 0 {
+            entry.answers_left = self.answers();
+        }
         self.source_blocks.insert(addr_key(ip), entry, 0).context("inserting into the source map")
+    }
+
+    /// How many connections of a newly listed source are answered before its SYNs are dropped.
+    pub fn answers(&self) -> u32 {
+        self.ladder.get(&0, 0).map(|l| l.answers).unwrap_or(0)
+    }
+
+    /// One strike from the agent against `ip`, on the same map and by the same rule as the
+    /// kernel's strikes. `Some(ttl_ns)` when this strike puts it on the ladder (the caller lists it).
+    pub fn strike(&mut self, ip: IpAddr, now_boot_ns: u64) -> Result<Option<u64>> {
+        let ladder = self.ladder.get(&0, 0).context("reading the ladder's settings")?;
+        if ladder.strikes == 0 {
+            return Ok(None);
+        }
+        let key = addr_key(ip);
+        let mut standing = self.strikes.get(&key, 0).unwrap_or_default();
+        let listed = ladder.strike(&mut standing, now_boot_ns);
+        self.strikes.insert(key, standing, 0).context("recording a strike")?;
+        Ok(listed)
     }
 
     pub fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
@@ -86,7 +114,10 @@ impl KernelMaps {
     }
 
     /// Lists a source network (a CIDR wider than one address).
-    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
+    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, mut entry: BlockEntry) -> Result<()> {
+        if entry.answers_left == 0 {
+            entry.answers_left = self.answers();
+        }
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
         self.source_nets.insert(&key, entry, 0).context("inserting into the source network trie")
     }

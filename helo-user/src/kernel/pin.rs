@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use helo_common::maps::names;
 
 /// The maps that are pinned, by name (the per-CPU scratch map is private to each program).
-pub const PINNED_MAPS: [&str; 9] = [
+pub const PINNED_MAPS: [&str; 11] = [
     names::CONFIG,
     names::PORTS,
     names::HELO_BLOCKS,
@@ -20,6 +20,8 @@ pub const PINNED_MAPS: [&str; 9] = [
     names::FLOWS,
     names::COUNTERS,
     names::EVENTS,
+    names::LADDER,
+    names::STRIKES,
 ];
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;

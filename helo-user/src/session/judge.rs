@@ -131,11 +131,33 @@ pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr, exempt: bool) -> Opti
     if let Some(reply) = (!exempt).then(|| agent.blocklist.helo_refusal(arg)).flatten() {
         agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
         log::info!("{client}: greeting {:?} is listed{}", String::from_utf8_lossy(arg), observe_note(agent));
-        return Some(Refusal { reply, committed: None });
+        let committed = strike(agent, client, &reply);
+        return Some(Refusal { reply, committed });
     }
     let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
-    Some(consequences(agent, rejection, arg, client))
+    let mut refusal = consequences(agent, rejection, arg, client);
+    if rejection.scope == Scope::Helo && !exempt {
+        if let Some(listed) = strike(agent, client, &refusal.reply) {
+            refusal.committed.get_or_insert(listed);
+        }
+    }
+    Some(refusal)
+}
+
+/// A strike on the offender ladder for a greeting refused in user space (the kernel strikes the
+/// ones it drops itself). Enforce mode only; `Some` when this strike listed the source.
+fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
+    if agent.config.mode != FilterMode::Enforce {
+        return None;
+    }
+    match agent.blocklist.strike(client, reply) {
+        Ok(listed) => listed,
+        Err(e) => {
+            log::warn!("{client}: could not record a strike: {e:#}");
+            None
+        }
+    }
 }
 
 pub fn observe_pregreet(agent: &Agent) {
