@@ -318,3 +318,51 @@ fn at_shutdown_an_idle_client_is_told_421() -> Result<()> {
     assert!(read.ends_with("421 4.3.2 Service shutting down, try later\r\n"), "{read:?}");
     Ok(())
 }
+
+#[test]
+fn a_bot_that_keeps_coming_back_is_told_why_then_dropped_at_syn() -> Result<()> {
+    if !require_root("a_bot_that_keeps_coming_back_is_told_why_then_dropped_at_syn") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("ladder.toml");
+    std::fs::write(&config, "[ladder]\nstrikes = 3\nwindow-s = 60\nanswers = 2\nttl-s = 600\n")?;
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--config".into(), config.display().to_string()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    let client = lab.client_end.v4.clone();
+    // Strike 1: refused by the agent (first seen); strikes 2 and 3: dropped by the kernel, which
+    // lists the source itself at the third.
+    for _ in 0..3 {
+        let r = lab.dialog(&["EHLO rad.internal\r\n", "QUIT\r\n"])?;
+        assert_eq!(reply(&r, 0), "550 5.7.1 Bogus HELO\r\n", "{r}");
+    }
+    // The agent learns the kernel's listing: store, `blocklist list`, with its origin.
+    let started = Instant::now();
+    let text = loop {
+        let out = lab.blocklist(&["get", &client])?;
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the ladder listing never reached the store");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("ladder") && text.contains("offender_ladder"), "{text}");
+    // Its next 2 connections are told why, as RFC 5321 3.1 has it: a 554 banner, 503 until QUIT.
+    for _ in 0..2 {
+        let r = lab.dialog(&["EHLO rad.internal\r\n", "QUIT\r\n"])?;
+        assert_eq!(r["banner"], "554 5.7.1 Bogus HELO\r\n", "{r}");
+        assert_eq!(reply(&r, 0), "503 5.7.1 Bogus HELO\r\n", "{r}");
+        assert_eq!(reply(&r, 1), "221 2.0.0 Bye\r\n", "{r}");
+    }
+    // Then its SYNs are dropped: no handshake at all.
+    let server: SocketAddr = format!("{}:25", lab.edge_end.v4).parse()?;
+    let refused = lab.client.enter(move || TcpStream::connect_timeout(&server, Duration::from_secs(2)).is_err())?;
+    assert!(refused, "a listed source past its answers still got a handshake");
+    let counters = lab.counters()?;
+    assert_eq!(counters.get(counter::PASS_SOURCE_ANSWERED), 2);
+    assert!(counters.get(counter::DROP_SOURCE) >= 1);
+    Ok(())
+}
