@@ -10,6 +10,7 @@ Every mode prints one JSON object on stdout, for the Rust test to assert on.
             one reply for each, split at reply boundaries
   stall   - a client that stops talking (after --line commands and a --partial line) with its
             socket open; reports when the server let go
+  bots    - --count sessions refused at EHLO, each doing what a sending MTA does (HELO, QUIT)
   flood   - N concurrent raw sessions greeting with distinct bogus names (bounded in time)
 """
 import argparse
@@ -180,6 +181,53 @@ def send(a):
     print(json.dumps(result))
 
 
+def bots(a):
+    """--count sessions, --threads at a time, each as a sending MTA refused at EHLO behaves: EHLO,
+    HELO after the 5xx, QUIT, close. Reports how many read the refusal for both."""
+    results = []
+    lock = threading.Lock()
+    todo = list(range(a.count))
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                todo.pop()
+            ok = False
+            try:
+                sock = socket.create_connection((a.server, a.port), timeout=a.timeout)
+                read_reply(sock, a.timeout)
+                sock.sendall(("EHLO %s\r\n" % a.helo).encode())
+                got, helo_sent = "", False
+                sock.settimeout(a.timeout)
+                while got.count("Bogus HELO") < 2:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk.decode("latin-1")
+                    if not helo_sent and "Bogus HELO" in got:
+                        sock.sendall(("HELO %s\r\n" % a.helo).encode())
+                        helo_sent = True
+                try:
+                    sock.sendall(b"QUIT\r\n")
+                except OSError:
+                    pass
+                ok = got.count("Bogus HELO") >= 2
+                sock.close()
+            except OSError:
+                pass
+            with lock:
+                results.append(ok)
+
+    threads = [threading.Thread(target=worker) for _ in range(a.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(a.timeout * a.count)
+    print(json.dumps({"sessions": len(results), "read_twice": sum(results)}))
+
+
 def flood(a):
     replies = [None] * a.count
     barrier = threading.Barrier(a.count, timeout=a.timeout)
@@ -208,7 +256,7 @@ def flood(a):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["dialog", "pipeline", "stall", "send", "flood"])
+    p.add_argument("mode", choices=["dialog", "pipeline", "stall", "send", "flood", "bots"])
     p.add_argument("--server", required=True)
     p.add_argument("--port", type=int, default=25)
     p.add_argument("--timeout", type=float, default=10)
@@ -225,9 +273,10 @@ def main():
     p.add_argument("--source", default=None, help="source address for send")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--partial", default="")
+    p.add_argument("--threads", type=int, default=20)
     p.add_argument("--helo-template", default="bogus{i}")
     a = p.parse_args()
-    {"dialog": dialog, "pipeline": pipeline, "stall": stall, "send": send, "flood": flood}[a.mode](a)
+    {"dialog": dialog, "pipeline": pipeline, "stall": stall, "send": send, "flood": flood, "bots": bots}[a.mode](a)
 
 
 if __name__ == "__main__":

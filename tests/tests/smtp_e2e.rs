@@ -366,3 +366,53 @@ fn a_bot_that_keeps_coming_back_is_told_why_then_dropped_at_syn() -> Result<()> 
     assert!(counters.get(counter::DROP_SOURCE) >= 1);
     Ok(())
 }
+
+/// Sockets in the states a half-finished close leaves behind, in `ns`.
+fn lingering_sockets(ns: &helo_tests::netns::Netns) -> Result<usize> {
+    let out = ns.command("ss").args(["-tanH"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| ["FIN-WAIT-1", "FIN-WAIT-2", "LAST-ACK", "CLOSE-WAIT", "CLOSING"].iter().any(|s| l.starts_with(s)))
+        .count())
+}
+
+#[test]
+fn kernel_dropped_sessions_leave_no_socket_retransmitting_behind() -> Result<()> {
+    if !require_root("kernel_dropped_sessions_leave_no_socket_retransmitting_behind") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("no-ladder.toml");
+    // The ladder would list this one source after 10 refusals: here every session must reach the
+    // agent and have its greeting dropped in the kernel.
+    std::fs::write(&config, "[ladder]\nstrikes = 0\n")?;
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--config".into(), config.display().to_string(), "--max-sessions-per-source".into(), "200".into()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    let first = lab.py("bots", &["--count", "1", "--helo", "rad.internal"])?;
+    assert_eq!(first["read_twice"], 1, "{first}");
+    let before = lab.counters()?;
+    let sessions = 300;
+    let r = lab.py("bots", &["--count", &sessions.to_string(), "--threads", "20", "--helo", "rad.internal", "--timeout", "10"])?;
+    assert_eq!(r["read_twice"], sessions, "every kernel-dropped sender reads the refusal for EHLO and HELO: {r}");
+    let dropped = lab.counters()?.since(&before).get(counter::DROP_HELO);
+    assert!(dropped >= sessions as u64, "{dropped} greetings dropped in the kernel for {sessions} sessions");
+    let started = Instant::now();
+    loop {
+        let (client, edge) = (lingering_sockets(&lab.client)?, lingering_sockets(&lab.edge)?);
+        if client == 0 && edge == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "after 60 s: {client} client and {edge} edge sockets still closing (FIN-WAIT, LAST-ACK, CLOSE-WAIT, CLOSING)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("{sessions} kernel-dropped sessions: socket tables back to baseline {:?} after the last one", started.elapsed());
+    assert_eq!(agent_sockets(&lab)?, 0);
+    Ok(())
+}

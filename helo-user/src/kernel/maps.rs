@@ -151,6 +151,20 @@ impl KernelMaps {
         self.flows.insert(flow, FlowState { first_payload_seq, reported: 0 }, 0).context("inserting a flow")
     }
 
+    /// Forgets the flow from `client` to `server`, so that its later copies of the first payload
+    /// pass instead of being dropped as a listed greeting. For a connection the agent has already
+    /// answered: the client's retransmitted greeting is then acknowledged and read, and both sides
+    /// close cleanly instead of the client retransmitting for minutes into a closed window.
+    pub fn release_flow(&mut self, client: std::net::SocketAddr, server: std::net::SocketAddr) -> Result<bool> {
+        let key = FlowKey {
+            saddr: addr_key(client.ip().to_canonical()).addr,
+            daddr: addr_key(server.ip().to_canonical()).addr,
+            sport_be: client.port().to_be(),
+            dport_be: server.port().to_be(),
+        };
+        remove_if_present(self.flows.remove(&key))
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         let mut out = Counters::default();
         for (i, slot) in out.0.iter_mut().enumerate() {

@@ -160,6 +160,13 @@ fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
     }
 }
 
+/// See [`crate::kernel::KernelMaps::release_flow`].
+pub fn release_flow(agent: &Agent, client: SocketAddr, server: SocketAddr) {
+    if let Err(e) = agent.kernel.lock().unwrap().maps.release_flow(client, server) {
+        log::debug!("{client}: could not release the flow: {e:#}");
+    }
+}
+
 pub fn observe_pregreet(agent: &Agent) {
     agent.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
 }

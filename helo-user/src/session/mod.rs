@@ -121,6 +121,13 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
                     let _ = reply::write_within(&mut out, &twice, write).await;
                 }
                 let _ = out.shutdown().await;
+                // Then let its retransmitted greeting in and read what it still sends (the HELO,
+                // its QUIT) to its FIN: both sides close cleanly, instead of the client
+                // retransmitting into a window that never opens, for minutes, and the edge
+                // holding an orphan. Only this flow, only after it was answered: an attacker
+                // gains nothing it could not send on its own connection anyway.
+                judge::release_flow(agent, peer, local);
+                drain(r, config.linger().within.min(DRAIN)).await;
                 return;
             }
             FirstBytes::Stop => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
@@ -198,6 +205,20 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
     // greeting) should not carry it.
     let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &agent.load, shutdown)).await;
     judge::record_hand_off(agent, peer, end);
+}
+
+/// How long a kernel-dropped client is read after its answer, for its retransmitted greeting
+/// and its FIN (a client retransmits after 200 ms at the least).
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Reads and discards until the peer's FIN, or `limit`.
+async fn drain(mut r: tokio::net::tcp::OwnedReadHalf, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0u8; 512];
+    let _ = timeout(limit, async {
+        while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 fn tracing_pregreet(agent: &Agent, peer: SocketAddr) {
