@@ -20,7 +20,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// What the tests and benches run besides the workspace's own code: Postfix as the real MTA (swaks
 /// and its TLS modules as a client), Redis for fleet tests, the tools that build and inspect the
 /// test namespaces, `setpriv` (util-linux) for the non-root admin test, and for the benchmarks a
-/// font for the plots and trafgen (netsniff-ng), the socket-path generator.
+/// font for the plots, trafgen (netsniff-ng), the socket-path generator, and HAProxy, the edge
+/// an ISP would otherwise put in front of Postfix.
 const TEST_PACKAGES: &[&str] = &[
     "postfix",
     "swaks",
@@ -39,6 +40,7 @@ const TEST_PACKAGES: &[&str] = &[
     "util-linux",
     "ethtool",
     "netsniff-ng",
+    "haproxy",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -217,6 +219,10 @@ fn debian_packages() -> Result<()> {
         // port 25 in the root namespace. With "No configuration" it normally is not running;
         // stopping it is the belt to that, and fails harmlessly when it is not running.
         let _ = proc::status(Command::new("postfix").arg("stop").stderr(Stdio::null()));
+    }
+    if missing.contains(&"haproxy") {
+        // The benchmark runs its own HAProxy inside a namespace; the packaged service is not used.
+        let _ = proc::status(Command::new("systemctl").args(["disable", "--now", "haproxy"]).stderr(Stdio::null()));
     }
     println!("setup: Debian packages for the tests: installed {}", missing.join(" "));
     Ok(())
