@@ -1,6 +1,7 @@
 //! Shared pieces of the report binaries in `src/bin` (the criterion benches live in `benches/`).
 
 pub mod cgroup;
+pub mod edge_load;
 pub mod rig;
 pub mod smtp_load;
 
