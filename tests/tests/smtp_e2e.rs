@@ -416,3 +416,30 @@ fn kernel_dropped_sessions_leave_no_socket_retransmitting_behind() -> Result<()>
     assert_eq!(agent_sockets(&lab)?, 0);
     Ok(())
 }
+
+#[test]
+fn a_listed_name_is_refused_however_its_greeting_is_framed() -> Result<()> {
+    if !require_root("a_listed_name_is_refused_however_its_greeting_is_framed") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions::default())?;
+    let out = lab.blocklist(&["add", "listed.example.net", "--reply", "550 5.7.1 Bogus HELO (listed by the operator)"])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = "550 5.7.1 Bogus HELO (listed by the operator)\r\n";
+    // A NOOP first, in the same segment: the kernel judges only the first payload, so the
+    // greeting reaches the agent, which refuses it from its blocklist.
+    let r = lab.dialog(&["NOOP\r\nEHLO listed.example.net\r\n", "QUIT\r\n"])?;
+    let first_read = r["replies"][0].as_str().unwrap_or_default();
+    assert!(first_read.starts_with("250 2.0.0 OK\r\n"), "{r}");
+    let second = if first_read.len() > "250 2.0.0 OK\r\n".len() { first_read["250 2.0.0 OK\r\n".len()..].to_owned() } else { reply(&r, 1) };
+    assert_eq!(second, want, "{r}");
+    // The greeting split over two segments.
+    let r = lab.py("dialog", &["--line", "EH", "--line", "LO listed.example.net\r\n", "--line", "QUIT\r\n", "--timeout", "1"])?;
+    assert_eq!(reply(&r, 1), want, "{r}");
+    // A second greeting after a clean one, in the relay.
+    let r = lab.dialog(&["EHLO mta.sender-isp.net\r\n", "EHLO listed.example.net\r\n", "QUIT\r\n"])?;
+    assert!(reply(&r, 0).starts_with("250"), "{r}");
+    assert_eq!(reply(&r, 1), want, "{r}");
+    assert_eq!(lab.postfix().maildir_messages(USER).len(), 0);
+    Ok(())
+}

@@ -7,6 +7,8 @@
 //! - Tier B, sessions (`sessions`): rejecting bogus greetings (agent, smtp-sink, Postfix), clean
 //!   sessions under a flood (helo XDP, XDP off, nftables), memory per idle session;
 //! - the fleet's propagation time (`fleet-latency`): a block on one box to the other's kernel;
+//! - edge economics (`edge`): a bot-heavy mix through postscreen, HAProxy and helo, each in front
+//!   of the same Postfix;
 //! - the criterion benches (classifier, normaliser and hash, SMTP line parser).
 //!
 //! Numbers are only compared within one run: these machines are noisy.
@@ -36,6 +38,7 @@ pub fn run() -> Result<()> {
     let live = run_report(&root, "xdp-live");
     let sessions = run_report(&root, "sessions");
     let fleet = run_report(&root, "fleet-latency");
+    let edge = run_report(&root, "edge");
     let criterion = proc::run(proc::cargo().args(["bench", "-p", "helo-benches", "--bench", "classify", "--bench", "normalise_hash", "--bench", "smtp_line"]))
         .and_then(|_| criterion_medians(&target_dir(&root).join("criterion")));
 
@@ -54,6 +57,10 @@ pub fn run() -> Result<()> {
     md.push_str(&section("Tier B: sessions", &mut failed, sessions.and_then(|s| {
         plot_flood(&s["flood"], &root.join(flood_plot_rel))?;
         render_sessions(&s, flood_plot_rel)
+    })));
+    md.push_str(&section("Edge economics", &mut failed, edge.and_then(|e| {
+        let tables = e["markdown"].as_str().context("the edge report has no tables")?;
+        Ok(format!("## Edge economics: a bot-heavy edge through helo, Postfix alone and HAProxy\n\n`edge`: {tables}\n"))
     })));
     fs::write(root.join("BENCHMARKS.md"), md)?;
     println!("wrote BENCHMARKS.md, {plot_rel} and {flood_plot_rel}");
