@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod recent;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -10,4 +10,5 @@ pub mod lab;
 pub mod netns;
 pub mod postfix;
 pub mod privilege;
+pub mod prometheus;
 pub mod redis;

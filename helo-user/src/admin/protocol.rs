@@ -26,7 +26,13 @@ pub enum Request {
     Flush,
     Import { entries: Vec<Entry> },
     Stats,
+    /// Re-read the configuration, as SIGHUP does.
+    Reload,
 }
+
+/// A request line longer than this is refused and its connection closed, so a runaway or hostile
+/// client cannot grow the agent's memory. An import of about 100,000 entries fits.
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
@@ -58,6 +64,9 @@ pub struct Response {
     pub count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// What was done, for a person (reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Response {

@@ -11,7 +11,7 @@ use tokio::{
 
 use super::{
     ops::{self, Target},
-    protocol::{Request, Response, Stats},
+    protocol::{Request, Response, Stats, MAX_REQUEST_BYTES},
 };
 use crate::agent::Agent;
 
@@ -55,9 +55,24 @@ fn answer(agent: &Agent, line: &str) -> Response {
     };
     let result = match req {
         Request::Stats => stats(agent).map(|s| Response { ok: true, stats: Some(s), ..Default::default() }),
+        Request::Reload => crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() }),
         req => ops::handle(Target::Live(&agent.blocklist), req),
     };
     result.unwrap_or_else(Response::error)
+}
+
+/// One request line, at most [`MAX_REQUEST_BYTES`]; `None` at the end of the stream.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<String>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let n = (&mut *reader).take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.len() > MAX_REQUEST_BYTES {
+        anyhow::bail!("request over {} bytes: refused", MAX_REQUEST_BYTES);
+    }
+    Ok(Some(String::from_utf8(buf).context("request is not UTF-8")?.trim_end().to_owned()))
 }
 
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
@@ -66,8 +81,18 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::new(r);
+            loop {
+                let line = match read_request(&mut reader).await {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let mut text = serde_json::to_string(&Response::error(e)).unwrap_or_default();
+                        text.push('\n');
+                        let _ = w.write_all(text.as_bytes()).await;
+                        break;
+                    }
+                };
                 // Store and kernel updates block briefly (an fsync): off the async threads.
                 let agent = Arc::clone(&agent);
                 let response = tokio::task::spawn_blocking(move || answer(&agent, &line)).await.unwrap_or_else(|e| Response::error(e.into()));

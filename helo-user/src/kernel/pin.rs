@@ -66,6 +66,25 @@ pub fn prepare(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
+/// Whether pins under `dir` outlive this process: `false` when the bpffs holding `dir` is not the
+/// one the host's init process sees at that path (a private mount, as `ip netns exec` makes when
+/// it remounts /sys): that mount, and every pin on it, goes with the last process in this mount
+/// namespace. `None` when it cannot tell (no access to /proc/1/root).
+pub fn pins_outlive_process(dir: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dir.parent()?;
+    let ours = std::fs::metadata(parent).ok()?.dev();
+    let init_view = Path::new("/proc/1/root").join(parent.strip_prefix("/").ok()?);
+    let same_ns = std::fs::read_link("/proc/1/ns/mnt").ok()? == std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    if same_ns {
+        return Some(true);
+    }
+    match std::fs::metadata(&init_view) {
+        Ok(m) => Some(m.dev() == ours && is_bpffs(&init_view).unwrap_or(false)),
+        Err(_) => Some(false),
+    }
+}
+
 /// Removes the link (detaching the program) and every pinned map.
 pub fn remove(dir: &Path) -> Result<bool> {
     if !dir.exists() {
