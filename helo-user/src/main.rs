@@ -100,7 +100,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let fleet_url = config.fleet_url()?;
     // Everything that can fail for want of a port or a path is taken before the kernel is touched:
     // a start that fails here leaves the box exactly as it was.
-    let listeners = config.listen.iter().map(|a| server::bind(*a)).collect::<Result<Vec<_>>>()?;
+    // SMTP ports are bound now but listened on only once the agent is ready.
+    let smtp_sockets = config.listen.iter().map(|a| server::reserve(*a)).collect::<Result<Vec<_>>>()?;
     let metrics_listener = config.metrics.0.map(metrics::bind).transpose()?;
     let admin_listener = admin::server::bind(&config.admin_socket)?;
     let admin_path = config.admin_socket.clone();
@@ -246,6 +247,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         },
         admin_path.display()
     );
+    let listeners = smtp_sockets.into_iter().map(|s| s.listen(1024)).collect::<std::io::Result<Vec<_>>>()?;
     let blocklist = Arc::clone(&agent.blocklist);
     let result = server::serve(agent, listeners, stop_rx).await;
     // Listings still queued (observe mode does not wait for them) reach the disk before exit.

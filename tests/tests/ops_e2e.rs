@@ -459,15 +459,22 @@ fn pins_on_a_private_bpffs_are_warned_about() -> Result<()> {
     let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
     assert!(!lab.agent.log_text().contains("vanish"), "the lab's shared bpffs was warned about: {}", lab.agent.log_text());
     lab.agent.stop()?;
+    assert!(lab.cli(&["detach", "--pin-dir", lab.pin_dir().to_str().unwrap()])?.status.success());
     // `ip netns exec` remounts /sys in a mount namespace of its own: a bpffs the agent mounts on
     // /sys/fs/bpf there goes away with it.
     let pin_dir = format!("/sys/fs/bpf/helo-test-{}", helo_tests::netns::unique_id());
     lab.args = with_flag(&lab.args, "--pin-dir", &pin_dir);
     lab.restart_agent("agent2.log")?;
-    assert!(lab.agent.log_text().contains("vanish when the agent exits"), "{}", lab.agent.log_text());
+    let log = lab.agent.log_text();
+    assert!(log.contains("vanish when the agent exits"), "{}", quiet(&log));
     lab.agent.stop()?;
     assert!(!std::path::Path::new(&pin_dir).exists() || pin_dir_is_private(&pin_dir));
     Ok(())
+}
+
+/// An agent log without its debug lines.
+fn quiet(log: &str) -> String {
+    log.lines().filter(|l| !l.contains("DEBUG") && !l.starts_with(" ")).collect::<Vec<_>>().join("\n")
 }
 
 /// The host's /sys/fs/bpf never saw the private pins.
@@ -489,7 +496,9 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
         ..Default::default()
     })?;
     let greet = |lab: &Lab, name: &str| -> Result<String> { Ok(reply(&lab.dialog(&[&format!("EHLO {name}\r\n"), "QUIT\r\n"])?, 0)) };
-    assert!(greet(&lab, "ok.example.org")?.starts_with("250"));
+    // No MTA behind this lab: an accepted greeting is handed off and gets the 421 of a down backend.
+    let accepted = |reply: String| !reply.starts_with("550");
+    assert!(accepted(greet(&lab, "ok.example.org")?));
     let reloads = |lab: &Lab| lab.agent.log_text().matches("configuration reloaded").count();
     // SIGHUP: a deny rule with its own reply text is in force at once, and the agent lives on.
     std::fs::write(
@@ -516,13 +525,15 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("+1") && said.contains("1 newly allowed names unlisted") && said.contains("max-sessions"), "{said}");
     assert!(!listed_names(&lab)?.contains("ok.example.org"));
-    assert!(greet(&lab, "ok.example.org")?.starts_with("250"));
-    assert!(greet(&lab, "localhost")?.starts_with("250"), "an allowed network was judged");
+    assert!(accepted(greet(&lab, "ok.example.org")?));
+    let r = greet(&lab, "localhost")?;
+    assert!(accepted(r.clone()), "an allowed network was judged: {r}");
     // A broken file: refused, the old configuration stays, the agent lives on.
     std::fs::write(&conf, "helo-ttl-s = \"soon\"\n")?;
     let out = lab.cli(&["reload", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("helo-ttl-s"), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 1") && err.contains("expected u64"), "{err}");
     // SAFETY: kill on our own child.
     unsafe { libc::kill(lab.agent.pid() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -530,7 +541,7 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
         assert!(Instant::now() < deadline, "no refusal logged: {}", lab.agent.log_text());
         thread::sleep(Duration::from_millis(50));
     }
-    assert!(greet(&lab, "localhost")?.starts_with("250"), "the old configuration went away");
+    assert!(accepted(greet(&lab, "localhost")?), "the old configuration went away");
     Ok(())
 }
 
