@@ -188,6 +188,21 @@ impl Metrics {
             r.register_with_unit("process_start_time", "Start time of the process since the Unix epoch", Unit::Seconds, m.process_start_time.clone());
         }
         m.set_filter_mode(FilterMode::Enforce);
+        // Every known label value exists from the first scrape, at 0: `rate()` and alerts then see
+        // a series start at 0 rather than appear with its first event.
+        for name in helo_common::maps::counter::NAMES {
+            if name != "events_lost" {
+                let _ = m.kernel_packets.get_or_create(&OutcomeLabel { outcome: name.to_owned() });
+            }
+        }
+        for kind in ["helo", "source"] {
+            let _ = m.blocklist_entries.get_or_create(&KindLabel { kind: kind.into() });
+            let _ = m.blocklist_hits.get_or_create(&KindLabel { kind: kind.into() });
+        }
+        let _ = m.verdict_counts();
+        for kind in ["malformed", "allowed"] {
+            let _ = m.fleet_skipped.get_or_create(&KindLabel { kind: kind.into() });
+        }
         m
     }
 
@@ -200,6 +215,15 @@ impl Metrics {
         r.register("fleet_received", "Other boxes' changes applied here", self.fleet_received.clone());
         r.register("fleet_queued", "Local changes waiting for Redis", self.fleet_queued.clone());
         r.register("fleet_skipped", "Fleet entries not applied, by why (malformed, allowed)", self.fleet_skipped.clone());
+    }
+
+    /// What is registered, in the text format, as last updated (no kernel or `/proc` reads): for
+    /// tools and tests that need the metric names.
+    pub fn exposition_text(&self) -> String {
+        let mut om = String::new();
+        let _ = encode_registry(&mut om, &self.registry.lock().unwrap());
+        let _ = encode_registry(&mut om, &self.process.lock().unwrap());
+        openmetrics_to_text(&om)
     }
 
     /// `helo_filter_mode{mode}`: 1 for the mode in force, 0 for the other.

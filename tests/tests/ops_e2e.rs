@@ -646,3 +646,95 @@ fn every_flag_has_help_and_names_its_default() {
     walk(&helo_user::cli::Cli::command(), "helo-user", &mut missing);
     assert!(missing.is_empty(), "{missing:#?}");
 }
+
+/// Every sample name the agent can export (all series registered: XDP attached, a fleet).
+fn exported_names() -> HashSet<String> {
+    let m = helo_user::metrics::Metrics::new("native", 1);
+    m.register_fleet();
+    let mut names = HashSet::from(["up".to_string()]);
+    for line in m.exposition_text().lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (name, ty) = rest.split_once(' ').unwrap();
+        if ty == "histogram" {
+            names.extend(["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")));
+        } else {
+            names.insert(name.to_string());
+        }
+    }
+    names
+}
+
+/// The `helo_…` and `process_…` metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = vec![];
+    let b = expr.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut i = 0;
+    while i < b.len() {
+        if (i == 0 || !ident(b[i - 1])) && (expr[i..].starts_with("helo_") || expr[i..].starts_with("process_")) {
+            let end = (i..b.len()).find(|&j| !ident(b[j])).unwrap_or(b.len());
+            out.push(expr[i..end].to_string());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
+
+#[test]
+fn shipped_alert_rules_pass_promtool_and_use_only_exported_metrics() -> Result<()> {
+    let rules = format!("{CONTRIB}/prometheus/helo-alerts.yml");
+    let (ok, out) = helo_tests::prometheus::promtool(&["check", "rules", &rules], "")?;
+    assert!(ok, "{out}");
+    let out = Command::new("promtool").args(["test", "rules", "helo-alerts.test.yml"]).current_dir(format!("{CONTRIB}/prometheus")).output()?;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let exported = exported_names();
+    let text = std::fs::read_to_string(&rules)?;
+    let exprs: Vec<&str> = text.lines().filter_map(|l| l.trim().strip_prefix("expr:")).collect();
+    assert!(exprs.len() >= 9, "{exprs:?}");
+    for expr in exprs {
+        for name in metric_names(expr) {
+            assert!(exported.contains(&name), "alert rule uses {name}, which the agent does not export: {expr}");
+        }
+    }
+    for wanted in ["up{", "helo_backend_errors_total", "helo_kernel_events_lost_total", "helo_blocklist_evicted_total", "helo_fleet_lag_seconds", "helo_fleet_queued", "helo_xdp_attached", "helo_filter_mode{mode=\"observe\"}"] {
+        assert!(text.contains(wanted), "no alert on {wanted}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_grafana_dashboard_is_json_and_uses_only_exported_metrics() -> Result<()> {
+    let text = std::fs::read_to_string(format!("{CONTRIB}/grafana/helo-dashboard.json"))?;
+    let dash: Value = serde_json::from_str(&text)?;
+    assert!(dash["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    fn exprs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr" | "query", Value::String(s)) => out.push(s.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = vec![];
+    exprs(&dash, &mut found);
+    let exported = exported_names();
+    let mut used = 0;
+    for expr in &found {
+        for name in metric_names(expr) {
+            assert!(exported.contains(&name), "the dashboard uses {name}, which the agent does not export: {expr}");
+            used += 1;
+        }
+    }
+    assert!(used >= 15, "{found:?}");
+    Ok(())
+}
