@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod recent;
 pub mod registry;
 pub mod reload;
