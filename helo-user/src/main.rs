@@ -87,6 +87,16 @@ fn exit_with(r: Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
+    // Signals are caught from the first moment: a SIGHUP during start-up is a reload once the agent
+    // runs (never the default action, which kills), a SIGTERM a stop.
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        )
+    };
     // A relayed session holds two sockets.
     let needed = 2 * config.max_sessions as u64 + 64;
     if let Some(open_files) = helo_user::limits::raise_open_files_limit().filter(|&n| n < needed) {
@@ -215,11 +225,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Installed before the start is announced: a SIGHUP from then on reloads, never kills.
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (mut term, mut int, mut hup) = signals;
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
             loop {

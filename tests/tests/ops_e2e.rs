@@ -515,7 +515,10 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
     assert_eq!(greet(&lab, "ok.example.org")?, "550 5.7.1 Bogus HELO, see https://helo.example/why\r\n");
     assert!(listed_names(&lab)?.contains("ok.example.org"));
     // `helo-user reload`: the allow lists, the kernel's included. The name comes off the blocklist,
-    // and the client network is allowed in the kernel (a listed greeting from it passes).
+    // and the client network is allowed in the kernel: a greeting listed in the kernel passes it.
+    assert!(lab.blocklist(&["add", "localhost"])?.status.success());
+    assert_eq!(greet(&lab, "localhost")?, "550 5.7.1 Bogus HELO\r\n");
+    let before = lab.counters()?;
     std::fs::write(
         &conf,
         "helo-ttl-s = 604800\nmax-sessions = 7\n[classifier.allow]\nnames = [\"ok.example.org\"]\ncidrs = [\"198.18.30.0/24\"]\n",
@@ -528,6 +531,9 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
     assert!(accepted(greet(&lab, "ok.example.org")?));
     let r = greet(&lab, "localhost")?;
     assert!(accepted(r.clone()), "an allowed network was judged: {r}");
+    let since = lab.counters()?.since(&before);
+    assert!(since.get(counter::PASS_ALLOW_LISTED) >= 1, "the kernel's allow trie did not let the network by: {since:?}");
+    assert!(listed_names(&lab)?.contains("localhost"), "the listed name should stay listed, only passed for the allowed network");
     // A broken file: refused, the old configuration stays, the agent lives on.
     std::fs::write(&conf, "helo-ttl-s = \"soon\"\n")?;
     let out = lab.cli(&["reload", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
