@@ -594,6 +594,16 @@ fn admin_commands_find_the_agent_through_its_config() -> Result<()> {
     }
     let out = lab.cli(&["blocklist", "get", "cfg.example.com", "--config", conf_s])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An import is one request (all or nothing) and may be longer than other requests.
+    let path = lab.dir.path().join("big.jsonl");
+    let lines: Vec<String> = (0..2000)
+        .map(|i| format!(r#"{{"kind":"helo","name":"big{i}.example.com","reason":"bulk","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0,"origin":"operator"}}"#))
+        .collect();
+    std::fs::write(&path, lines.join("\n"))?;
+    assert!(std::fs::metadata(&path)?.len() > 128 << 10);
+    let out = lab.cli(&["blocklist", "import", path.to_str().unwrap(), "--config", conf_s])?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listed(&lab)?.len(), 2001);
     Ok(())
 }
 

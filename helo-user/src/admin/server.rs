@@ -11,7 +11,7 @@ use tokio::{
 
 use super::{
     ops::{self, Target},
-    protocol::{Request, Response, Stats, MAX_REQUEST_BYTES},
+    protocol::{Request, Response, Stats, IMPORT_PREFIX, MAX_IMPORT_BYTES, MAX_REQUEST_BYTES},
 };
 use crate::agent::Agent;
 
@@ -61,7 +61,8 @@ fn answer(agent: &Agent, line: &str) -> Response {
     result.unwrap_or_else(Response::error)
 }
 
-/// One request line, at most [`MAX_REQUEST_BYTES`]; `None` at the end of the stream.
+/// One request line, at most [`MAX_REQUEST_BYTES`] (an import: [`MAX_IMPORT_BYTES`]); `None` at
+/// the end of the stream.
 async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<String>> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
@@ -69,10 +70,42 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Res
     if n == 0 {
         return Ok(None);
     }
-    if buf.len() > MAX_REQUEST_BYTES {
-        anyhow::bail!("request over {} bytes: refused", MAX_REQUEST_BYTES);
+    let mut limit = MAX_REQUEST_BYTES;
+    if !buf.ends_with(b"\n") && buf.len() > MAX_REQUEST_BYTES && buf.starts_with(IMPORT_PREFIX) {
+        limit = MAX_IMPORT_BYTES;
+        let more = (MAX_IMPORT_BYTES - buf.len()) as u64 + 1;
+        (&mut *reader).take(more).read_until(b'\n', &mut buf).await?;
+    }
+    if buf.len() > limit || (buf.len() == limit && !buf.ends_with(b"\n")) {
+        anyhow::bail!("request over {limit} bytes: refused");
     }
     Ok(Some(String::from_utf8(buf).context("request is not UTF-8")?.trim_end().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(input: Vec<u8>) -> Result<Option<String>> {
+        let mut r = tokio::io::BufReader::new(std::io::Cursor::new(input));
+        read_request(&mut r).await
+    }
+
+    #[tokio::test]
+    async fn requests_are_bounded_and_imports_get_more_room() {
+        assert_eq!(read(b"{\"op\":\"list\"}\n".to_vec()).await.unwrap().as_deref(), Some(r#"{"op":"list"}"#));
+        assert_eq!(read(vec![]).await.unwrap(), None);
+        let mut long = vec![b'x'; MAX_REQUEST_BYTES + 10];
+        long.push(b'\n');
+        assert!(read(long).await.unwrap_err().to_string().contains("request over 65536 bytes"));
+        let mut import = IMPORT_PREFIX.to_vec();
+        import.extend(std::iter::repeat_n(b' ', 1 << 20));
+        import.extend(b",\"entries\":[]}\n");
+        assert!(read(import).await.unwrap().is_some());
+        let mut huge = IMPORT_PREFIX.to_vec();
+        huge.extend(std::iter::repeat_n(b' ', MAX_IMPORT_BYTES));
+        assert!(read(huge).await.unwrap_err().to_string().contains("request over 16777216 bytes"));
+    }
 }
 
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
