@@ -452,8 +452,8 @@ fn a_start_that_fails_leaves_the_box_as_it_found_it() -> Result<()> {
 }
 
 #[test]
-fn pins_on_a_private_bpffs_are_warned_about() -> Result<()> {
-    if !require_root("pins_on_a_private_bpffs_are_warned_about") {
+fn pins_on_a_private_bpffs_are_warned_about_and_metrics_can_be_off() -> Result<()> {
+    if !require_root("pins_on_a_private_bpffs_are_warned_about_and_metrics_can_be_off") {
         return Ok(());
     }
     let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
@@ -464,9 +464,13 @@ fn pins_on_a_private_bpffs_are_warned_about() -> Result<()> {
     // /sys/fs/bpf there goes away with it.
     let pin_dir = format!("/sys/fs/bpf/helo-test-{}", helo_tests::netns::unique_id());
     lab.args = with_flag(&lab.args, "--pin-dir", &pin_dir);
+    // And no metrics: nothing listens on the metrics port.
+    lab.args = with_flag(&lab.args, "--metrics", "off");
     lab.restart_agent("agent2.log")?;
     let log = lab.agent.log_text();
     assert!(log.contains("vanish when the agent exits"), "{}", quiet(&log));
+    assert!(log.contains("metrics off"), "{}", quiet(&log));
+    assert!(lab.scrape().is_err(), "--metrics off, yet something answers on the metrics port");
     lab.agent.stop()?;
     assert!(!std::path::Path::new(&pin_dir).exists() || pin_dir_is_private(&pin_dir));
     Ok(())
