@@ -72,7 +72,14 @@ fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>> {
 }
 
 fn call_admin(a: &AdminArgs, req: Request) -> Result<crate::admin::protocol::Response> {
-    call(&a.admin_socket, &a.state_dir, req)
+    let (socket, state_dir) = a.resolve()?;
+    call(&socket, &state_dir, req)
+}
+
+pub fn reload(args: crate::cli::ReloadArgs) -> Result<()> {
+    let resp = call_admin(&args.admin, Request::Reload)?;
+    println!("{}", resp.message.unwrap_or_else(|| "configuration reloaded".into()));
+    Ok(())
 }
 
 pub fn blocklist(args: BlocklistArgs) -> Result<()> {

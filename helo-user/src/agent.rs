@@ -1,16 +1,24 @@
 //! Everything a session needs, built once at start and shared: configuration, classifier,
 //! kernel handles, the blocklist and the session registry.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::{
-    blocklist::Blocklist, classify::Classifier, config::Config, kernel::KernelFilter, load::Load, metrics::Metrics, recent::RecentHits,
+    blocklist::Blocklist,
+    classify::{Classification, Classifier, Greeting},
+    config::Config,
+    kernel::KernelFilter,
+    load::Load,
+    metrics::Metrics,
+    recent::RecentHits,
     registry::Registry,
 };
 
 pub struct Agent {
+    /// The configuration the agent started with. What a reload changes (the classifier, the allow
+    /// lists) lives in [`Agent::classifier`]; [`crate::reload`] keeps the last applied file.
     pub config: Config,
-    pub classifier: Classifier,
+    pub classifier: LiveClassifier,
     pub kernel: Arc<Mutex<KernelFilter>>,
     pub blocklist: Arc<Blocklist>,
     pub registry: Arc<Registry>,
@@ -18,4 +26,31 @@ pub struct Agent {
     pub recent: Arc<RecentHits>,
     /// How full the session slots are: timeouts shrink under load.
     pub load: Arc<Load>,
+    /// How to re-read the configuration on SIGHUP or `helo-user reload`.
+    pub reloader: crate::reload::Reloader,
+}
+
+/// The classifier in force, swapped whole by a reload: a greeting is judged entirely by the old
+/// rules or entirely by the new ones.
+pub struct LiveClassifier(RwLock<Arc<Classifier>>);
+
+impl LiveClassifier {
+    pub fn new(c: Classifier) -> Self {
+        Self(RwLock::new(Arc::new(c)))
+    }
+
+    /// The classifier in force now, for callers that need more than one call on the same rules.
+    pub fn current(&self) -> Arc<Classifier> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// [`Classifier::classify`] on the classifier in force.
+    pub fn classify(&self, greeting: &Greeting<'_>) -> Classification {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).classify(greeting)
+    }
+
+    /// Puts `c` in force; returns the one it replaces.
+    pub fn replace(&self, c: Classifier) -> Arc<Classifier> {
+        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), Arc::new(c))
+    }
 }

@@ -1,13 +1,15 @@
 //! The command line: `run` (the agent), `classify` (the rules on JSON lines).
 //!
 //! `run`'s flags are the config file's keys; a flag given on the command line wins over the file.
+//! A flag whose default lives in the configuration (so that the file can set it) names that
+//! default in its help text rather than through clap, which would make it always win.
 
 use std::{net::{IpAddr, SocketAddr}, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    config::{Config, KernelDropReply},
+    config::{Config, KernelDropReply, MetricsAddr, DEFAULT_ADMIN_SOCKET, DEFAULT_STATE_DIR},
     kernel::{AttachMode, FilterMode},
 };
 
@@ -30,22 +32,63 @@ pub enum Command {
     Stats(StatsArgs),
     /// A live view of the running agent (q or Ctrl-C to quit).
     Top(TopArgs),
+    /// Re-read the running agent's configuration (as SIGHUP does) and apply what can change at run
+    /// time: classifier rules, reply texts, allow lists (the kernel's too). On an error the agent
+    /// keeps its configuration and this command prints why.
+    Reload(ReloadArgs),
     /// Remove the pinned XDP link (detaching the filter) and the pinned maps.
     Detach {
+        /// Where the agent pinned them.
         #[arg(long = "pin-dir", default_value = "/sys/fs/bpf/helo")]
         pin_dir: PathBuf,
     },
-    /// Validate a config file and print it back, resolved with every default.
-    CheckConfig { file: PathBuf },
+    /// Validate a config file and print it back, resolved with every default (secrets masked).
+    CheckConfig {
+        /// The TOML file, as given to `run --config`.
+        file: PathBuf,
+    },
 }
 
 /// Where to find the agent, or its store.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct AdminArgs {
-    #[arg(long = "admin-socket", default_value = crate::config::DEFAULT_ADMIN_SOCKET)]
-    pub admin_socket: PathBuf,
-    #[arg(long = "state-dir", default_value = crate::config::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
+    /// The agent's config file: its `state-dir` and `admin-socket` are used unless given here.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// The agent's admin socket [default: the config file's, else /run/helo/admin.sock].
+    #[arg(long = "admin-socket", global = true)]
+    pub admin_socket: Option<PathBuf>,
+    /// The agent's state directory, used when no agent runs [default: the config file's, else
+    /// /var/lib/helo]. It must exist.
+    #[arg(long = "state-dir", global = true)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// (admin socket, state directory): the flag, else the config file's, else the default.
+    pub fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let file = match &self.config {
+            Some(path) => Some(Config::from_file(path)?),
+            None => None,
+        };
+        let socket = self
+            .admin_socket
+            .clone()
+            .or_else(|| file.as_ref().map(|c| c.admin_socket.clone()))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET));
+        let state = self
+            .state_dir
+            .clone()
+            .or_else(|| file.as_ref().map(|c| c.state_dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        Ok((socket, state))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Args, Debug)]
@@ -66,26 +109,33 @@ pub enum KindArg {
 pub enum BlocklistCommand {
     /// Every entry: kind, name, reason, added, expiry, hits, last hit.
     List {
+        /// JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// List a greeting name, or a source address.
     Add {
+        /// A greeting name, an IP address or a CIDR network.
         name: String,
-        /// Default: `source` for an IP address, `helo` otherwise.
+        /// Default: `source` for an IP address or CIDR, `helo` otherwise.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
-        /// Time to live, e.g. `90m`, `24h`, `7d`; `0` never expires. Default: the agent's.
+        /// Time to live, e.g. `90m`, `24h`, `7d`; `0` never expires. Default: the agent's
+        /// (helo-ttl-s, source-ttl-s).
         #[arg(long)]
         ttl: Option<humantime::Duration>,
+        /// Why it is listed, shown by `list` [default: operator].
         #[arg(long)]
         reason: Option<String>,
-        /// The reply a dropped sender reads. Default `550 5.7.1 Bogus HELO`.
+        /// The reply a dropped sender reads [default: 550 5.7.1 Bogus HELO].
         #[arg(long)]
         reply: Option<String>,
     },
+    /// Remove a greeting name, an address or a network (any spelling of a name).
     Del {
+        /// The greeting name, address or network.
         name: String,
+        /// Default: `source` for an IP address or CIDR, `helo` otherwise.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
         /// Remove it on every box of the fleet, not only here.
@@ -94,7 +144,9 @@ pub enum BlocklistCommand {
     },
     /// Show one entry (exit 1 if it is not listed).
     Get {
+        /// The greeting name, address or network.
         name: String,
+        /// Default: `source` for an IP address or CIDR, `helo` otherwise.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
     },
@@ -103,7 +155,10 @@ pub enum BlocklistCommand {
     /// Write every entry as JSON Lines to stdout.
     Export,
     /// Add entries from a JSON Lines file (as `export` writes): all of them, or none.
-    Import { file: PathBuf },
+    Import {
+        /// The JSON Lines file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -125,7 +180,7 @@ pub struct StatsArgs {
 }
 
 /// Server facts shared by `run` and `classify`.
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct FactArgs {
     /// TOML config file; flags override its keys.
     #[arg(long)]
@@ -141,64 +196,83 @@ pub struct FactArgs {
     pub domain: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub facts: FactArgs,
-    /// Interface to attach the XDP program to.
+    /// Interface to attach the XDP program to (required unless --no-xdp).
     #[arg(long)]
     pub iface: Option<String>,
+    /// How to attach: native (in the driver, or fail), skb (generic), auto (native, else skb)
+    /// [default: native].
     #[arg(long = "xdp-mode", value_enum)]
     pub xdp_mode: Option<AttachMode>,
     /// Attach no XDP program: classify, reply and keep the blocklist in user space only.
     #[arg(long = "no-xdp", conflicts_with_all = ["iface", "xdp_mode"])]
     pub no_xdp: bool,
-    /// Address to accept SMTP on (repeat for several). Default: 0.0.0.0:25 and [::]:25.
+    /// Address to accept SMTP on (repeat for several) [default: 0.0.0.0:25 and [::]:25].
     #[arg(long)]
     pub listen: Vec<SocketAddr>,
-    /// The MTA sessions are handed to (it must accept PROXY protocol v2). Default 127.0.0.1:10025.
+    /// The MTA sessions are handed to (it must accept PROXY protocol v2) [default: 127.0.0.1:10025].
     #[arg(long)]
     pub backend: Option<SocketAddr>,
+    /// enforce: drop listed greetings and sources; observe: count and report them, but pass
+    /// [default: enforce].
     #[arg(long, value_enum)]
     pub mode: Option<FilterMode>,
-    /// TCP port the kernel filters (repeat for several). Default 25.
+    /// TCP port the kernel filters (repeat for several) [default: 25].
     #[arg(long = "port")]
     pub ports: Vec<u16>,
+    /// The durable store (blocklist, hash key, fleet outbox) [default: /var/lib/helo].
     #[arg(long = "state-dir")]
     pub state_dir: Option<PathBuf>,
-    /// What a sender whose greeting the kernel dropped reads before the close.
+    /// What a sender whose greeting the kernel dropped reads before the close [default: reply].
     #[arg(long = "kernel-drop-reply", value_enum)]
     pub kernel_drop_reply: Option<KernelDropReply>,
+    /// Open SMTP sessions at most; more get 421 [default: 1000].
     #[arg(long = "max-sessions")]
     pub max_sessions: Option<usize>,
+    /// Open SMTP sessions per client address at most [default: 50].
     #[arg(long = "max-sessions-per-source")]
     pub max_sessions_per_source: Option<usize>,
+    /// Hold the banner this long to catch clients that talk first [default: 0].
     #[arg(long = "pregreet-ms")]
     pub pregreet_ms: Option<u64>,
+    /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
     #[arg(long = "command-timeout-s")]
     pub command_timeout_s: Option<u64>,
+    /// Where the maps and the XDP link are pinned, on a bpf filesystem [default: /sys/fs/bpf/helo].
     #[arg(long = "pin-dir")]
     pub pin_dir: Option<PathBuf>,
-    /// Serve Prometheus metrics here. Default 127.0.0.1:9725.
-    #[arg(long)]
-    pub metrics: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, or `off` [default: 127.0.0.1:9725].
+    /// A port that cannot be bound fails the start.
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub metrics: Option<MetricsAddr>,
+    /// The root-only admin socket for blocklist, stats, top and reload [default: /run/helo/admin.sock].
     #[arg(long = "admin-socket")]
     pub admin_socket: Option<PathBuf>,
+    /// Seconds between removals of expired entries from the store and the kernel [default: 10].
     #[arg(long = "expire-interval-s")]
     pub expire_interval_s: Option<u64>,
+    /// Seconds between checks for entries a full kernel map evicted [default: 300].
     #[arg(long = "reconcile-interval-s")]
     pub reconcile_interval_s: Option<u64>,
-    /// Default time to live of a listed greeting and of a listed source, in seconds.
+    /// Time to live of a listed greeting, in seconds [default: 604800, 7 days].
     #[arg(long = "helo-ttl-s")]
     pub helo_ttl_s: Option<u64>,
+    /// Time to live of a listed source address or network, in seconds [default: 86400, 1 day].
     #[arg(long = "source-ttl-s")]
     pub source_ttl_s: Option<u64>,
-    /// Share the blocklist through Redis: redis://[user:pass@]host:port/db (rediss:// for TLS).
+    /// Share the blocklist through Redis: redis://[user@]host:port/db (rediss:// for TLS). Put the
+    /// password in --fleet-password-file, not here: a command line is readable by every local user.
     #[arg(long)]
     pub fleet: Option<String>,
-    /// This box's name in the fleet (default: --hostname).
+    /// This box's name in the fleet [default: the hostname].
     #[arg(long = "fleet-name")]
     pub fleet_name: Option<String>,
+    /// A file (mode 0600) whose first line is the Redis password for --fleet.
+    #[arg(long = "fleet-password-file")]
+    pub fleet_password_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +339,9 @@ impl RunArgs {
         }
         if self.fleet_name.is_some() {
             c.fleet_name = self.fleet_name;
+        }
+        if self.fleet_password_file.is_some() {
+            c.fleet_password_file = self.fleet_password_file;
         }
         match (&c.iface, c.no_xdp) {
             (None, false) => anyhow::bail!("--iface is required (or `iface` in the config file), unless --no-xdp"),

@@ -97,6 +97,51 @@ impl LadderSettings {
     }
 }
 
+/// Where `/metrics` is served: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|_| format!("{s:?} is neither ADDR:PORT nor off"))
+    }
+}
+
+impl std::fmt::Display for MetricsAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for MetricsAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `scheme://user:PASSWORD@host…` with the password shown as `***`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/helo/admin.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/helo";
 
@@ -136,8 +181,8 @@ pub struct Config {
     pub helo_capacity: u32,
     /// Where maps and the XDP link are pinned (on a bpf filesystem).
     pub pin_dir: PathBuf,
-    /// Prometheus metrics at http://ADDR/metrics.
-    pub metrics: SocketAddr,
+    /// Prometheus metrics at http://ADDR/metrics, or `off`.
+    pub metrics: MetricsAddr,
     /// The root-only admin socket for `blocklist` and `stats`.
     pub admin_socket: PathBuf,
     /// How often expired entries are removed from the store and the kernel.
@@ -148,6 +193,9 @@ pub struct Config {
     pub fleet: Option<String>,
     /// This box's name in the fleet. Default: the hostname.
     pub fleet_name: Option<String>,
+    /// A file holding the Redis password (first line), so it is on no command line and in no
+    /// config file others can read; it fills in the password of `fleet`'s URL.
+    pub fleet_password_file: Option<PathBuf>,
     pub timeouts: Timeouts,
     pub ladder: LadderSettings,
     pub classifier: crate::classify::ClassifierConfig,
@@ -178,12 +226,13 @@ impl Default for Config {
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
             pin_dir: PathBuf::from("/sys/fs/bpf/helo"),
-            metrics: "127.0.0.1:9725".parse().unwrap(),
+            metrics: MetricsAddr(Some("127.0.0.1:9725".parse().unwrap())),
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             expire_interval_s: 10,
             reconcile_interval_s: 300,
             fleet: None,
             fleet_name: None,
+            fleet_password_file: None,
             timeouts: Timeouts::default(),
             ladder: LadderSettings::default(),
             classifier: Default::default(),
@@ -236,6 +285,35 @@ impl Config {
             self.domain.iter().cloned(),
         );
         crate::classify::Classifier::new(&rules).map_err(|e| anyhow::anyhow!("classifier: {e}"))
+    }
+
+    /// The fleet's Redis URL with the password from `fleet-password-file` filled in.
+    pub fn fleet_url(&self) -> Result<Option<String>> {
+        let Some(url) = &self.fleet else { return Ok(None) };
+        let Some(path) = &self.fleet_password_file else { return Ok(Some(url.clone())) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading fleet-password-file {}", path.display()))?;
+        let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if password.is_empty() {
+            bail!("fleet-password-file {} is empty", path.display());
+        }
+        let (scheme, rest) = url.split_once("://").context("fleet is not a redis:// URL")?;
+        let (userinfo, host) = match rest.rsplit_once('@') {
+            Some((u, h)) => (u.split(':').next().unwrap_or(""), h),
+            None => ("", rest),
+        };
+        // Percent-encode what would end the userinfo part.
+        let encoded: String = password
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        Ok(Some(format!("{scheme}://{userinfo}:{encoded}@{host}")))
+    }
+
+    /// This configuration as `check-config` prints it: secrets masked.
+    pub fn masked(&self) -> Self {
+        let mut c = self.clone();
+        c.fleet = c.fleet.as_deref().map(mask_url_password);
+        c
     }
 
     pub fn hostname(&self) -> &str {

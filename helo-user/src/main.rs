@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use helo_user::{
     admin, admin_cli,
-    agent::Agent,
+    agent::{Agent, LiveClassifier},
     blocklist::Blocklist,
     classify,
     cli::{Cli, Command},
@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => match args.config() {
-            Ok(config) => exit_with(run(config)),
+        Command::Run(args) => match args.clone().config() {
+            Ok(config) => exit_with(run(config, args)),
             Err(e) => config_error(e),
         },
         Command::Classify(args) => {
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         Command::Blocklist(args) => exit_with(admin_cli::blocklist(args)),
         Command::Stats(args) => exit_with(admin_cli::stats(args)),
         Command::Top(args) => exit_with(helo_user::top::run(&args)),
+        Command::Reload(args) => exit_with(admin_cli::reload(args)),
         Command::Detach { pin_dir } => exit_with(pin::remove(&pin_dir).map(|removed| {
             if removed {
                 println!("removed the XDP link and the maps pinned under {}", pin_dir.display());
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         })),
         Command::CheckConfig { file } => {
             match Config::from_file(&file).and_then(|c| c.validate().and(c.classifier()).map(|_| c)) {
-                Ok(c) => match toml::to_string_pretty(&c) {
+                Ok(c) => match toml::to_string_pretty(&c.masked()) {
                     Ok(text) => {
                         print!("{text}");
                         ExitCode::SUCCESS
@@ -85,7 +86,17 @@ fn exit_with(r: Result<()>) -> ExitCode {
 }
 
 #[tokio::main]
-async fn run(config: Config) -> Result<()> {
+async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
+    // Signals are caught from the first moment: a SIGHUP during start-up is a reload once the agent
+    // runs (never the default action, which kills), a SIGTERM a stop.
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        )
+    };
     // A relayed session holds two sockets.
     let needed = 2 * config.max_sessions as u64 + 64;
     if let Some(open_files) = helo_user::limits::raise_open_files_limit().filter(|&n| n < needed) {
@@ -96,6 +107,16 @@ async fn run(config: Config) -> Result<()> {
         );
     }
     let classifier = config.classifier()?;
+    let fleet_url = config.fleet_url()?;
+    // Everything that can fail for want of a port or a path is taken before the kernel is touched:
+    // a start that fails here leaves the box exactly as it was.
+    // SMTP ports are bound now but listened on only once the agent is ready.
+    let smtp_sockets = config.listen.iter().map(|a| server::reserve(*a)).collect::<Result<Vec<_>>>()?;
+    let metrics_listener = config.metrics.0.map(metrics::bind).transpose()?;
+    let admin_listener = admin::server::bind(&config.admin_socket)?;
+    let admin_path = config.admin_socket.clone();
+    // From here on a failure undoes what this start made (its admin socket, its pins).
+    let mut undo = StartUndo::new(&config);
     let store = Store::open(&config.state_dir)?;
     let key = store.hash_key()?;
     let mut filter = KernelFilter::load(LoadOptions {
@@ -103,6 +124,15 @@ async fn run(config: Config) -> Result<()> {
         pin_dir: Some(config.pin_dir.clone()),
         ..Default::default()
     })?;
+    if pin::pins_outlive_process(&config.pin_dir) == Some(false) {
+        log::warn!(
+            "the bpf filesystem holding {} is private to this process's mount namespace (as under \
+             `ip netns exec`, which remounts /sys): the pins, and the filter, vanish when the agent exits. \
+             Run the agent in the host's mount namespace (`nsenter --net=/run/netns/NAME` keeps it), or \
+             mount a shared bpffs",
+            config.pin_dir.display()
+        );
+    }
     filter.configure(key, config.mode, &config.ports)?;
     filter.configure_ladder(config.ladder.kernel())?;
     for net in classifier.exempt_networks() {
@@ -142,12 +172,37 @@ async fn run(config: Config) -> Result<()> {
         Duration::from_secs(config.helo_ttl_s),
         Duration::from_secs(config.source_ttl_s),
     )?);
-    let metrics = Arc::new(Metrics::new(mode_label, program_id));
+    let metrics = Arc::new(Metrics::new(mode_label, if mode_label == "off" { 0 } else { program_id }));
+    metrics.set_filter_mode(config.mode);
+    if fleet_url.is_some() {
+        metrics.register_fleet();
+    }
     let registry = Arc::new(Registry::default());
     let recent = Arc::new(RecentHits::default());
-    let listeners = config.listen.iter().map(|a| server::bind(*a)).collect::<Result<Vec<_>>>()?;
-    let admin_listener = admin::server::bind(&config.admin_socket)?;
     let silent = config.kernel_drop_reply == KernelDropReply::Silent;
+    let reloader = helo_user::reload::Reloader::new(move || args.clone().config(), config.clone());
+    let load = Arc::new(helo_user::load::Load::new(
+        config.max_sessions,
+        config.stress_percent,
+        Duration::from_secs(config.timeouts.stress_s),
+    ));
+    let agent = Arc::new(Agent {
+        load,
+        config,
+        classifier: LiveClassifier::new(classifier),
+        kernel: Arc::clone(&kernel),
+        blocklist: Arc::clone(&blocklist),
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        recent: Arc::clone(&recent),
+        reloader,
+    });
+    if let Some(url) = &fleet_url {
+        let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
+        helo_user::fleet::start(Arc::clone(&agent), url, name)?;
+    }
+    // Started: nothing below fails the start.
+    undo.disarm();
     tokio::spawn({
         let (registry, blocklist, recent) = (Arc::clone(&registry), Arc::clone(&blocklist), Arc::clone(&recent));
         async move {
@@ -156,58 +211,104 @@ async fn run(config: Config) -> Result<()> {
             }
         }
     });
-    tokio::spawn({
-        let (metrics, kernel, blocklist, addr) = (Arc::clone(&metrics), Arc::clone(&kernel), Arc::clone(&blocklist), config.metrics);
-        async move {
-            if let Err(e) = metrics::serve(addr, metrics, kernel, blocklist).await {
+    if let Some(listener) = metrics_listener {
+        let (metrics, kernel, blocklist) = (Arc::clone(&metrics), Arc::clone(&kernel), Arc::clone(&blocklist));
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve_on(listener, metrics, kernel, blocklist).await {
                 log::error!("metrics endpoint stopped: {e:#}");
             }
-        }
-    });
-    periodically(Duration::from_secs(config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
+        });
+    }
+    periodically(Duration::from_secs(agent.config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
         b.expire().map(|n| if n > 0 { log::info!("blocklist: {n} entries expired") })
     });
-    periodically(Duration::from_secs(config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
+    periodically(Duration::from_secs(agent.config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
         b.reconcile().map(|n| {
             if n > 0 {
                 log::warn!("blocklist: {n} entries were evicted by the kernel's full maps (raise helo-capacity?)")
             }
         })
     });
-    let admin_path = config.admin_socket.clone();
-    let load = Arc::new(helo_user::load::Load::new(
-        config.max_sessions,
-        config.stress_percent,
-        Duration::from_secs(config.timeouts.stress_s),
-    ));
-    let agent = Arc::new(Agent { config, classifier, kernel, blocklist, registry, metrics, recent, load });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
-    if let Some(url) = agent.config.fleet.clone() {
-        let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
-        helo_user::fleet::start(Arc::clone(&agent), &url, name)?;
-    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        log::info!("signal received: stopping (the pinned filter stays attached; `helo-user detach` removes it)");
-        let _ = stop_tx.send(true);
-    });
+    {
+        let (mut term, mut int, mut hup) = signals;
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        log::info!("SIGHUP: reloading the configuration");
+                        let agent = Arc::clone(&agent);
+                        let _ = tokio::task::spawn_blocking(move || helo_user::reload::reload_logged(&agent)).await;
+                    }
+                }
+            }
+            log::info!("signal received: stopping (the pinned filter stays attached; `helo-user detach` removes it)");
+            let _ = stop_tx.send(true);
+        });
+    }
     log::info!(
-        "accepting SMTP on {:?}, handing clean sessions to {}; metrics on http://{}/metrics; admin socket {}",
+        "accepting SMTP on {:?}, handing clean sessions to {}; metrics {}; admin socket {}",
         agent.config.listen,
         agent.config.backend,
-        agent.config.metrics,
+        match agent.config.metrics.0 {
+            Some(a) => format!("on http://{a}/metrics"),
+            None => "off".into(),
+        },
         admin_path.display()
     );
+    let listeners = smtp_sockets.into_iter().map(|s| s.listen(1024)).collect::<std::io::Result<Vec<_>>>()?;
     let blocklist = Arc::clone(&agent.blocklist);
     let result = server::serve(agent, listeners, stop_rx).await;
     // Listings still queued (observe mode does not wait for them) reach the disk before exit.
     tokio::task::block_in_place(|| blocklist.sync());
     let _ = std::fs::remove_file(&admin_path);
     result
+}
+
+/// Undoes a start that failed after the kernel was touched: pins this start created are removed
+/// (a filter it attached and pinned is detached with them), and the admin socket goes.
+struct StartUndo {
+    pin_dir: std::path::PathBuf,
+    admin_socket: std::path::PathBuf,
+    /// Nothing was pinned before: whatever is there now is this start's.
+    pins_were_absent: bool,
+    armed: bool,
+}
+
+impl StartUndo {
+    fn new(config: &Config) -> Self {
+        let pins_were_absent = std::fs::read_dir(&config.pin_dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+        Self { pin_dir: config.pin_dir.clone(), admin_socket: config.admin_socket.clone(), pins_were_absent, armed: true }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for StartUndo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
+        if self.pins_were_absent {
+            match pin::remove(&self.pin_dir) {
+                Ok(true) => log::warn!("start failed: removed what it had pinned in {} (no filter is left attached)", self.pin_dir.display()),
+                Ok(false) => {}
+                Err(e) => log::error!("start failed, and removing its pins in {} failed too: {e:#}", self.pin_dir.display()),
+            }
+        } else {
+            log::warn!(
+                "start failed: the pins in {} were there before this start and stay (the filter keeps running on them)",
+                self.pin_dir.display()
+            );
+        }
+    }
 }
 
 /// Runs `job` on the blocklist every `every` (first after one interval), off the async threads:

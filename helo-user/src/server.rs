@@ -20,13 +20,19 @@ use crate::{agent::Agent, session, smtp::reply};
 
 /// Binds a listener; an IPv6 wildcard is IPv6-only so it can sit beside `0.0.0.0`.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    Ok(reserve(addr)?.listen(1024)?)
+}
+
+/// Binds `addr` without listening yet: the port is ours (a taken port fails here), but clients
+/// are refused until [`TcpSocket::listen`], so nobody connects before the agent is ready.
+pub fn reserve(addr: SocketAddr) -> Result<TcpSocket> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     if addr.is_ipv6() {
         socket2::SockRef::from(&socket).set_only_v6(true)?;
     }
     socket.bind(addr).with_context(|| format!("binding {addr}"))?;
-    Ok(socket.listen(1024)?)
+    Ok(socket)
 }
 
 /// Sessions per client address.

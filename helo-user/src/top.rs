@@ -128,9 +128,9 @@ impl View {
 }
 
 pub fn run(args: &TopArgs) -> Result<()> {
-    let admin = &args.admin;
+    let (socket, state_dir) = args.admin.resolve()?;
     let stop_at = args.exit_after.map(|s| Instant::now() + Duration::from_secs(s));
-    let fetch = || -> Result<Stats> { call(&admin.admin_socket, &admin.state_dir, Request::Stats)?.stats.context("no stats in the answer") };
+    let fetch = || -> Result<Stats> { call(&socket, &state_dir, Request::Stats)?.stats.context("no stats in the answer") };
     let first = fetch()?; // fail before touching the terminal
     enable_raw_mode()?;
     execute!(io::stdout(), EnterAlternateScreen)?;

@@ -10,5 +10,6 @@ pub mod lab;
 pub mod netns;
 pub mod postfix;
 pub mod privilege;
+pub mod prometheus;
 pub mod redis;
 pub mod sender;

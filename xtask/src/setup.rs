@@ -17,6 +17,10 @@ use crate::proc;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// What building the agent needs from Debian: OpenSSL's headers and pkg-config, for the fleet's
+/// `rediss://` (redis-rs through native-tls and openssl-sys).
+const BUILD_PACKAGES: &[&str] = &["libssl-dev", "pkg-config"];
+
 /// What the tests and benches run besides the workspace's own code: Postfix as the real MTA (swaks
 /// and its TLS modules as a client), Redis for fleet tests, the tools that build and inspect the
 /// test namespaces, `setpriv` (util-linux) for the non-root admin test, and for the benchmarks a
@@ -41,6 +45,9 @@ const TEST_PACKAGES: &[&str] = &[
     "ethtool",
     "netsniff-ng",
     "haproxy",
+    // Debian's Prometheus 2.42 and promtool: the metrics tests scrape the agent with the real
+    // server and check the exposition and the shipped alert rules with promtool.
+    "prometheus",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,8 +61,9 @@ pub enum Scope {
 pub fn run(scope: Scope) -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    debian_packages("building", BUILD_PACKAGES)?;
     if scope == Scope::Everything {
-        debian_packages()?;
+        debian_packages("the tests", TEST_PACKAGES)?;
     }
     Ok(())
 }
@@ -186,10 +194,10 @@ fn ensure_shim(shim_lib: &Path, lib: &Path, lib_name: &str) -> Result<()> {
     Ok(())
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+fn debian_packages(what: &str, packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
-        println!("setup: Debian packages for the tests ({}): already installed", TEST_PACKAGES.len());
+        println!("setup: Debian packages for {what} ({}): already installed", packages.len());
         return Ok(());
     }
     proc::require_root(&format!("installing Debian packages ({})", missing.join(" ")))?;
@@ -224,7 +232,12 @@ fn debian_packages() -> Result<()> {
         // The benchmark runs its own HAProxy inside a namespace; the packaged service is not used.
         let _ = proc::status(Command::new("systemctl").args(["disable", "--now", "haproxy"]).stderr(Stdio::null()));
     }
-    println!("setup: Debian packages for the tests: installed {}", missing.join(" "));
+    if missing.contains(&"prometheus") {
+        // The tests run their own servers in namespaces; the packaged service is not needed. It
+        // fails harmlessly where it is not running (or there is no systemd).
+        let _ = proc::status(Command::new("systemctl").args(["disable", "--now", "prometheus"]).stderr(Stdio::null()));
+    }
+    println!("setup: Debian packages for {what}: installed {}", missing.join(" "));
     Ok(())
 }
 

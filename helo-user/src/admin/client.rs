@@ -34,6 +34,22 @@ pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
             bail!("permission denied on {}: blocklist and stats commands need root", socket.display())
         }
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            if matches!(req, Request::Reload | Request::Stats) {
+                bail!("no agent listens on {}: is it running, and is --admin-socket (or --config) right?", socket.display());
+            }
+            match std::fs::metadata(state_dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!("no agent at {} and the state directory {} is not a directory", socket.display(), state_dir.display()),
+                Err(err) if err.kind() == ErrorKind::NotFound => bail!(
+                    "no agent at {} and no state directory {}: is --state-dir (or --config) right?",
+                    socket.display(),
+                    state_dir.display()
+                ),
+                Err(err) if err.kind() == ErrorKind::PermissionDenied => {
+                    bail!("permission denied on {}: blocklist commands need root", state_dir.display())
+                }
+                Err(err) => return Err(err).with_context(|| format!("reading {}", state_dir.display())),
+            }
             let store = Store::open(state_dir).map_err(|err| {
                 if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::PermissionDenied)) {
                     anyhow::anyhow!("permission denied on {}: blocklist commands need root", state_dir.display())

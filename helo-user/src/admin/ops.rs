@@ -117,6 +117,7 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
             Ok(ok(entries.len()))
         }
         (Request::Stats, Target::Offline(_)) => bail!("stats need a running agent"),
-        (Request::Stats, Target::Live(_)) => unreachable!("stats are answered by the server"),
+        (Request::Reload, Target::Offline(_)) => bail!("no agent is running: nothing to reload"),
+        (Request::Stats | Request::Reload, Target::Live(_)) => unreachable!("answered by the server"),
     }
 }

@@ -26,7 +26,20 @@ pub enum Request {
     Flush,
     Import { entries: Vec<Entry> },
     Stats,
+    /// Re-read the configuration, as SIGHUP does.
+    Reload,
 }
+
+/// A request line longer than this is refused and its connection closed, so a runaway or hostile
+/// client cannot grow the agent's memory.
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
+
+/// An import (one request carrying every entry, so that it applies all or nothing) may be longer:
+/// about 100,000 entries fit.
+pub const MAX_IMPORT_BYTES: usize = 16 << 20;
+
+/// How an import request line begins (serde writes the tag first).
+pub const IMPORT_PREFIX: &[u8] = br#"{"op":"import""#;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
@@ -58,6 +71,9 @@ pub struct Response {
     pub count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// What was done, for a person (reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Response {

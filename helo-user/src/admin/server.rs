@@ -11,7 +11,7 @@ use tokio::{
 
 use super::{
     ops::{self, Target},
-    protocol::{Request, Response, Stats},
+    protocol::{Request, Response, Stats, IMPORT_PREFIX, MAX_IMPORT_BYTES, MAX_REQUEST_BYTES},
 };
 use crate::agent::Agent;
 
@@ -55,9 +55,57 @@ fn answer(agent: &Agent, line: &str) -> Response {
     };
     let result = match req {
         Request::Stats => stats(agent).map(|s| Response { ok: true, stats: Some(s), ..Default::default() }),
+        Request::Reload => crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() }),
         req => ops::handle(Target::Live(&agent.blocklist), req),
     };
     result.unwrap_or_else(Response::error)
+}
+
+/// One request line, at most [`MAX_REQUEST_BYTES`] (an import: [`MAX_IMPORT_BYTES`]); `None` at
+/// the end of the stream.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Result<Option<String>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let n = (&mut *reader).take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut limit = MAX_REQUEST_BYTES;
+    if !buf.ends_with(b"\n") && buf.len() > MAX_REQUEST_BYTES && buf.starts_with(IMPORT_PREFIX) {
+        limit = MAX_IMPORT_BYTES;
+        let more = (MAX_IMPORT_BYTES - buf.len()) as u64 + 1;
+        (&mut *reader).take(more).read_until(b'\n', &mut buf).await?;
+    }
+    if buf.len() > limit || (buf.len() == limit && !buf.ends_with(b"\n")) {
+        anyhow::bail!("request over {limit} bytes: refused");
+    }
+    Ok(Some(String::from_utf8(buf).context("request is not UTF-8")?.trim_end().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(input: Vec<u8>) -> Result<Option<String>> {
+        let mut r = tokio::io::BufReader::new(std::io::Cursor::new(input));
+        read_request(&mut r).await
+    }
+
+    #[tokio::test]
+    async fn requests_are_bounded_and_imports_get_more_room() {
+        assert_eq!(read(b"{\"op\":\"list\"}\n".to_vec()).await.unwrap().as_deref(), Some(r#"{"op":"list"}"#));
+        assert_eq!(read(vec![]).await.unwrap(), None);
+        let mut long = vec![b'x'; MAX_REQUEST_BYTES + 10];
+        long.push(b'\n');
+        assert!(read(long).await.unwrap_err().to_string().contains("request over 65536 bytes"));
+        let mut import = IMPORT_PREFIX.to_vec();
+        import.extend(std::iter::repeat_n(b' ', 1 << 20));
+        import.extend(b",\"entries\":[]}\n");
+        assert!(read(import).await.unwrap().is_some());
+        let mut huge = IMPORT_PREFIX.to_vec();
+        huge.extend(std::iter::repeat_n(b' ', MAX_IMPORT_BYTES));
+        assert!(read(huge).await.unwrap_err().to_string().contains("request over 16777216 bytes"));
+    }
 }
 
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
@@ -66,8 +114,18 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = BufReader::new(r);
+            loop {
+                let line = match read_request(&mut reader).await {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let mut text = serde_json::to_string(&Response::error(e)).unwrap_or_default();
+                        text.push('\n');
+                        let _ = w.write_all(text.as_bytes()).await;
+                        break;
+                    }
+                };
                 // Store and kernel updates block briefly (an fsync): off the async threads.
                 let agent = Arc::clone(&agent);
                 let response = tokio::task::spawn_blocking(move || answer(&agent, &line)).await.unwrap_or_else(|e| Response::error(e.into()));

@@ -188,9 +188,9 @@ fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
     match kind {
         // A listed network is refused here if any of it is allowed here.
         Kind::Source => match crate::store::source_target(name) {
-            Ok(crate::store::SourceTarget::Addr(ip)) => agent.classifier.exempt_networks().any(|n| n.contains(&ip)),
+            Ok(crate::store::SourceTarget::Addr(ip)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
             Ok(crate::store::SourceTarget::Net(net)) => {
-                agent.classifier.exempt_networks().any(|n| n.contains(&net) || net.contains(&n))
+                agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n))
             }
             Err(_) => false,
         },

@@ -34,20 +34,22 @@ impl FilterMode {
     }
 }
 
-/// How the program is attached.
+/// How the program is attached (asked for: all three; attached: `native` or `skb`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
-    /// In the driver, before an skb exists (fastest). Falls back to `skb` if the driver refuses.
+    /// In the driver, before an skb exists (fastest). If the driver refuses, the start fails.
     Native,
     /// Generic XDP, after the skb is built.
     Skb,
+    /// Native if the driver takes it, else skb (with a warning giving the driver's reason).
+    Auto,
 }
 
 impl AttachMode {
     fn xdp_mode(self) -> XdpMode {
         match self {
-            Self::Native => XdpMode::Driver,
+            Self::Native | Self::Auto => XdpMode::Driver,
             Self::Skb => XdpMode::Skb,
         }
     }
@@ -56,7 +58,32 @@ impl AttachMode {
         match self {
             Self::Native => "native",
             Self::Skb => "skb",
+            Self::Auto => "auto",
         }
+    }
+}
+
+/// What an attach failure means, from the errno somewhere in its chain.
+fn attach_hint(e: &anyhow::Error, iface: &str) -> Option<String> {
+    let errno = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()).and_then(|io| io.raw_os_error())?;
+    Some(match errno {
+        libc::EBUSY | libc::EEXIST => format!(
+            "another XDP program is already attached to {iface} (`ip link show {iface}` shows it; `ip link set dev {iface} xdp off` \
+             removes one attached by netlink, `helo-user detach` one helo pinned)"
+        ),
+        libc::EOPNOTSUPP | libc::EINVAL => format!(
+            "the driver of {iface} refused native XDP: use --xdp-mode skb (slower), or auto to fall back by itself"
+        ),
+        libc::ENODEV => format!("no interface named {iface} in this network namespace"),
+        libc::EPERM | libc::EACCES => "permission denied: attaching XDP needs CAP_NET_ADMIN and CAP_BPF (root)".into(),
+        _ => return None,
+    })
+}
+
+fn with_hint(e: anyhow::Error, iface: &str) -> anyhow::Error {
+    match attach_hint(&e, iface) {
+        Some(hint) => e.context(hint),
+        None => e,
     }
 }
 
@@ -160,6 +187,16 @@ impl KernelFilter {
             return self.attach_fresh(iface, wanted);
         };
         if let Some(mode) = pin::pinned_link_mode(&dir) {
+            if wanted != AttachMode::Auto && wanted != mode {
+                bail!(
+                    "--xdp-mode {} asked for, but the filter pinned in {} is attached in {} mode: start with \
+                     --xdp-mode {} (or auto), or `helo-user detach` it first (the box is unfiltered until the new start)",
+                    wanted.as_str(),
+                    dir.display(),
+                    mode.as_str(),
+                    mode.as_str()
+                );
+            }
             let path = pin::link_path(&dir, mode);
             let pinned = PinnedLink::from_pin(&path).context("opening the pinned XDP link")?;
             let link = XdpLink::try_from(FdLink::from(pinned)).context("the pinned link is not an XDP link")?;
@@ -184,24 +221,37 @@ impl KernelFilter {
     }
 
     fn attach_fresh(&mut self, iface: &str, wanted: AttachMode) -> Result<AttachMode> {
+        let c_iface = std::ffi::CString::new(iface).context("interface name with a NUL byte")?;
+        // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(c_iface.as_ptr()) } == 0 {
+            bail!("no interface named {iface} in this network namespace ({})", std::io::Error::last_os_error());
+        }
         let used = match self.program_mut().attach(iface, wanted.xdp_mode()) {
             Ok(id) => {
                 self.last_link_id = Some(id);
-                wanted
+                if wanted == AttachMode::Auto { AttachMode::Native } else { wanted }
             }
-            Err(native_err) if wanted == AttachMode::Native => {
+            Err(native_err) if wanted == AttachMode::Auto => {
+                let native_err = anyhow::Error::from(native_err).context(format!("attaching XDP to {iface} in native mode"));
+                let native_err = with_hint(native_err, iface);
+                if attach_hint(&native_err, iface).is_some_and(|h| h.starts_with("another XDP program")) {
+                    return Err(native_err);
+                }
                 log::warn!(
-                    "native XDP attach on {iface} failed ({native_err}); falling back to skb mode, \
-                     which is slower: the packet is parsed after the kernel built an skb"
+                    "{native_err:#}; --xdp-mode auto: falling back to skb mode, which is slower (the packet is \
+                     parsed after the kernel built an skb)"
                 );
                 let id = self
                     .program_mut()
                     .attach(iface, XdpMode::Skb)
-                    .with_context(|| format!("attaching XDP to {iface} in skb mode"))?;
+                    .map_err(|e| with_hint(anyhow::Error::from(e).context(format!("attaching XDP to {iface} in skb mode")), iface))?;
                 self.last_link_id = Some(id);
                 AttachMode::Skb
             }
-            Err(e) => return Err(e).with_context(|| format!("attaching XDP to {iface}")),
+            Err(e) => {
+                let e = anyhow::Error::from(e).context(format!("attaching XDP to {iface} in {} mode", wanted.as_str()));
+                return Err(with_hint(e, iface));
+            }
         };
         self.attached = Some(used);
         Ok(used)

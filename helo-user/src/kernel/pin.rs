@@ -68,6 +68,40 @@ pub fn prepare(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
+/// Whether pins under `dir` outlive this process. A bpffs instance (and every pin on it) lives as
+/// long as one of its mounts does; a mount lives as long as its mount namespace. So the pins
+/// outlive us if another process shares our mount namespace, or if a mount namespace of another
+/// process has a mount of the same bpffs instance. `false` is what `ip netns exec` (a mount
+/// namespace of its own, /sys remounted) with a bpffs the agent mounted itself gives. `None`
+/// when it cannot tell.
+pub fn pins_outlive_process(dir: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir.parent()?).ok()?.dev();
+    let wanted = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    let me = std::process::id().to_string();
+    let mut seen = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(ns) = std::fs::read_link(entry.path().join("ns/mnt")) else { continue };
+        if ns == ours {
+            return Some(true);
+        }
+        if !seen.insert(ns) {
+            continue;
+        }
+        let Ok(info) = std::fs::read_to_string(entry.path().join("mountinfo")) else { continue };
+        // `id parent MAJOR:MINOR root mountpoint … - fstype source options`
+        if info.lines().any(|l| l.split(' ').nth(2) == Some(wanted.as_str()) && l.contains(" - bpf ")) {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
 /// Removes the link (detaching the program) and every pinned map.
 pub fn remove(dir: &Path) -> Result<bool> {
     if !dir.exists() {

@@ -104,7 +104,7 @@ fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
 /// `helo_matches_rcpt` only and judges otherwise): the kernel lets both past, and so does this.
 pub fn exempt(agent: &Agent, client: IpAddr) -> bool {
     let client = client.to_canonical();
-    agent.classifier.exempt_networks().any(|n| n.contains(&client))
+    agent.classifier.current().exempt_networks().any(|n| n.contains(&client))
 }
 
 /// The reply of the blocklist entry listing this client, counted; in observe mode it is only

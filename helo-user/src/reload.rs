@@ -1,0 +1,161 @@
+//! SIGHUP and `helo-user reload`: re-read the configuration and apply, all at once, what can change
+//! while the agent runs, or keep the old configuration and say why.
+//!
+//! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks)
+//! and the allow lists, including the kernel's allow trie (networks added first, then the ones
+//! dropped removed; on a kernel error the additions are undone and the old rules stay), and
+//! greeting names newly allowed are taken off the blocklist so the kernel stops dropping them.
+//! Everything else (interface, listeners, backend, mode, TTLs, paths, limits, fleet) is read at
+//! start: a change is logged as waiting for a restart, and the rest is applied.
+
+use std::{collections::BTreeSet, sync::Mutex};
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+
+use crate::{agent::Agent, config::Config};
+
+type Source = Box<dyn Fn() -> Result<Config> + Send + Sync>;
+
+pub struct Reloader {
+    source: Source,
+    applied: Mutex<Config>,
+}
+
+/// What a reload did, for the log and the admin command's answer.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub allow_added: usize,
+    pub allow_removed: usize,
+    pub unlisted: usize,
+    /// Keys that changed but are only read at start.
+    pub needs_restart: Vec<String>,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "configuration reloaded: classifier replaced; kernel allow list +{} -{} networks; {} newly allowed names unlisted",
+            self.allow_added, self.allow_removed, self.unlisted
+        )?;
+        if !self.needs_restart.is_empty() {
+            write!(f, "; changed but applied only at the next restart: {}", self.needs_restart.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl Reloader {
+    /// `source` reads the configuration again (the file with the command line's flags over it);
+    /// `applied` is what the agent started with.
+    pub fn new(source: impl Fn() -> Result<Config> + Send + Sync + 'static, applied: Config) -> Self {
+        Self { source: Box::new(source), applied: Mutex::new(applied) }
+    }
+}
+
+fn networks(c: &crate::classify::Classifier) -> BTreeSet<IpNet> {
+    c.exempt_networks().collect()
+}
+
+/// Top-level keys (as in the file) whose values differ, except the ones a reload applies.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    const LIVE: [&str; 3] = ["classifier", "server-ip", "domain"];
+    let table = |c: &Config| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => Default::default(),
+    };
+    let (a, b) = (table(old), table(new));
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter().filter(|k| !LIVE.contains(&k.as_str()) && a.get(*k) != b.get(*k)).cloned().collect()
+}
+
+/// Re-reads the configuration and applies it; on any error nothing changes.
+pub fn reload(agent: &Agent) -> Result<Outcome> {
+    let r = &agent.reloader;
+    let mut applied = r.applied.lock().unwrap_or_else(|e| e.into_inner());
+    let mut new = (r.source)().context("reading the configuration")?;
+    let needs_restart = restart_only_changes(&applied, &new);
+    // The banner keeps the hostname the agent started with; so must the classifier.
+    new.hostname = applied.hostname.clone();
+    let classifier = new.classifier()?;
+    let (old_nets, new_nets) = (networks(&agent.classifier.current()), networks(&classifier));
+    let add: Vec<IpNet> = new_nets.difference(&old_nets).copied().collect();
+    let del: Vec<IpNet> = old_nets.difference(&new_nets).copied().collect();
+    {
+        let mut kernel = agent.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, net) in add.iter().enumerate() {
+            if let Err(e) = kernel.maps.allow(net.addr(), net.prefix_len()) {
+                for undo in &add[..i] {
+                    let _ = kernel.maps.disallow(undo.addr(), undo.prefix_len());
+                }
+                return Err(e).context(format!("adding {net} to the kernel's allow list"));
+            }
+        }
+        for net in &del {
+            // Only a network the trie no longer holds can fail here: nothing to undo.
+            if let Err(e) = kernel.maps.disallow(net.addr(), net.prefix_len()) {
+                log::warn!("reload: removing {net} from the kernel's allow list: {e:#}");
+            }
+        }
+    }
+    let newly_allowed: Vec<String> = {
+        let old_names: BTreeSet<String> = applied.classifier.allow.names.iter().map(|n| crate::blocklist::normalise(n)).collect();
+        new.classifier
+            .allow
+            .names
+            .iter()
+            .map(|n| crate::blocklist::normalise(n))
+            .filter(|n| !old_names.contains(n))
+            .map(|n| format!("helo/{n}"))
+            .collect()
+    };
+    agent.classifier.replace(classifier);
+    let unlisted = if newly_allowed.is_empty() {
+        0
+    } else {
+        match agent.blocklist.remove(&newly_allowed) {
+            Ok(removed) => removed.len(),
+            Err(e) => {
+                log::warn!("reload: taking newly allowed names off the blocklist: {e:#}");
+                0
+            }
+        }
+    };
+    *applied = new;
+    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, needs_restart })
+}
+
+/// [`reload`] with its outcome logged: the signal handler's and the admin command's entry point.
+pub fn reload_logged(agent: &Agent) -> Result<Outcome> {
+    match reload(agent) {
+        Ok(outcome) => {
+            log::info!("{outcome}");
+            if !outcome.needs_restart.is_empty() {
+                log::warn!("reload: {} changed; restart the agent to apply", outcome.needs_restart.join(", "));
+            }
+            Ok(outcome)
+        }
+        Err(e) => {
+            log::error!("reload refused, the old configuration stays in force: {e:#}");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_read_at_start_need_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server_ip.push("192.0.2.1".parse().unwrap());
+        new.classifier.allow.names.push("ok.example".into());
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.helo_ttl_s = 5;
+        new.backend = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(restart_only_changes(&old, &new), vec!["backend".to_string(), "helo-ttl-s".to_string()]);
+    }
+}
