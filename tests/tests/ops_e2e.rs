@@ -309,6 +309,13 @@ fn a_listed_network_cannot_connect_until_it_is_removed() -> Result<()> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(listed_names(&lab)?.contains("198.18.30.0/24"));
     let before = lab.counters()?;
+    // Answered first (the ladder's `answers`, 3 by default: a 554 banner with the entry's words),
+    // then dropped at SYN.
+    for _ in 0..3 {
+        let r = lab.dialog(&["QUIT\r\n"])?;
+        assert!(r["banner"].as_str().unwrap_or("").starts_with("554 5.7.1 "), "{r}");
+        assert_eq!(reply(&r, 0), "221 2.0.0 Bye\r\n", "{r}");
+    }
     let r = lab.py("dialog", &["--line", "EHLO ok.example.org\r\n", "--timeout", "2"]);
     assert!(r.is_err(), "a client of a listed network connected: {r:?}");
     assert!(lab.counters()?.since(&before).get(counter::DROP_SOURCE) >= 1);
