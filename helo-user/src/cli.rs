@@ -46,6 +46,9 @@ pub struct AdminArgs {
     pub admin_socket: PathBuf,
     #[arg(long = "state-dir", default_value = crate::config::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Where the agent pins its maps: with no agent running, changes go there too.
+    #[arg(long = "pin-dir", default_value = crate::config::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

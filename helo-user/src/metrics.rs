@@ -36,6 +36,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct XdpLabels {
     pub mode: String,
     pub program_id: String,
@@ -67,6 +72,9 @@ pub struct Metrics {
     pub fleet_received: Counter,
     pub fleet_queued: Gauge,
     pub fleet_skipped: Family<KindLabel, Counter>,
+    blocklist_reconciled: Family<DirectionLabel, Counter>,
+    store_errors: Counter,
+    blocklist_learned_limited: Counter,
 }
 
 impl Metrics {
@@ -97,6 +105,9 @@ impl Metrics {
             fleet_received: Counter::default(),
             fleet_queued: Gauge::default(),
             fleet_skipped: Family::default(),
+            blocklist_reconciled: Family::default(),
+            store_errors: Counter::default(),
+            blocklist_learned_limited: Counter::default(),
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -122,6 +133,13 @@ impl Metrics {
             r.register("fleet_received", "Other boxes' changes applied here", m.fleet_received.clone());
             r.register("fleet_queued", "Local changes waiting for Redis", m.fleet_queued.clone());
             r.register("fleet_skipped", "Fleet entries not applied, by why (malformed, allowed)", m.fleet_skipped.clone());
+            r.register(
+                "blocklist_reconciled",
+                "Differences between the store and the kernel fixed at start and by the reconcile: to_kernel (a store entry put back), from_kernel (a kernel entry the store does not hold, removed)",
+                m.blocklist_reconciled.clone(),
+            );
+            r.register("store_errors", "Listing transactions the store could not commit (their kernel entries withdrawn, retried)", m.store_errors.clone());
+            r.register("blocklist_learned_limited", "Rejections not listed because their source had used its hourly quota of new listings", m.blocklist_learned_limited.clone());
             r.register(
                 "xdp",
                 "How the XDP program is attached",
@@ -174,6 +192,11 @@ impl Metrics {
             self.blocklist_expired.inc_by(c.expired - seen.expired);
             self.blocklist_removed.inc_by(c.removed - seen.removed);
             self.blocklist_evicted.inc_by(c.evicted - seen.evicted);
+            let direction = |d: &str| self.blocklist_reconciled.get_or_create(&DirectionLabel { direction: d.to_owned() });
+            direction("to_kernel").inc_by(c.reconciled_to_kernel - seen.reconciled_to_kernel);
+            direction("from_kernel").inc_by(c.reconciled_from_kernel - seen.reconciled_from_kernel);
+            self.store_errors.inc_by(c.store_errors - seen.store_errors);
+            self.blocklist_learned_limited.inc_by(c.learned_limited - seen.learned_limited);
             *seen = c;
         }
         let mut out = String::new();

@@ -58,6 +58,10 @@ pub struct Response {
     pub count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// Something the operator should know about how the request was carried out (an offline
+    /// change that could not reach the kernel, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Response {
