@@ -199,6 +199,9 @@ impl Lab {
             self.admin_socket().display().to_string(),
             "--state-dir".into(),
             self.state_dir().display().to_string(),
+            // With the agent down, changes go to this lab's pins, never the host's.
+            "--pin-dir".into(),
+            self.pin_dir().display().to_string(),
         ];
         full.extend(args.iter().map(|s| s.to_string()));
         Ok(Command::new(crate::agent::binary()?).args(&full).output()?)

@@ -11,3 +11,4 @@ pub mod netns;
 pub mod postfix;
 pub mod privilege;
 pub mod redis;
+pub mod tmpfs;
