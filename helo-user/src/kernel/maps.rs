@@ -132,8 +132,14 @@ impl KernelMaps {
         self.ports.set(port as u32, filtered as u8, 0).context("updating the port map")
     }
 
+    /// The flow map's entry for `flow`, if any.
+    pub fn flow_state(&self, flow: FlowKey) -> Option<FlowState> {
+        self.flows.get(&flow, 0).ok()
+    }
+
     pub fn remember_flow(&mut self, flow: FlowKey, first_payload_seq: u32) -> Result<()> {
-        self.flows.insert(flow, FlowState { first_payload_seq, reported: 0 }, 0).context("inserting a flow")
+        // No SYN time: as old as the boot clock, so a SYN replaces it (tests set flows this way).
+        self.flows.insert(flow, FlowState { first_payload_seq, state: 0 }, 0).context("inserting a flow")
     }
 
     pub fn counters(&self) -> Result<Counters> {
