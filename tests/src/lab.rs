@@ -12,6 +12,7 @@ use crate::{
     kernel_state,
     netns::{link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
+    tmpfs::Tmpfs,
 };
 
 pub const HOSTNAME: &str = "mx.example.com";
@@ -22,6 +23,8 @@ pub const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/sm
 pub struct Lab {
     // Field order is drop order: the agent and Postfix stop before their namespaces go.
     pub agent: AgentProcess,
+    /// The agent's state directory's own size-limited filesystem, if asked for.
+    pub state_fs: Option<Tmpfs>,
     pub postfix: Option<Postfix>,
     pins: BpfFs,
     pub client: Netns,
@@ -104,11 +107,13 @@ pub struct LabOptions {
     pub no_xdp: bool,
     /// Runs on the edge namespace before the agent starts (extra links, say).
     pub edge_setup: Option<Box<dyn FnOnce(&Netns) -> Result<()>>>,
+    /// Put the agent's state directory on a tmpfs of this size (`2m`), to fill it.
+    pub state_fs: Option<String>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        Self { agent_args: vec![], with_postfix: true, tls: false, no_xdp: false, edge_setup: None }
+        Self { agent_args: vec![], with_postfix: true, tls: false, no_xdp: false, edge_setup: None, state_fs: None }
     }
 }
 
@@ -142,8 +147,9 @@ impl Lab {
             setup(&edge)?;
         }
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
+        let state_fs = opts.state_fs.map(|size| Tmpfs::mount(agent_state_dir(dir.path()), &size)).transpose()?;
         let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
-        Ok(Self { agent, postfix, pins, client, edge, client_end, edge_end, dir, args })
+        Ok(Self { agent, state_fs, postfix, pins, client, edge, client_end, edge_end, dir, args })
     }
 
     /// A box of a fleet: its edge namespace also gets a veth to `redis_ns` on subnet `subnet`

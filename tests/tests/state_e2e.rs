@@ -177,3 +177,59 @@ fn an_eight_bit_greeting_is_listed_byte_for_byte_and_dropped_on_its_repeat() -> 
     }
     Ok(())
 }
+
+#[test]
+fn a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Result<()> {
+    if !require_root("a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart") {
+        return Ok(());
+    }
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--max-sessions-per-source".into(), "500".into()],
+        with_postfix: false,
+        state_fs: Some("2m".into()),
+        ..Default::default()
+    })?;
+    ok(lab.blocklist(&["add", "before.example.com"])?);
+    let filler = lab.state_fs.as_ref().unwrap().fill()?;
+    let count = 150;
+    let out = lab
+        .client
+        .command("python3")
+        .arg(helo_tests::lab::CLIENT_SCRIPT)
+        .args(["flood", "--server", &lab.edge_end.v4, "--count", &count.to_string(), "--timeout", "5", "--helo-template", "full{i}"])
+        .output()?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let replies = v["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), count);
+    assert!(replies.iter().all(|r| r.as_str() == Some(BOGUS)), "every sender still reads its reply: {v}");
+    let metrics = lab.scrape()?;
+    assert!(metrics.lines().any(|l| l.starts_with("helo_store_errors_total ") && !l.ends_with(" 0")), "{metrics}");
+    // No listing the store does not know: what failed left the kernel again.
+    assert!(kernel_helo_entries(&lab)? < count + 1, "every listing stayed in the kernel although the store was full");
+    assert_eq!(lab.agent.log_text().matches("store: cannot commit listings").count(), 1, "logged once per episode:\n{}", lab.agent.log_text());
+
+    // Space comes back: no restart, the pending listings reach the store and the kernel again.
+    std::fs::remove_file(filler)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = lab.blocklist(&["list", "--json"])?;
+        if listed.status.success() && serde_json::from_slice::<Vec<Value>>(&listed.stdout)?.len() == count + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pending listings were not committed: {}", String::from_utf8_lossy(&listed.stderr));
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(kernel_helo_entries(&lab)?, count + 1);
+    ok(lab.blocklist(&["add", "after.example.com"])?);
+    assert!(listed_names(&lab)?.contains("after.example.com"));
+    // The episode ends once the store has worked for 10 s: logged once, too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lab.agent.log_text().contains("store: working again") {
+        assert!(Instant::now() < deadline, "{}", lab.agent.log_text());
+        thread::sleep(Duration::from_millis(200));
+    }
+    let log = lab.agent.log_text();
+    assert_eq!(log.matches("store: cannot commit listings").count(), 1, "{log}");
+    assert_eq!(log.matches("store: working again").count(), 1, "{log}");
+    Ok(())
+}

@@ -23,7 +23,7 @@ use std::{
         Arc,
     },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -34,6 +34,9 @@ use crate::store::{Entry, Store};
 const MAX_BATCH: usize = 4096;
 /// How often listings that could not be stored are tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// A failure episode ends once the store has worked this long with nothing failing: a nearly full
+/// disk takes small transactions and fails bigger ones, and that is one episode, logged once.
+const QUIET: Duration = Duration::from_secs(10);
 /// At most this many failed listings are kept for a retry; later ones only lose their kernel
 /// shortcut (their senders were answered all the same).
 const MAX_PENDING: usize = 100_000;
@@ -43,8 +46,17 @@ pub trait Outcome: Send + 'static {
     /// `entries` are on disk; `published`: queued for the fleet too; `replayed`: they had failed
     /// before and were withdrawn from the kernel.
     fn committed(&self, entries: &[Entry], published: bool, replayed: bool);
-    /// `entries` could not be stored; `first`: the first failure since the store last worked.
+    /// `entries` could not be stored; `first`: the first failure of an episode.
     fn failed(&self, entries: &[Entry], error: &anyhow::Error, first: bool);
+    /// The episode is over: the store has worked for [`QUIET`] and nothing is pending.
+    fn recovered(&self, failures: u64, lasted: Duration);
+}
+
+/// Store failures close together, reported as one.
+struct Episode {
+    since: Instant,
+    last_failure: Instant,
+    failures: u64,
 }
 
 /// Resolves once an entry is on disk: true, or false if its transaction failed (logged).
@@ -109,8 +121,15 @@ impl GroupCommit {
 fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, outcome: impl Outcome) {
     // Listings whose transaction failed, oldest first, waiting for the store to work again.
     let mut pending: Vec<Entry> = Vec::new();
+    let mut episode: Option<Episode> = None;
     loop {
-        let first = if pending.is_empty() {
+        if let Some(ep) = &episode {
+            if pending.is_empty() && ep.last_failure.elapsed() >= QUIET {
+                outcome.recovered(ep.failures, ep.last_failure.duration_since(ep.since));
+                episode = None;
+            }
+        }
+        let first = if pending.is_empty() && episode.is_none() {
             match jobs.recv() {
                 Ok(job) => Some(job),
                 Err(_) => return,
@@ -159,7 +178,11 @@ fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, outcom
                     true
                 }
                 Err(e) => {
-                    outcome.failed(&batch, &e, pending.is_empty());
+                    let now = Instant::now();
+                    let ep = episode.get_or_insert(Episode { since: now, last_failure: now, failures: 0 });
+                    ep.last_failure = now;
+                    ep.failures += 1;
+                    outcome.failed(&batch, &e, ep.failures == 1);
                     let room = MAX_PENDING.saturating_sub(pending.len());
                     pending.extend(batch.into_iter().take(room));
                     false
@@ -190,6 +213,10 @@ mod tests {
 
         fn failed(&self, _: &[Entry], e: &anyhow::Error, _: bool) {
             panic!("a transaction failed: {e:#}");
+        }
+
+        fn recovered(&self, _: u64, _: Duration) {
+            panic!("nothing failed");
         }
     }
 

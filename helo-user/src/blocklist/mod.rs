@@ -176,7 +176,7 @@ impl Outcome for CommitOutcome {
                     Err(err) => log::error!("blocklist: {} stored but not put back in the kernel: {err:#}", e.key()),
                 }
             }
-            log::warn!("store: working again; {} listings that had failed are stored, {back} back in the kernel", entries.len());
+            log::debug!("store: {} listings that had failed are stored, {back} back in the kernel", entries.len());
         }
     }
 
@@ -196,6 +196,14 @@ impl Outcome for CommitOutcome {
                 entries.len()
             );
         }
+    }
+
+    fn recovered(&self, failures: u64, lasted: Duration) {
+        log::warn!(
+            "store: working again; {failures} listing transactions failed over {}s, every listing kept for a retry is \
+             stored and back in the kernel",
+            lasted.as_secs()
+        );
     }
 }
 
