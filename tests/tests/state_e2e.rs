@@ -233,3 +233,81 @@ fn a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart() -
     assert_eq!(log.matches("store: working again").count(), 1, "{log}");
     Ok(())
 }
+
+#[test]
+fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()> {
+    if !require_root("kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal") {
+        return Ok(());
+    }
+    let mut lab = Lab::new(LabOptions {
+        agent_args: vec!["--max-sessions-per-source".into(), "500".into()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    let (client_ns, server) = (lab.client.name.clone(), lab.edge_end.v4.clone());
+    let burst = thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &client_ns, "python3", helo_tests::lab::CLIENT_SCRIPT, "flood", "--server", &server])
+            .args(["--count", "150", "--timeout", "5", "--helo-template", "mix{i}"])
+            .output()
+    });
+    // Operator changes meanwhile: add op{i}, and delete the even ones again. Those made after the
+    // kill go to the store and the pinned maps directly.
+    let blocklist_args = {
+        let lab_dir = lab.dir.path().to_owned();
+        move |args: &[&str]| {
+            let mut full = vec![
+                "blocklist".to_string(),
+                "--admin-socket".into(),
+                helo_tests::lab::agent_admin_socket(&lab_dir).display().to_string(),
+                "--state-dir".into(),
+                helo_tests::lab::agent_state_dir(&lab_dir).display().to_string(),
+                "--pin-dir".into(),
+                lab_dir.join("bpffs/helo").display().to_string(),
+            ];
+            full.extend(args.iter().map(|s| s.to_string()));
+            std::process::Command::new(helo_tests::agent::binary().unwrap()).args(&full).output().unwrap()
+        }
+    };
+    let operator = thread::spawn(move || {
+        let (mut kept, mut gone) = (HashSet::new(), HashSet::new());
+        for i in 0..40 {
+            let name = format!("op{i}.example.com");
+            if !blocklist_args(&["add", &name]).status.success() {
+                continue;
+            }
+            if i % 2 == 0 && blocklist_args(&["del", &name]).status.success() {
+                gone.insert(name);
+            } else {
+                kept.insert(name);
+            }
+        }
+        (kept, gone)
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while lab.agent.log_text().matches("rejected by").count() < 20 {
+        assert!(Instant::now() < deadline, "the burst never started");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill on our own child.
+    unsafe { libc::kill(lab.agent.pid() as i32, libc::SIGKILL) };
+    let out = burst.join().unwrap()?;
+    let (kept, gone) = operator.join().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let acknowledged: HashSet<String> = v["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_str() == Some(BOGUS))
+        .map(|(i, _)| format!("mix{i}"))
+        .collect();
+    lab.restart_agent("agent2.log")?;
+    let stored = listed_names(&lab)?;
+    println!("{} rejections and {} operator adds acknowledged, {} entries stored", acknowledged.len(), kept.len(), stored.len());
+    assert!(acknowledged.is_subset(&stored), "acknowledged but lost: {:?}", acknowledged.difference(&stored).collect::<Vec<_>>());
+    assert!(kept.is_subset(&stored), "operator adds lost: {:?}", kept.difference(&stored).collect::<Vec<_>>());
+    assert!(gone.is_disjoint(&stored), "operator deletes undone: {:?}", gone.intersection(&stored).collect::<Vec<_>>());
+    assert_eq!(kernel_helo_entries(&lab)?, stored.len(), "the store and the kernel disagree after the restart");
+    Ok(())
+}
