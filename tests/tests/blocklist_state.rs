@@ -77,8 +77,11 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
     let r = rig(dir.path(), None, DEFAULT_CAPACITY)?;
     r.blocklist.add_all(&[r.entry("op.example.com", "operator"), r.entry("fleet.example.com", "mx2")])?;
     assert!(r.blocklist.block_helo(b"Learned.Example.", "bogus_helo", REPLY)?.wait_blocking());
+    // The agent rejecting an operator-listed name (with --no-xdp, say) leaves the operator's entry.
+    assert!(r.blocklist.block_helo(b"OP.example.com", "bogus_helo", REPLY)?.wait_blocking());
     r.blocklist.sync();
     assert!(r.in_kernel("learned.example"));
+    assert_eq!(r.store.get("helo/op.example.com")?.unwrap().origin, "operator");
     // The kernel's LRU map evicts all three; a ghost appears that the store never held.
     {
         let mut k = r.kernel.lock().unwrap();

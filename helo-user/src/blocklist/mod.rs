@@ -122,6 +122,17 @@ impl Tables {
         }
     }
 
+    /// The indexed entry with `e`'s key, if any.
+    fn indexed(&self, e: &Entry) -> Option<Entry> {
+        match e.kind {
+            Kind::Helo => self.helo_index.lock().unwrap().get(&kernel_side::helo_hash(&self.key, &e.name)).cloned(),
+            Kind::Source => match source_target(&e.name).ok()? {
+                SourceTarget::Addr(ip) => self.sources.lock().unwrap().get(&ip).cloned(),
+                SourceTarget::Net(net) => self.nets.lock().unwrap().get(&net).cloned(),
+            },
+        }
+    }
+
     fn unindex(&self, e: &Entry) {
         match e.kind {
             Kind::Helo => {
@@ -344,6 +355,11 @@ impl Blocklist {
     fn list_now(&self, entry: Entry) -> Result<Committed> {
         entry.validate().with_context(|| format!("entry {}", entry.key()))?;
         let _order = self.tables.order.lock().unwrap();
+        // An operator's, imported or fleet entry for the same name stays as it is: replaced by
+        // the agent's, it would become evictable and lose its reason, reply and expiry.
+        if self.tables.indexed(&entry).is_some_and(|e| !learned_here(&e)) {
+            return Ok(Committed::resolved(true));
+        }
         self.tables.to_kernel(&entry)?;
         let committed = self.commits.queue(entry);
         self.count(|c| c.added += 1);
