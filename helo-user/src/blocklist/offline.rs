@@ -18,6 +18,8 @@ pub struct Offline {
     pub store: Store,
     /// The pinned maps and the key their entries were hashed with, when both exist.
     kernel: Option<(BlockMaps, HashKey)>,
+    /// Why `kernel` is `None`.
+    no_kernel: &'static str,
     pin_dir: PathBuf,
 }
 
@@ -26,11 +28,12 @@ impl Offline {
     /// maps pinned in `pin_dir` if there are any.
     pub fn open(state_dir: &Path, pin_dir: &Path) -> Result<Self> {
         let store = Store::open_guarded(state_dir, pin_dir)?;
-        let kernel = match (BlockMaps::open_pinned(pin_dir)?, store.existing_hash_key()?) {
-            (Some(maps), Some(key)) => Some((maps, key)),
-            _ => None,
+        let (kernel, no_kernel) = match (BlockMaps::open_pinned(pin_dir)?, store.existing_hash_key()?) {
+            (Some(maps), Some(key)) => (Some((maps, key)), ""),
+            (None, _) => (None, "no maps pinned in"),
+            (Some(_), None) => (None, "the store has no hash key yet (no agent ever ran on it), so it cannot reach the maps pinned in"),
         };
-        Ok(Self { store, kernel, pin_dir: pin_dir.to_owned() })
+        Ok(Self { store, kernel, no_kernel, pin_dir: pin_dir.to_owned() })
     }
 
     /// Said after a change: where it went.
@@ -38,7 +41,8 @@ impl Offline {
         match &self.kernel {
             Some(_) => format!("no agent running: changed the store and the maps pinned in {}", self.pin_dir.display()),
             None => format!(
-                "no agent running and no maps pinned in {}: changed the store only; the kernel gets it at the next start",
+                "no agent running and {} {}: changed the store only; the kernel gets it at the next start",
+                self.no_kernel,
                 self.pin_dir.display()
             ),
         }
