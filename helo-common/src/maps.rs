@@ -150,14 +150,74 @@ pub struct FlowKey {
     pub dport_be: u16,
 }
 
-/// Value of the flow map: the sequence number the client's first payload byte will carry, and
-/// whether a drop on this flow was already reported to the agent (once is enough to end the
-/// session; a retransmitted or replayed greeting adds nothing but load).
+/// Value of the flow map: the sequence number the client's first payload byte will carry, and a
+/// word of [`flow_state`] flags and the SYN's time.
+///
+/// - whether a drop on this flow was already reported to the agent (once is enough to end the
+///   session; a retransmitted or replayed greeting adds nothing but load);
+/// - whether the flow is established (the client's handshake ACK or its first payload arrived at
+///   the remembered sequence number), and when its SYN came: a new SYN for the same 4-tuple
+///   replaces the entry only once it is stale ([`FlowState::syn_replaces`]). Otherwise two
+///   spoofed packets (a SYN with an ISN of the attacker's choosing, then a listed greeting at
+///   ISN + 1) would pass for another client's first payload and get its session ended.
+///
+/// Eight bytes, as before the time was kept: a restarted agent reuses the pinned flow map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     pub first_payload_seq: u32,
-    pub reported: u32,
+    /// [`flow_state::REPORTED`] | [`flow_state::ESTABLISHED`] | SYN time in boot-clock seconds
+    /// `<< flow_state::TIME_SHIFT`.
+    pub state: u32,
+}
+
+/// The bits of [`FlowState::state`] and how long an entry is protected from a new SYN.
+pub mod flow_state {
+    pub const REPORTED: u32 = 1;
+    pub const ESTABLISHED: u32 = 2;
+    pub const TIME_SHIFT: u32 = 2;
+    /// A flow still in its handshake is kept this long against a SYN with another ISN: a real
+    /// client retransmits its SYN with the same ISN, and a new connection uses a new port.
+    pub const SYN_STALE_S: u32 = 3;
+    /// An established flow is kept this long (SMTP's longest timeout is 10 minutes). After that a
+    /// new SYN on the 4-tuple (a port reused by the client) replaces it; before, that new
+    /// connection's greeting goes unjudged by XDP (it fails open; the agent still judges it).
+    pub const ESTABLISHED_STALE_S: u32 = 1800;
+}
+
+impl FlowState {
+    /// The entry a SYN at `now_s` (boot-clock seconds) makes.
+    #[inline(always)]
+    pub fn new(first_payload_seq: u32, now_s: u32) -> Self {
+        Self { first_payload_seq, state: now_s << flow_state::TIME_SHIFT }
+    }
+
+    #[inline(always)]
+    pub fn established(&self) -> bool {
+        self.state & flow_state::ESTABLISHED != 0
+    }
+
+    #[inline(always)]
+    pub fn reported(&self) -> bool {
+        self.state & flow_state::REPORTED != 0
+    }
+
+    /// Seconds since the SYN, modulo the 30 bits the time is kept in.
+    #[inline(always)]
+    pub fn age_s(&self, now_s: u32) -> u32 {
+        now_s.wrapping_sub(self.state >> flow_state::TIME_SHIFT) & (u32::MAX >> flow_state::TIME_SHIFT)
+    }
+
+    /// Whether a SYN announcing `first_payload_seq` at `now_s` replaces this entry: only a stale
+    /// one. A retransmitted SYN (same ISN) changes nothing.
+    #[inline(always)]
+    pub fn syn_replaces(&self, first_payload_seq: u32, now_s: u32) -> bool {
+        if self.first_payload_seq == first_payload_seq {
+            return false;
+        }
+        let stale_after = if self.established() { flow_state::ESTABLISHED_STALE_S } else { flow_state::SYN_STALE_S };
+        self.age_s(now_s) >= stale_after
+    }
 }
 
 /// Indices of the per-CPU counter array: every verdict the program takes lands in exactly one.

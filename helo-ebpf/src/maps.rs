@@ -10,9 +10,9 @@ use aya_ebpf::{
 };
 use helo_common::{
     maps::{
-        counter, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
-        DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS, SOURCE_NET_CAPACITY,
-        STRIKES_CAPACITY,
+        counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, Ladder, Strikes,
+        ALLOW_CAPACITY, DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS,
+        SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
     },
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
@@ -192,10 +192,10 @@ pub fn worth_reporting(flow: Option<*mut FlowState>, previous_hit: u64, now: u64
         // SAFETY: a pointer into a flow map value, valid for this program run. Two CPUs racing
         // here may both report: harmless, the agent's kill is idempotent.
         Some(f) => unsafe {
-            if (*f).reported != 0 {
+            if (*f).reported() {
                 return false;
             }
-            (*f).reported = 1;
+            (*f).state |= flow_state::REPORTED;
             true
         },
         None => previous_hit == 0 || now.wrapping_sub(previous_hit) >= 1_000_000_000,
@@ -207,10 +207,29 @@ pub fn flow(flow: &FlowKey) -> Option<*mut FlowState> {
     FLOWS.get_ptr_mut(flow)
 }
 
+/// A client SYN: remember where its first payload byte will be, unless the 4-tuple already has a
+/// flow that is not stale (see [`FlowState::syn_replaces`]): a spoofed SYN must not re-key an
+/// established flow. The clock is read here, on SYNs only.
 #[inline(always)]
 pub fn remember_flow(flow: &FlowKey, first_payload_seq: u32) {
+    let now_s = (now_boot_ns() / 1_000_000_000) as u32;
+    if let Some(f) = FLOWS.get_ptr(flow) {
+        // SAFETY: a flow map value, valid for this program run; read only.
+        if !unsafe { (*f).syn_replaces(first_payload_seq, now_s) } {
+            return;
+        }
+    }
     // A full LRU map evicts; an insert failure only means this flow goes uninspected (fail open).
-    let _ = FLOWS.insert(flow, FlowState { first_payload_seq, reported: 0 }, 0);
+    let _ = FLOWS.insert(flow, FlowState::new(first_payload_seq, now_s), 0);
+}
+
+/// The client's segment at the remembered sequence number arrived (its handshake ACK, or its
+/// first payload): the flow is established and a new SYN no longer replaces it.
+#[inline(always)]
+pub fn mark_established(flow: *mut FlowState) {
+    // SAFETY: a pointer into a flow map value, valid for this program run. A racing update on
+    // another CPU only sets bits too.
+    unsafe { (*flow).state |= flow_state::ESTABLISHED };
 }
 
 /// Reports a drop to the agent. A full ring never changes the verdict; the loss is counted.

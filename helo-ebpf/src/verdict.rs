@@ -48,11 +48,21 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         if let Some((entry, now)) = maps::source_entry(&source) {
             return block(&cfg, &seg, entry, None, event_kind::SOURCE, 0, now);
         }
-        // The client's first payload byte will carry ISN + 1.
+        // The client's first payload byte will carry ISN + 1 (unless the 4-tuple's flow is
+        // established: a spoofed SYN does not re-key it).
         maps::remember_flow(&seg.flow, seg.tcp.seq.wrapping_add(1));
         return pass(counter::PASS_NO_PAYLOAD);
     }
     if seg.tcp.payload_len == 0 {
+        // The handshake's ACK carries ISN + 1: from then on the flow is established.
+        if seg.tcp.ack {
+            if let Some(f) = maps::flow(&seg.flow) {
+                // SAFETY: a flow map value, valid for this program run.
+                if unsafe { (*f).first_payload_seq } == seg.tcp.seq {
+                    maps::mark_established(f);
+                }
+            }
+        }
         return pass(counter::PASS_NO_PAYLOAD);
     }
     // Only the first client payload is a greeting; later segments (a mail body line that happens
@@ -62,6 +72,7 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         Some(f) if unsafe { (*f).first_payload_seq } == seg.tcp.seq => f,
         _ => return pass(counter::PASS_NOT_FIRST_PAYLOAD),
     };
+    maps::mark_established(flow);
     match scan_payload(ctx, &seg, &cfg) {
         Scan::Greeting { hash, .. } => match maps::helo_entry(hash) {
             Some((entry, now)) => block(&cfg, &seg, entry, Some(flow), event_kind::HELO, hash, now),

@@ -5,7 +5,7 @@ use std::{io::BufRead, net::IpAddr, time::Duration};
 use anyhow::{Context, Result};
 
 use crate::{
-    admin::{client::call, protocol::Request},
+    admin::{client::call_with_pins, protocol::Request},
     blocklist::{unix_now, Listed},
     cli::{AdminArgs, BlocklistArgs, BlocklistCommand, KindArg, StatsArgs},
     store::{Entry, Kind},
@@ -73,7 +73,11 @@ fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>> {
 
 fn call_admin(a: &AdminArgs, req: Request) -> Result<crate::admin::protocol::Response> {
     let (socket, state_dir) = a.resolve()?;
-    call(&socket, &state_dir, req)
+    let resp = call_with_pins(&socket, &state_dir, &a.resolve_pin_dir()?, req)?;
+    if let Some(note) = &resp.note {
+        eprintln!("{note}");
+    }
+    Ok(resp)
 }
 
 pub fn reload(args: crate::cli::ReloadArgs) -> Result<()> {

@@ -62,6 +62,10 @@ pub struct AdminArgs {
     /// /var/lib/helo]. It must exist.
     #[arg(long = "state-dir", global = true)]
     pub state_dir: Option<PathBuf>,
+    /// Where the agent pins its maps: with no agent running, changes go there too [default: the
+    /// config file's, else /sys/fs/bpf/helo].
+    #[arg(long = "pin-dir", global = true)]
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl AdminArgs {
@@ -82,6 +86,17 @@ impl AdminArgs {
             .or_else(|| file.as_ref().map(|c| c.state_dir.clone()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         Ok((socket, state))
+    }
+
+    /// The pin directory: the flag, else the config file's, else the default.
+    pub fn resolve_pin_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.pin_dir {
+            return Ok(dir.clone());
+        }
+        Ok(match &self.config {
+            Some(path) => Config::from_file(path)?.pin_dir,
+            None => PathBuf::from(crate::config::DEFAULT_PIN_DIR),
+        })
     }
 }
 

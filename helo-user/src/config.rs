@@ -144,6 +144,7 @@ pub fn mask_url_password(url: &str) -> String {
 
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/helo/admin.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/helo";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/helo";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -225,7 +226,7 @@ impl Default for Config {
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
-            pin_dir: PathBuf::from("/sys/fs/bpf/helo"),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             metrics: MetricsAddr(Some("127.0.0.1:9725".parse().unwrap())),
             admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             expire_interval_s: 10,

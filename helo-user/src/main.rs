@@ -117,7 +117,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let admin_path = config.admin_socket.clone();
     // From here on a failure undoes what this start made (its admin socket, its pins).
     let mut undo = StartUndo::new(&config);
-    let store = Store::open(&config.state_dir)?;
+    let store = Store::open_guarded(&config.state_dir, &config.pin_dir)?;
     let key = store.hash_key()?;
     let mut filter = KernelFilter::load(LoadOptions {
         helo_capacity: config.helo_capacity,
@@ -135,8 +135,10 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     }
     filter.configure(key, config.mode, &config.ports)?;
     filter.configure_ladder(config.ladder.kernel())?;
-    for net in classifier.exempt_networks() {
-        filter.maps.allow(net.addr(), net.prefix_len())?;
+    // The allow trie is pinned: made equal to the configuration, not added to.
+    let stale_allowed = filter.maps.set_allow(classifier.exempt_networks())?;
+    if stale_allowed > 0 {
+        log::info!("allow list: {stale_allowed} networks no longer configured were removed from the kernel");
     }
     let mode_label = match config.iface.as_deref() {
         Some(iface) => {
@@ -223,9 +225,15 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         b.expire().map(|n| if n > 0 { log::info!("blocklist: {n} entries expired") })
     });
     periodically(Duration::from_secs(agent.config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
-        b.reconcile().map(|n| {
-            if n > 0 {
-                log::warn!("blocklist: {n} entries were evicted by the kernel's full maps (raise helo-capacity?)")
+        b.reconcile().map(|(evicted, restored, ghosts)| {
+            if evicted + restored > 0 {
+                log::warn!(
+                    "blocklist: the kernel's full maps evicted {evicted} agent listings (dropped) and {restored} operator \
+                     or fleet entries (put back); raise helo-capacity?"
+                )
+            }
+            if ghosts > 0 {
+                log::warn!("blocklist: {ghosts} kernel entries the store did not hold were removed")
             }
         })
     });

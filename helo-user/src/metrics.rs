@@ -55,6 +55,11 @@ pub struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct XdpLabels {
     pub mode: String,
     pub program_id: String,
@@ -100,6 +105,9 @@ pub struct Metrics {
     process_open_fds: Gauge,
     process_max_fds: Gauge,
     process_start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    blocklist_reconciled: Family<DirectionLabel, Counter>,
+    store_errors: Counter,
+    blocklist_learned_limited: Counter,
 }
 
 impl Metrics {
@@ -143,6 +151,9 @@ impl Metrics {
             process_open_fds: Gauge::default(),
             process_max_fds: Gauge::default(),
             process_start_time: Gauge::default(),
+            blocklist_reconciled: Family::default(),
+            store_errors: Counter::default(),
+            blocklist_learned_limited: Counter::default(),
         };
         {
             let mut r = m.registry.lock().unwrap();
@@ -177,6 +188,13 @@ impl Metrics {
                 }),
             );
             r.register("filter_mode", "1 for the mode the filter runs in (enforce drops; observe only counts)", m.filter_mode.clone());
+            r.register(
+                "blocklist_reconciled",
+                "Differences between the store and the kernel fixed at start and by the reconcile: to_kernel (a store entry put back), from_kernel (a kernel entry the store does not hold, removed)",
+                m.blocklist_reconciled.clone(),
+            );
+            r.register("store_errors", "Listing transactions the store could not commit (their kernel entries withdrawn, retried)", m.store_errors.clone());
+            r.register("blocklist_learned_limited", "Rejections not listed because their source had used its hourly quota of new listings", m.blocklist_learned_limited.clone());
             r.register(
                 "xdp",
                 "How the XDP program is attached",
@@ -309,6 +327,11 @@ impl Metrics {
             self.blocklist_expired.inc_by(c.expired - seen.expired);
             self.blocklist_removed.inc_by(c.removed - seen.removed);
             self.blocklist_evicted.inc_by(c.evicted - seen.evicted);
+            let direction = |d: &str| self.blocklist_reconciled.get_or_create(&DirectionLabel { direction: d.to_owned() });
+            direction("to_kernel").inc_by(c.reconciled_to_kernel - seen.reconciled_to_kernel);
+            direction("from_kernel").inc_by(c.reconciled_from_kernel - seen.reconciled_from_kernel);
+            self.store_errors.inc_by(c.store_errors - seen.store_errors);
+            self.blocklist_learned_limited.inc_by(c.learned_limited - seen.learned_limited);
             *seen = c;
         }
         self.update_process();

@@ -100,12 +100,12 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
         }
     }
     let newly_allowed: Vec<String> = {
-        let old_names: BTreeSet<String> = applied.classifier.allow.names.iter().map(|n| crate::blocklist::normalise(n)).collect();
+        let old_names: BTreeSet<String> = applied.classifier.allow.names.iter().filter_map(|n| crate::blocklist::normalise(n).ok()).collect();
         new.classifier
             .allow
             .names
             .iter()
-            .map(|n| crate::blocklist::normalise(n))
+            .filter_map(|n| crate::blocklist::normalise(n).ok())
             .filter(|n| !old_names.contains(n))
             .map(|n| format!("helo/{n}"))
             .collect()

@@ -12,6 +12,7 @@ use crate::{
     kernel_state,
     netns::{link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
+    tmpfs::Tmpfs,
 };
 
 pub const HOSTNAME: &str = "mx.example.com";
@@ -22,6 +23,8 @@ pub const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/sm
 pub struct Lab {
     // Field order is drop order: the agent and Postfix stop before their namespaces go.
     pub agent: AgentProcess,
+    /// The agent's state directory's own size-limited filesystem, if asked for.
+    pub state_fs: Option<Tmpfs>,
     pub postfix: Option<Postfix>,
     pins: BpfFs,
     pub client: Netns,
@@ -109,6 +112,8 @@ pub struct LabOptions {
     pub backend_users: Vec<String>,
     /// More `main.cf` lines for the backend Postfix.
     pub backend_main_cf: Vec<String>,
+    /// Put the agent's state directory on a tmpfs of this size (`2m`), to fill it.
+    pub state_fs: Option<String>,
 }
 
 impl Default for LabOptions {
@@ -122,6 +127,7 @@ impl Default for LabOptions {
             backend_domains: vec![],
             backend_users: vec![],
             backend_main_cf: vec![],
+            state_fs: None,
         }
     }
 }
@@ -157,8 +163,9 @@ impl Lab {
             setup(&edge)?;
         }
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
+        let state_fs = opts.state_fs.map(|size| Tmpfs::mount(agent_state_dir(dir.path()), &size)).transpose()?;
         let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
-        Ok(Self { agent, postfix, pins, client, edge, client_end, edge_end, dir, args })
+        Ok(Self { agent, state_fs, postfix, pins, client, edge, client_end, edge_end, dir, args })
     }
 
     /// A box of a fleet: its edge namespace also gets a veth to `redis_ns` on subnet `subnet`
@@ -214,6 +221,9 @@ impl Lab {
             self.admin_socket().display().to_string(),
             "--state-dir".into(),
             self.state_dir().display().to_string(),
+            // With the agent down, changes go to this lab's pins, never the host's.
+            "--pin-dir".into(),
+            self.pin_dir().display().to_string(),
         ];
         full.extend(args.iter().map(|s| s.to_string()));
         Ok(Command::new(crate::agent::binary()?).args(&full).output()?)

@@ -13,3 +13,4 @@ pub mod privilege;
 pub mod prometheus;
 pub mod redis;
 pub mod sender;
+pub mod tmpfs;

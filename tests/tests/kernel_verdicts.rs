@@ -507,3 +507,64 @@ fn a_flow_is_reported_once_and_a_listed_source_is_sampled() {
     let events = drain();
     assert!((1..=2).contains(&events), "{events} events for 500 SYNs within a second");
 }
+
+#[test]
+fn a_spoofed_syn_does_not_re_key_an_established_flow() {
+    if !require_root("a_spoofed_syn_does_not_re_key_an_established_flow") {
+        return;
+    }
+    let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    let mut ring = filter.take_events().unwrap();
+    let mut events = || {
+        let mut n = 0;
+        while ring.next().is_some() {
+            n += 1;
+        }
+        n
+    };
+    let run = |filter: &KernelFilter, f: &Frame| {
+        filter.program().test_run(TestRunOptions { data_in: Some(&f.build()), repeat: 1, ..Default::default() }).unwrap().return_value
+    };
+    filter.maps.block_helo(hash_helo_arg(&KEY, b"listed.example.com"), BlockEntry { reason: 2, ..Default::default() }).unwrap();
+    let (client, server) = (ip("198.18.1.10"), ip("198.18.0.2"));
+
+    // The victim: SYN (ISN 999), handshake ACK at ISN + 1.
+    let victim = Frame::tcp(client, server, b"EHLO ok.example.org\r\n");
+    let ack = Frame { payload: vec![], tcp_flags: TCP_ACK, ..victim.clone() };
+    assert_eq!(run(&filter, &victim.syn()), XDP_PASS);
+    assert_eq!(run(&filter, &ack), XDP_PASS);
+    let state = filter.maps.flow_state(flow_key(&victim)).expect("the SYN made a flow");
+    assert!(state.established(), "the handshake ACK establishes the flow");
+    assert_eq!(state.first_payload_seq, victim.seq);
+
+    // The attacker: a SYN on the victim's 4-tuple with an ISN of its choosing, then a listed
+    // greeting at that ISN + 1. Not the flow's first payload: passed (the victim's TCP stack
+    // drops it as out of window), and no drop event that would end the victim's session.
+    let spoofed = Frame { seq: 70_001, ..Frame::tcp(client, server, b"EHLO listed.example.com\r\n") };
+    assert_eq!(run(&filter, &spoofed.syn()), XDP_PASS);
+    assert_eq!(filter.maps.flow_state(flow_key(&victim)).unwrap().first_payload_seq, victim.seq, "the spoofed SYN re-keyed the flow");
+    let before = filter.maps.counters().unwrap();
+    assert_eq!(run(&filter, &spoofed), XDP_PASS);
+    let after = filter.maps.counters().unwrap().since(&before);
+    assert_eq!(after.get(counter::PASS_NOT_FIRST_PAYLOAD), 1);
+    assert_eq!(after.get(counter::DROP_HELO), 0);
+    assert_eq!(events(), 0, "a drop event for the victim's flow");
+    // The victim's own first payload is still judged (here: clean, passed).
+    assert_eq!(run(&filter, &victim), XDP_PASS);
+    assert_eq!(filter.maps.counters().unwrap().since(&before).get(counter::PASS_NOT_LISTED), 1);
+
+    // A flow still in its handshake is not re-keyed either, ...
+    let other = Frame { sport: 40001, ..victim.clone() };
+    assert_eq!(run(&filter, &other.syn()), XDP_PASS);
+    assert_eq!(run(&filter, &Frame { sport: 40001, ..spoofed.syn() }), XDP_PASS);
+    assert_eq!(filter.maps.flow_state(flow_key(&other)).unwrap().first_payload_seq, other.seq);
+    // ... while a stale one is (a port the client reused): here one user space wrote with no SYN
+    // time, and the new connection's listed greeting is judged and dropped.
+    let reused = Frame { sport: 40002, ..spoofed.clone() };
+    filter.maps.remember_flow(flow_key(&reused), 12_345).unwrap();
+    assert_eq!(run(&filter, &reused.syn()), XDP_PASS);
+    assert_eq!(filter.maps.flow_state(flow_key(&reused)).unwrap().first_payload_seq, reused.seq);
+    assert_eq!(run(&filter, &reused), XDP_DROP);
+    assert_eq!(events(), 1);
+}

@@ -261,7 +261,9 @@ fn entries_a_full_kernel_map_evicted_are_found_and_counted() -> Result<()> {
     })?;
     let path = lab.dir.path().join("many.jsonl");
     let lines: Vec<String> = (0..400)
-        .map(|i| format!(r#"{{"kind":"helo","name":"n{i}.example.com","reason":"t","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0,"origin":"operator"}}"#))
+        // Agent listings (origin "agent"): only those are dropped when evicted; an operator's are
+        // put back (tests/tests/state_e2e.rs).
+        .map(|i| format!(r#"{{"kind":"helo","name":"n{i}.example.com","reason":"t","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0,"origin":"agent"}}"#))
         .collect();
     std::fs::write(&path, lines.join("\n"))?;
     assert!(lab.blocklist(&["import", path.to_str().unwrap()])?.status.success());

@@ -12,11 +12,17 @@ use super::{
     ops::{self, Target},
     protocol::{Request, Response},
 };
-use crate::store::Store;
+use crate::blocklist::offline::Offline;
+
+/// [`call_with_pins`] with the default pin directory.
+pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
+    call_with_pins(socket, state_dir, Path::new(crate::config::DEFAULT_PIN_DIR), req)
+}
 
 /// Sends `req` to the agent at `socket`; with no agent there, runs it on the store in
-/// `state_dir`. A caller without permission gets told so, never a silent fallback.
-pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
+/// `state_dir` and the maps pinned in `pin_dir`. A caller without permission gets told so, never
+/// a silent fallback.
+pub fn call_with_pins(socket: &Path, state_dir: &Path, pin_dir: &Path, req: Request) -> Result<Response> {
     match UnixStream::connect(socket) {
         Ok(mut stream) => {
             let mut line = serde_json::to_string(&req)?;
@@ -50,14 +56,14 @@ pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
                 }
                 Err(err) => return Err(err).with_context(|| format!("reading {}", state_dir.display())),
             }
-            let store = Store::open(state_dir).map_err(|err| {
+            let mut offline = Offline::open(state_dir, pin_dir).map_err(|err| {
                 if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::PermissionDenied)) {
                     anyhow::anyhow!("permission denied on {}: blocklist commands need root", state_dir.display())
                 } else {
                     err.context(format!("no agent at {} and the store could not be opened", socket.display()))
                 }
             })?;
-            ops::handle(Target::Offline(&store), req)
+            ops::handle(Target::Offline(&mut offline), req)
         }
         Err(e) => Err(e).with_context(|| format!("connecting to {}", socket.display())),
     }

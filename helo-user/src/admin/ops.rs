@@ -1,5 +1,5 @@
 //! The operations behind `helo-user blocklist …`, on the live blocklist (agent running: store and
-//! kernel together) or on the store alone (agent stopped: the kernel is filled at its next start).
+//! kernel together) or offline (agent stopped: the store and the maps still pinned, if any).
 
 use std::time::Duration;
 
@@ -7,19 +7,19 @@ use anyhow::{bail, Context, Result};
 
 use super::protocol::{Request, Response};
 use crate::{
-    blocklist::{unix_now, Blocklist, Listed},
+    blocklist::{offline::Offline, unix_now, Blocklist, Listed},
     smtp::reply::KERNEL_DROP_DEFAULT,
-    store::{Entry, FleetChange, Kind, Store},
+    store::{Entry, FleetChange, Kind},
 };
 
 pub enum Target<'a> {
     Live(&'a Blocklist),
-    Offline(&'a Store),
+    Offline(&'a mut Offline),
 }
 
 fn entry_for(kind: Kind, name: &str, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String>, default_ttl: Duration) -> Result<Entry> {
     let name = match kind {
-        Kind::Helo => crate::blocklist::normalise(name),
+        Kind::Helo => crate::blocklist::normalise(name)?,
         Kind::Source => match name.parse::<ipnet::IpNet>() {
             // A /32 or /128 is one address, kept in the cheaper exact map.
             Ok(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_canonical().to_string(),
@@ -47,15 +47,23 @@ fn entry_for(kind: Kind, name: &str, ttl_s: Option<u64>, reason: Option<String>,
 const OFFLINE_TTL: [Duration; 2] = [Duration::from_secs(7 * 24 * 3600), Duration::from_secs(24 * 3600)];
 
 pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
-    let ok = |count: usize| Response { ok: true, count: Some(count), ..Default::default() };
+    let ok = |count: usize, target: &Target<'_>| Response {
+        ok: true,
+        count: Some(count),
+        note: match target {
+            Target::Offline(o) => Some(o.note()),
+            Target::Live(_) => None,
+        },
+        ..Default::default()
+    };
     match (req, target) {
         (Request::List, Target::Live(b)) => Ok(Response { ok: true, entries: Some(b.list()?), ..Default::default() }),
-        (Request::List, Target::Offline(s)) => Ok(Response {
+        (Request::List, Target::Offline(o)) => Ok(Response {
             ok: true,
-            entries: Some(s.entries()?.into_iter().map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }).collect()),
+            entries: Some(o.store.entries()?.into_iter().map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }).collect()),
             ..Default::default()
         }),
-        (Request::Add { kind, name, ttl_s, reason, reply }, target) => {
+        (Request::Add { kind, name, ttl_s, reason, reply }, mut target) => {
             let default_ttl = match (&target, kind) {
                 (Target::Live(b), Kind::Helo) => b.helo_ttl,
                 (Target::Live(b), Kind::Source) => b.source_ttl,
@@ -63,18 +71,18 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
                 (Target::Offline(_), Kind::Source) => OFFLINE_TTL[1],
             };
             let e = entry_for(kind, &name, ttl_s, reason, reply, default_ttl)?;
-            match target {
+            match &mut target {
                 Target::Live(b) => b.add_all(&[e])?,
-                Target::Offline(s) => s.put(&e)?,
+                Target::Offline(o) => o.add_all(&[e])?,
             }
-            Ok(ok(1))
+            Ok(ok(1, &target))
         }
-        (Request::Del { kind, name, fleet }, target) => {
+        (Request::Del { kind, name, fleet }, mut target) => {
             let probe = entry_for(kind, &name, Some(0), None, None, Duration::ZERO)?;
             let keys = [probe.key()];
             let store = match &target {
                 Target::Live(b) => b.store(),
-                Target::Offline(s) => s,
+                Target::Offline(o) => &o.store,
             };
             if fleet {
                 // Queued even if not listed here: another box may have it.
@@ -83,38 +91,40 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
                     b.outbox_ready.notify_one();
                 }
             }
-            let n = match target {
+            let n = match &mut target {
                 Target::Live(b) => b.remove(&keys)?.len(),
-                Target::Offline(s) => s.remove_all(&keys)?.len(),
+                Target::Offline(o) => o.remove(&probe)?,
             };
             if n == 0 && !fleet {
                 bail!("{} is not listed", probe.key());
             }
-            Ok(ok(n))
+            Ok(ok(n, &target))
         }
         (Request::Get { kind, name }, target) => {
             let probe = entry_for(kind, &name, Some(0), None, None, Duration::ZERO)?;
             let found = match target {
                 Target::Live(b) => b.get(kind, &probe.name)?,
-                Target::Offline(s) => s.get(&probe.key())?.map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }),
+                Target::Offline(o) => o.store.get(&probe.key())?.map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }),
             };
             Ok(Response { ok: true, entries: Some(found.into_iter().collect()), ..Default::default() })
         }
-        (Request::Flush, Target::Live(b)) => Ok(ok(b.flush()?)),
-        (Request::Flush, Target::Offline(s)) => {
-            let keys: Vec<String> = s.entries()?.iter().map(Entry::key).collect();
-            Ok(ok(s.remove_all(&keys)?.len()))
+        (Request::Flush, mut target) => {
+            let n = match &mut target {
+                Target::Live(b) => b.flush()?,
+                Target::Offline(o) => o.flush()?,
+            };
+            Ok(ok(n, &target))
         }
-        (Request::Import { entries }, target) => {
+        (Request::Import { entries }, mut target) => {
             // All or nothing: every entry is checked before any is written.
             for (i, e) in entries.iter().enumerate() {
                 e.validate().map_err(|err| anyhow::anyhow!("entry {}: {err:#}", i + 1))?;
             }
-            match target {
+            match &mut target {
                 Target::Live(b) => b.add_all(&entries)?,
-                Target::Offline(s) => s.put_all(&entries)?,
+                Target::Offline(o) => o.add_all(&entries)?,
             }
-            Ok(ok(entries.len()))
+            Ok(ok(entries.len(), &target))
         }
         (Request::Stats, Target::Offline(_)) => bail!("stats need a running agent"),
         (Request::Reload, Target::Offline(_)) => bail!("no agent is running: nothing to reload"),

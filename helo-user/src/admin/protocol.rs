@@ -74,6 +74,10 @@ pub struct Response {
     /// What was done, for a person (reload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Something the operator should know about how the request was carried out (an offline
+    /// change that could not reach the kernel, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Response {

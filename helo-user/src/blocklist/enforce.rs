@@ -14,9 +14,9 @@ impl Blocklist {
     /// lookup is the kernel's: the keyed hash of the normalised argument.
     pub fn helo_refusal(&self, raw_arg: &[u8]) -> Option<String> {
         let normalised: Vec<u8> = normalised_arg(raw_arg).collect();
-        let hash = hash_normalised(&self.key, &normalised);
+        let hash = hash_normalised(&self.tables.key, &normalised);
         let now = unix_now();
-        self.helo_index.lock().unwrap().get(&hash).filter(|e| !e.expired(now)).map(|e| e.reply.clone())
+        self.tables.helo_index.lock().unwrap().get(&hash).filter(|e| !e.expired(now)).map(|e| e.reply.clone())
     }
 
     /// The reply of the live entry listing this client (its address, or the most specific listed
@@ -24,10 +24,10 @@ impl Blocklist {
     pub fn source_refusal(&self, ip: IpAddr) -> Option<String> {
         let ip = ip.to_canonical();
         let now = unix_now();
-        if let Some(e) = self.sources.lock().unwrap().get(&ip).filter(|e| !e.expired(now)) {
+        if let Some(e) = self.tables.sources.lock().unwrap().get(&ip).filter(|e| !e.expired(now)) {
             return Some(e.reply.clone());
         }
-        let nets = self.nets.lock().unwrap();
+        let nets = self.tables.nets.lock().unwrap();
         nets.iter()
             .filter(|(n, e)| n.contains(&ip) && !e.expired(now))
             .max_by_key(|(n, _)| n.prefix_len())

@@ -9,14 +9,21 @@
 //! Nothing is acknowledged before it is on disk: each queued entry comes with a [`Committed`]
 //! that resolves after its transaction's fsync, and the session awaits it (without holding a
 //! thread) before the sender reads its reply.
+//!
+//! A transaction that fails (a full disk) is reported to the [`Outcome`] (which withdraws the
+//! entries from the kernel: no listing the store does not know) and its entries are kept: every
+//! second, and before any later batch, they are written again, so when the filesystem recovers
+//! they reach the store (and the kernel again) without a restart.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc, Arc,
+        mpsc::{self, RecvTimeoutError},
+        Arc,
     },
     thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -25,11 +32,44 @@ use crate::store::{Entry, Store};
 
 /// At most this many entries per transaction, so one commit stays short under a flood.
 const MAX_BATCH: usize = 4096;
+/// How often listings that could not be stored are tried again.
+const RETRY: Duration = Duration::from_secs(1);
+/// A failure episode ends once the store has worked this long with nothing failing: a nearly full
+/// disk takes small transactions and fails bigger ones, and that is one episode, logged once.
+const QUIET: Duration = Duration::from_secs(10);
+/// At most this many failed listings are kept for a retry; later ones only lose their kernel
+/// shortcut (their senders were answered all the same).
+const MAX_PENDING: usize = 100_000;
+
+/// What the blocklist does when a transaction ends.
+pub trait Outcome: Send + 'static {
+    /// `entries` are on disk; `published`: queued for the fleet too; `replayed`: they had failed
+    /// before and were withdrawn from the kernel.
+    fn committed(&self, entries: &[Entry], published: bool, replayed: bool);
+    /// `entries` could not be stored; `first`: the first failure of an episode.
+    fn failed(&self, entries: &[Entry], error: &anyhow::Error, first: bool);
+    /// The episode is over: the store has worked for [`QUIET`] and nothing is pending.
+    fn recovered(&self, failures: u64, lasted: Duration);
+}
+
+/// Store failures close together, reported as one.
+struct Episode {
+    since: Instant,
+    last_failure: Instant,
+    failures: u64,
+}
 
 /// Resolves once an entry is on disk: true, or false if its transaction failed (logged).
 pub struct Committed(tokio::sync::oneshot::Receiver<bool>);
 
 impl Committed {
+    /// Already resolved: nothing was queued (a listing refused before it reached the store).
+    pub fn resolved(ok: bool) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(ok);
+        Self(rx)
+    }
+
     pub async fn wait(self) -> bool {
         self.0.await.unwrap_or(false)
     }
@@ -52,12 +92,12 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the commit thread. `publish` says whether entries are also queued for the fleet
-    /// (in the same transaction); `committed` runs after each transaction that wrote something.
-    pub fn start(store: Store, publish: Arc<AtomicBool>, committed: impl Fn(bool) + Send + 'static) -> Result<Self> {
+    /// (in the same transaction); `outcome` hears how each transaction ended.
+    pub fn start(store: Store, publish: Arc<AtomicBool>, outcome: impl Outcome) -> Result<Self> {
         let (jobs, rx) = mpsc::channel();
         thread::Builder::new()
             .name("helo-commit".into())
-            .spawn(move || run(store, rx, publish, committed))
+            .spawn(move || run(store, rx, publish, outcome))
             .context("starting the blocklist commit thread")?;
         Ok(Self { jobs })
     }
@@ -78,14 +118,35 @@ impl GroupCommit {
     }
 }
 
-fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, committed: impl Fn(bool)) {
-    while let Ok(first) = jobs.recv() {
+fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, outcome: impl Outcome) {
+    // Listings whose transaction failed, oldest first, waiting for the store to work again.
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut episode: Option<Episode> = None;
+    loop {
+        if let Some(ep) = &episode {
+            if pending.is_empty() && ep.last_failure.elapsed() >= QUIET {
+                outcome.recovered(ep.failures, ep.last_failure.duration_since(ep.since));
+                episode = None;
+            }
+        }
+        let first = if pending.is_empty() && episode.is_none() {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        } else {
+            match jobs.recv_timeout(RETRY) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
         let mut batch: Vec<Entry> = Vec::new();
         let mut waiting = Vec::new();
         // Later listings of the same key replace earlier ones in the same batch.
         let mut slot: HashMap<String, usize> = HashMap::new();
         let mut barriers = Vec::new();
-        let mut next = Some(first);
+        let mut next = first;
         while let Some(job) = next.take() {
             match job {
                 Job::Entry(e, done) => {
@@ -104,19 +165,26 @@ fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, commit
                 next = jobs.try_recv().ok();
             }
         }
+        let publishing = publish.load(Ordering::Relaxed);
+        // What failed before goes first, so the store sees listings in the order they were made.
+        if !pending.is_empty() && store.put_all_publishing(&pending, publishing).is_ok() {
+            outcome.committed(&pending, publishing, true);
+            pending.clear();
+        }
         if !batch.is_empty() {
-            let publishing = publish.load(Ordering::Relaxed);
             let ok = match store.put_all_publishing(&batch, publishing) {
                 Ok(()) => {
-                    committed(publishing);
+                    outcome.committed(&batch, publishing, false);
                     true
                 }
                 Err(e) => {
-                    log::error!(
-                        "blocklist: could not store {} automatic listings ({e:#}); they stay in the \
-                         kernel until the agent restarts",
-                        batch.len()
-                    );
+                    let now = Instant::now();
+                    let ep = episode.get_or_insert(Episode { since: now, last_failure: now, failures: 0 });
+                    ep.last_failure = now;
+                    ep.failures += 1;
+                    outcome.failed(&batch, &e, ep.failures == 1);
+                    let room = MAX_PENDING.saturating_sub(pending.len());
+                    pending.extend(batch.into_iter().take(room));
                     false
                 }
             };
@@ -135,6 +203,23 @@ mod tests {
     use super::*;
     use crate::store::tests::entry;
 
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Outcome for Counting {
+        fn committed(&self, _: &[Entry], published: bool, replayed: bool) {
+            assert!(published && !replayed);
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+
+        fn failed(&self, _: &[Entry], e: &anyhow::Error, _: bool) {
+            panic!("a transaction failed: {e:#}");
+        }
+
+        fn recovered(&self, _: u64, _: Duration) {
+            panic!("nothing failed");
+        }
+    }
+
     #[test]
     fn every_queued_entry_is_committed_once_and_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -142,13 +227,7 @@ mod tests {
         let commits = std::sync::atomic::AtomicUsize::new(0);
         let commits = Arc::new(commits);
         let counted = Arc::clone(&commits);
-        let group = Arc::new(
-            GroupCommit::start(store.clone(), Arc::new(AtomicBool::new(true)), move |published| {
-                assert!(published);
-                counted.fetch_add(1, Ordering::SeqCst);
-            })
-            .unwrap(),
-        );
+        let group = Arc::new(GroupCommit::start(store.clone(), Arc::new(AtomicBool::new(true)), Counting(counted)).unwrap());
         // Four threads queue 100 entries each (and one name twice over), then wait for them.
         let threads: Vec<_> = (0..4)
             .map(|t| {

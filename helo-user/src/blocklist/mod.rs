@@ -12,6 +12,10 @@
 mod enforce;
 mod ladder;
 mod group_commit;
+pub mod kernel_side;
+pub mod learned;
+pub mod name;
+pub mod offline;
 
 pub use self::group_commit::Committed;
 
@@ -26,9 +30,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use helo_common::{hash_normalised, maps::{reason, BlockEntry}, normalised_arg, HashKey};
+use helo_common::HashKey;
 
-use self::group_commit::GroupCommit;
+use self::group_commit::{GroupCommit, Outcome};
 use crate::{
     kernel::KernelFilter,
     store::{source_target, Entry, Kind, SourceTarget, Store},
@@ -46,22 +50,10 @@ pub fn boot_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The normalised form of a greeting argument, as stored and shown.
-pub fn normalise(raw: &str) -> String {
-    String::from_utf8_lossy(&normalised_arg(raw.as_bytes()).collect::<Vec<_>>()).into_owned()
-}
-
-/// The kernel's reason code for a reason string (a rule id, or anything an operator wrote).
-fn reason_code(reason: &str) -> u32 {
-    match reason {
-        "bogus_helo" => reason::BOGUS_HELO,
-        "helo_is_my_ip" => reason::HELO_IS_MY_IP,
-        "helo_matches_rcpt" => reason::HELO_MATCHES_RCPT,
-        "operator_deny" => reason::OPERATOR_DENY,
-        "literal_mismatch" => reason::LITERAL_MISMATCH,
-        "offender_ladder" => reason::LADDER,
-        _ => reason::OPERATOR,
-    }
+/// The stored form of a greeting name an operator typed: normalised as the kernel does, escaped
+/// byte for byte (see [`name`]).
+pub fn normalise(raw: &str) -> Result<String> {
+    name::from_operator(raw)
 }
 
 /// An entry with what the kernel knows of it.
@@ -80,32 +72,168 @@ pub struct ChangeCounts {
     pub added: u64,
     pub removed: u64,
     pub expired: u64,
-    /// Entries the kernel's LRU maps dropped to make room (found missing by [`Blocklist::reconcile`]).
+    /// Agent listings the kernel's LRU maps dropped to make room (found missing by
+    /// [`Blocklist::reconcile`]), dropped from the store too.
     #[serde(default)]
     pub evicted: u64,
+    /// Store entries found missing from the kernel and put back (operator, fleet and imported
+    /// entries are never dropped because the kernel evicted them).
+    #[serde(default)]
+    pub reconciled_to_kernel: u64,
+    /// Kernel entries without a store entry, removed (at start and by the reconcile).
+    #[serde(default)]
+    pub reconciled_from_kernel: u64,
+    /// Listing transactions the store could not commit (their kernel entries were withdrawn).
+    #[serde(default)]
+    pub store_errors: u64,
+    /// Rejections not listed because their source had reached its quota ([`learned`]).
+    #[serde(default)]
+    pub learned_limited: u64,
 }
 
-pub struct Blocklist {
+/// The kernel maps and the memory index, which always change together, and the lock that orders
+/// changes: shared with the commit thread, which withdraws what it could not store.
+struct Tables {
     kernel: Arc<Mutex<KernelFilter>>,
-    store: Store,
     key: HashKey,
-    pub helo_ttl: Duration,
-    pub source_ttl: Duration,
     /// Greeting hash → entry, for drop-event replies.
     helo_index: Mutex<HashMap<u64, Entry>>,
     sources: Mutex<HashMap<IpAddr, Entry>>,
     nets: Mutex<HashMap<ipnet::IpNet, Entry>>,
+    /// Held by an agent listing for its kernel update and queueing, and by an operator change for
+    /// its whole length: changes reach the store in the order they reached the kernel.
+    order: Mutex<()>,
     changes: Mutex<ChangeCounts>,
+}
+
+impl Tables {
+    fn index(&self, e: &Entry) {
+        match e.kind {
+            Kind::Helo => {
+                self.helo_index.lock().unwrap().insert(kernel_side::helo_hash(&self.key, &e.name), e.clone());
+            }
+            Kind::Source => match source_target(&e.name) {
+                Ok(SourceTarget::Addr(ip)) => {
+                    self.sources.lock().unwrap().insert(ip, e.clone());
+                }
+                Ok(SourceTarget::Net(net)) => {
+                    self.nets.lock().unwrap().insert(net, e.clone());
+                }
+                Err(_) => {}
+            },
+        }
+    }
+
+    /// The indexed entry with `e`'s key, if any.
+    fn indexed(&self, e: &Entry) -> Option<Entry> {
+        match e.kind {
+            Kind::Helo => self.helo_index.lock().unwrap().get(&kernel_side::helo_hash(&self.key, &e.name)).cloned(),
+            Kind::Source => match source_target(&e.name).ok()? {
+                SourceTarget::Addr(ip) => self.sources.lock().unwrap().get(&ip).cloned(),
+                SourceTarget::Net(net) => self.nets.lock().unwrap().get(&net).cloned(),
+            },
+        }
+    }
+
+    fn unindex(&self, e: &Entry) {
+        match e.kind {
+            Kind::Helo => {
+                self.helo_index.lock().unwrap().remove(&kernel_side::helo_hash(&self.key, &e.name));
+            }
+            Kind::Source => match source_target(&e.name) {
+                Ok(SourceTarget::Addr(ip)) => {
+                    self.sources.lock().unwrap().remove(&ip);
+                }
+                Ok(SourceTarget::Net(net)) => {
+                    self.nets.lock().unwrap().remove(&net);
+                }
+                Err(_) => {}
+            },
+        }
+    }
+
+    fn to_kernel(&self, e: &Entry) -> Result<()> {
+        kernel_side::put(&mut self.kernel.lock().unwrap().maps.blocks, &self.key, e)?;
+        self.index(e);
+        Ok(())
+    }
+
+    fn from_kernel(&self, e: &Entry) -> Result<()> {
+        kernel_side::remove(&mut self.kernel.lock().unwrap().maps.blocks, &self.key, e)?;
+        self.unindex(e);
+        Ok(())
+    }
+
+    fn in_kernel(&self, k: &KernelFilter, e: &Entry) -> bool {
+        kernel_side::get(&k.maps.blocks, &self.key, e).is_some()
+    }
+}
+
+/// What the commit thread's transactions mean for the kernel and the counters.
+struct CommitOutcome {
+    tables: Arc<Tables>,
+    outbox_ready: Arc<tokio::sync::Notify>,
+}
+
+impl Outcome for CommitOutcome {
+    fn committed(&self, entries: &[Entry], published: bool, replayed: bool) {
+        if published {
+            self.outbox_ready.notify_one();
+        }
+        if replayed {
+            let now = unix_now();
+            let mut back = 0;
+            for e in entries.iter().filter(|e| !e.expired(now)) {
+                match self.tables.to_kernel(e) {
+                    Ok(()) => back += 1,
+                    Err(err) => log::error!("blocklist: {} stored but not put back in the kernel: {err:#}", e.key()),
+                }
+            }
+            log::debug!("store: {} listings that had failed are stored, {back} back in the kernel", entries.len());
+        }
+    }
+
+    fn failed(&self, entries: &[Entry], error: &anyhow::Error, first: bool) {
+        // No listing the store does not know: the kernel shortcut goes (the senders were or will
+        // be answered all the same), and comes back once the entries are stored.
+        for e in entries {
+            if let Err(err) = self.tables.from_kernel(e) {
+                log::error!("blocklist: could not withdraw {} from the kernel: {err:#}", e.key());
+            }
+        }
+        self.tables.changes.lock().unwrap().store_errors += 1;
+        if first {
+            log::error!(
+                "store: cannot commit listings ({error:#}); {} withdrawn from the kernel and kept to retry every \
+                 second. Further failures are counted (helo_store_errors_total), not logged, until it works again",
+                entries.len()
+            );
+        }
+    }
+
+    fn recovered(&self, failures: u64, lasted: Duration) {
+        log::warn!(
+            "store: working again; {failures} listing transactions failed over {}s, every listing kept for a retry is \
+             stored and back in the kernel",
+            lasted.as_secs()
+        );
+    }
+}
+
+pub struct Blocklist {
+    tables: Arc<Tables>,
+    store: Store,
+    pub helo_ttl: Duration,
+    pub source_ttl: Duration,
     /// Whether local changes are queued for the fleet.
     fleet: Arc<AtomicBool>,
     /// Wakes the fleet publisher when something was queued.
     pub outbox_ready: Arc<tokio::sync::Notify>,
     commits: GroupCommit,
-    /// Held by an agent listing for its kernel update and queueing, and by an operator change for
-    /// its whole length: changes reach the store in the order they reached the kernel.
-    order: Mutex<()>,
     /// Operator changes holding or waiting for `order`.
     operator_busy: AtomicUsize,
+    /// What one source may get listed.
+    learned: learned::Limiter,
 }
 
 /// An operator change in progress: see [`Blocklist::exclusive`].
@@ -120,116 +248,77 @@ impl Drop for Exclusive<'_> {
     }
 }
 
+/// Whether an entry's listing came from the agent's own classifier (and so may be dropped when
+/// the kernel evicts it): operator, imported and fleet entries are kept and put back.
+fn learned_here(e: &Entry) -> bool {
+    e.origin == "agent"
+}
+
 impl Blocklist {
-    /// Builds the blocklist over `store` and loads every live entry into the kernel (expired ones
-    /// are dropped from the store on the way).
+    /// Builds the blocklist over `store` and makes the kernel maps equal to it: every live entry
+    /// is loaded, and every kernel entry the store does not hold (an offline delete while the
+    /// agent was down, a listing an older agent could not store) is removed. Expired entries are
+    /// dropped from the store on the way.
     pub fn open(kernel: Arc<Mutex<KernelFilter>>, store: Store, key: HashKey, helo_ttl: Duration, source_ttl: Duration) -> Result<Self> {
         let fleet = Arc::new(AtomicBool::new(false));
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
-        let commits = GroupCommit::start(store.clone(), Arc::clone(&fleet), {
-            let outbox_ready = Arc::clone(&outbox_ready);
-            move |published| {
-                if published {
-                    outbox_ready.notify_one();
-                }
-            }
-        })?;
-        let list = Self {
+        let tables = Arc::new(Tables {
             kernel,
-            store,
             key,
-            helo_ttl,
-            source_ttl,
             helo_index: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
             nets: Mutex::new(HashMap::new()),
+            order: Mutex::new(()),
             changes: Mutex::new(ChangeCounts::default()),
+        });
+        let outcome = CommitOutcome { tables: Arc::clone(&tables), outbox_ready: Arc::clone(&outbox_ready) };
+        let commits = GroupCommit::start(store.clone(), Arc::clone(&fleet), outcome)?;
+        let list = Self {
+            tables,
+            store,
+            helo_ttl,
+            source_ttl,
             fleet,
             outbox_ready,
             commits,
-            order: Mutex::new(()),
             operator_busy: AtomicUsize::new(0),
+            learned: learned::Limiter::default(),
         };
         let now = unix_now();
         let (live, expired): (Vec<_>, Vec<_>) = list.store.entries()?.into_iter().partition(|e| !e.expired(now));
         list.store.remove_all(&expired.iter().map(Entry::key).collect::<Vec<_>>())?;
         for e in &live {
-            list.to_kernel(e)?;
+            list.tables.to_kernel(e)?;
         }
-        log::info!("blocklist: {} entries loaded into the kernel, {} expired ones removed", live.len(), expired.len());
-        Ok(list)
-    }
-
-    fn kernel_entry(e: &Entry) -> BlockEntry {
-        let expires_boot_ns = if e.expires_unix_s == 0 {
-            0
-        } else {
-            boot_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000
+        let ghosts = {
+            let mut k = list.tables.kernel.lock().unwrap();
+            kernel_side::retain_only(&mut k.maps.blocks, &list.tables.key, &live)?
         };
-        BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_boot_ns, ..Default::default() }
-    }
-
-    fn to_kernel(&self, e: &Entry) -> Result<()> {
-        let value = Self::kernel_entry(e);
-        let mut k = self.kernel.lock().unwrap();
-        match e.kind {
-            Kind::Helo => {
-                let hash = hash_normalised(&self.key, e.name.as_bytes());
-                k.maps.block_helo(hash, value)?;
-                self.helo_index.lock().unwrap().insert(hash, e.clone());
-            }
-            Kind::Source => match source_target(&e.name)? {
-                SourceTarget::Addr(ip) => {
-                    k.maps.block_source(ip, value)?;
-                    self.sources.lock().unwrap().insert(ip, e.clone());
-                }
-                SourceTarget::Net(net) => {
-                    k.maps.block_source_net(net.addr(), net.prefix_len(), value)?;
-                    self.nets.lock().unwrap().insert(net, e.clone());
-                }
-            },
-        }
-        Ok(())
-    }
-
-    fn from_kernel(&self, e: &Entry) -> Result<()> {
-        let mut k = self.kernel.lock().unwrap();
-        match e.kind {
-            Kind::Helo => {
-                let hash = hash_normalised(&self.key, e.name.as_bytes());
-                k.maps.unblock_helo(hash)?;
-                self.helo_index.lock().unwrap().remove(&hash);
-            }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    k.maps.unblock_source(ip)?;
-                    self.sources.lock().unwrap().remove(&ip);
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    k.maps.unblock_source_net(net.addr(), net.prefix_len())?;
-                    self.nets.lock().unwrap().remove(&net);
-                }
-                Err(_) => {}
-            },
-        }
-        Ok(())
-    }
-
-    /// The kernel's value for a source entry.
-    fn kernel_source(k: &KernelFilter, name: &str) -> Option<BlockEntry> {
-        match source_target(name).ok()? {
-            SourceTarget::Addr(ip) => k.maps.source_entry(ip),
-            SourceTarget::Net(net) => k.maps.source_net_entry(net.addr(), net.prefix_len()),
-        }
+        list.tables.changes.lock().unwrap().reconciled_from_kernel += ghosts.total() as u64;
+        log::info!(
+            "blocklist: {} entries loaded into the kernel, {} expired ones removed, {} kernel entries the store did \
+             not hold removed ({} helo, {} source, {} network)",
+            live.len(),
+            expired.len(),
+            ghosts.total(),
+            ghosts.helo,
+            ghosts.sources,
+            ghosts.nets
+        );
+        Ok(list)
     }
 
     /// Serialises an operator change with the agent's listings: what the agent queued before is
     /// committed first, and no listing slips in until the change is done.
     fn exclusive(&self) -> Exclusive<'_> {
         self.operator_busy.fetch_add(1, Ordering::SeqCst);
-        let order = self.order.lock().unwrap();
+        let order = self.tables.order.lock().unwrap();
         self.commits.drain();
         Exclusive { _order: order, busy: &self.operator_busy }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ChangeCounts)) {
+        f(&mut self.tables.changes.lock().unwrap());
     }
 
     /// Returns once every listing queued so far is on disk.
@@ -256,20 +345,26 @@ impl Blocklist {
             self.outbox_ready.notify_one();
         }
         for e in entries {
-            self.to_kernel(e)?;
+            self.tables.to_kernel(e)?;
         }
-        self.changes.lock().unwrap().added += entries.len() as u64;
+        self.count(|c| c.added += entries.len() as u64);
         Ok(())
     }
 
     /// The agent's own listing: in the kernel before this returns, in the store (and the fleet's
-    /// outbox) with the next group commit, which the returned [`Committed`] reports.
+    /// outbox) with the next group commit, which the returned [`Committed`] reports. If that
+    /// commit fails, the kernel entry is withdrawn again (see [`group_commit`]).
     fn list_now(&self, entry: Entry) -> Result<Committed> {
         entry.validate().with_context(|| format!("entry {}", entry.key()))?;
-        let _order = self.order.lock().unwrap();
-        self.to_kernel(&entry)?;
+        let _order = self.tables.order.lock().unwrap();
+        // An operator's, imported or fleet entry for the same name stays as it is: replaced by
+        // the agent's, it would become evictable and lose its reason, reply and expiry.
+        if self.tables.indexed(&entry).is_some_and(|e| !learned_here(&e)) {
+            return Ok(Committed::resolved(true));
+        }
+        self.tables.to_kernel(&entry)?;
         let committed = self.commits.queue(entry);
-        self.changes.lock().unwrap().added += 1;
+        self.count(|c| c.added += 1);
         Ok(committed)
     }
 
@@ -305,14 +400,28 @@ impl Blocklist {
         entry.validate()?;
         let _x = self.exclusive();
         self.store.put(entry)?;
-        self.to_kernel(entry)?;
-        self.changes.lock().unwrap().added += 1;
+        self.tables.to_kernel(entry)?;
+        self.count(|c| c.added += 1);
         Ok(())
     }
 
-    /// Lists a greeting argument (as the client sent it) for every sender.
+    /// Lists a greeting argument (as the client sent it, byte for byte) for every sender, with no
+    /// per-source bound: sessions should call [`Blocklist::block_helo_from`].
     pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
-        let name = String::from_utf8_lossy(&normalised_arg(raw_arg).collect::<Vec<_>>()).into_owned();
+        self.list_now(self.new_entry(Kind::Helo, name::from_wire(raw_arg), rule, reply, None, "agent"))
+    }
+
+    /// [`Blocklist::block_helo`] for a greeting `client` sent, within the client's quota of new
+    /// listings ([`learned`]). Beyond it nothing is listed (and that is counted); the caller
+    /// replies all the same.
+    pub fn block_helo_from(&self, client: IpAddr, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
+        let name = name::from_wire(raw_arg);
+        let already = self.tables.helo_index.lock().unwrap().contains_key(&kernel_side::helo_hash(&self.tables.key, &name));
+        if !already && !self.learned.admit(client, unix_now()) {
+            self.count(|c| c.learned_limited += 1);
+            log::debug!("{client}: over its quota of new listings; {name} is not listed");
+            return Ok(Committed::resolved(true));
+        }
         self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, "agent"))
     }
 
@@ -330,9 +439,9 @@ impl Blocklist {
     fn remove_exclusive(&self, keys: &[String]) -> Result<Vec<Entry>> {
         let removed = self.store.remove_all(keys)?;
         for e in &removed {
-            self.from_kernel(e)?;
+            self.tables.from_kernel(e)?;
         }
-        self.changes.lock().unwrap().removed += removed.len() as u64;
+        self.count(|c| c.removed += removed.len() as u64);
         Ok(removed)
     }
 
@@ -349,62 +458,70 @@ impl Blocklist {
         let keys: Vec<String> = self.store.entries()?.iter().filter(|e| e.expired(now)).map(Entry::key).collect();
         let removed = self.store.remove_all(&keys)?;
         for e in &removed {
-            self.from_kernel(e)?;
+            self.tables.from_kernel(e)?;
         }
-        self.changes.lock().unwrap().expired += removed.len() as u64;
+        self.count(|c| c.expired += removed.len() as u64);
         Ok(removed.len())
     }
 
     /// One entry, if it is listed both in the store and in the kernel.
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Listed>> {
         let Some(entry) = self.store.get(&format!("{}/{name}", kind.as_str()))? else { return Ok(None) };
-        let k = self.kernel.lock().unwrap();
-        let kernel = match kind {
-            Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, name.as_bytes())),
-            Kind::Source => Self::kernel_source(&k, name),
-        };
+        let k = self.tables.kernel.lock().unwrap();
+        let kernel = kernel_side::get(&k.maps.blocks, &self.tables.key, &entry);
         Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
     }
 
-    /// Finds entries the kernel's LRU maps evicted to make room (the maps were full) and drops them
-    /// from the store too, so `list` and the metrics tell the truth. Costs one map lookup per
-    /// entry, so it runs far less often than expiry.
-    pub fn reconcile(&self) -> Result<usize> {
+    /// Makes the kernel equal to the store again, both ways, and counts what it fixed:
+    /// - a store entry missing from the kernel was evicted by a full LRU map. An agent listing is
+    ///   dropped from the store too (counted as evicted); an operator, imported or fleet entry is
+    ///   put back (traffic must not be able to erase what an operator listed);
+    /// - a kernel entry the store does not hold is removed.
+    ///
+    /// Costs one map lookup per entry and a walk of the maps, so it runs far less often than
+    /// expiry. Returns (evicted, put back, removed from the kernel).
+    pub fn reconcile(&self) -> Result<(usize, usize, usize)> {
         let _x = self.exclusive();
         let now = unix_now();
-        let mut gone = Vec::new();
+        let entries = self.store.entries()?;
+        let (mut gone, mut missing): (Vec<String>, Vec<Entry>) = (Vec::new(), Vec::new());
         {
-            let k = self.kernel.lock().unwrap();
-            for e in self.store.entries()?.into_iter().filter(|e| !e.expired(now)) {
-                let present = match e.kind {
-                    Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, e.name.as_bytes())).is_some(),
-                    Kind::Source => Self::kernel_source(&k, &e.name).is_some(),
-                };
-                if !present {
-                    gone.push(e);
+            let k = self.tables.kernel.lock().unwrap();
+            for e in entries.iter().filter(|e| !e.expired(now)) {
+                if !self.tables.in_kernel(&k, e) {
+                    if learned_here(e) {
+                        gone.push(e.key());
+                    } else {
+                        missing.push(e.clone());
+                    }
                 }
             }
         }
-        let removed = self.store.remove_all(&gone.iter().map(Entry::key).collect::<Vec<_>>())?;
-        for e in &removed {
-            self.from_kernel(e)?;
+        let evicted = self.store.remove_all(&gone)?;
+        for e in &evicted {
+            self.tables.from_kernel(e)?;
         }
-        self.changes.lock().unwrap().evicted += removed.len() as u64;
-        Ok(removed.len())
+        for e in &missing {
+            self.tables.to_kernel(e)?;
+        }
+        let kept: Vec<Entry> = entries.into_iter().filter(|e| !gone.contains(&e.key())).collect();
+        let ghosts = kernel_side::retain_only(&mut self.tables.kernel.lock().unwrap().maps.blocks, &self.tables.key, &kept)?;
+        self.count(|c| {
+            c.evicted += evicted.len() as u64;
+            c.reconciled_to_kernel += missing.len() as u64;
+            c.reconciled_from_kernel += ghosts.total() as u64;
+        });
+        Ok((evicted.len(), missing.len(), ghosts.total()))
     }
 
     /// Every entry with its kernel hit count and last hit.
     pub fn list(&self) -> Result<Vec<Listed>> {
         let boot_now = boot_now_ns();
         let unix = unix_now();
-        let k = self.kernel.lock().unwrap();
+        let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
-            let kernel = match entry.kind {
-                Kind::Helo => k.maps.helo_entry(hash_normalised(&self.key, entry.name.as_bytes())),
-                Kind::Source => Self::kernel_source(&k, &entry.name),
-            };
-            let (hits, last_hit_unix_s) = match kernel {
+            let (hits, last_hit_unix_s) = match kernel_side::get(&k.maps.blocks, &self.tables.key, &entry) {
                 Some(v) if v.last_hit_boot_ns > 0 => {
                     (v.hits, unix.saturating_sub(boot_now.saturating_sub(v.last_hit_boot_ns) / 1_000_000_000))
                 }
@@ -418,25 +535,32 @@ impl Blocklist {
 
     /// The listed name and the reply for a kernel drop of this greeting hash, if it is listed here.
     pub fn helo_listed(&self, hash: u64) -> Option<(String, String)> {
-        self.helo_index.lock().unwrap().get(&hash).map(|e| (e.name.clone(), e.reply.clone()))
+        self.tables.helo_index.lock().unwrap().get(&hash).map(|e| (e.name.clone(), e.reply.clone()))
     }
 
     pub fn source_reply(&self, ip: IpAddr) -> Option<String> {
         let ip = ip.to_canonical();
-        if let Some(e) = self.sources.lock().unwrap().get(&ip) {
+        if let Some(e) = self.tables.sources.lock().unwrap().get(&ip) {
             return Some(e.reply.clone());
         }
         // The most specific listed network holding the address, as the kernel matched it.
-        let nets = self.nets.lock().unwrap();
+        let nets = self.tables.nets.lock().unwrap();
         nets.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, e)| e.reply.clone())
     }
 
     /// Entries by kind: (helo, source), networks counted as source entries.
     pub fn counts(&self) -> (usize, usize) {
-        (self.helo_index.lock().unwrap().len(), self.sources.lock().unwrap().len() + self.nets.lock().unwrap().len())
+        let t = &self.tables;
+        (t.helo_index.lock().unwrap().len(), t.sources.lock().unwrap().len() + t.nets.lock().unwrap().len())
     }
 
     pub fn changes(&self) -> ChangeCounts {
-        *self.changes.lock().unwrap()
+        *self.tables.changes.lock().unwrap()
+    }
+
+    /// Whether the store's last operation failed (a full disk, say): listings are withdrawn from
+    /// the kernel and retried until it works again.
+    pub fn store_failing(&self) -> bool {
+        self.store.failing()
     }
 }

@@ -9,7 +9,10 @@ use aya::{
 };
 use helo_common::maps::{counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState, Ladder, Strikes};
 
-use super::addr::{addr_key, trie_prefix};
+use super::{
+    addr::{addr_key, trie_prefix},
+    blocks::{net_key, BlockMaps, NetKey},
+};
 
 /// Per-outcome packet counts, summed over CPUs, indexed by `helo_common::maps::counter`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,9 +37,8 @@ impl Counters {
 pub struct KernelMaps {
     pub config: Array<MapData, Config>,
     pub ports: Array<MapData, u8>,
-    pub helo_blocks: HashMap<MapData, u64, BlockEntry>,
-    pub source_blocks: HashMap<MapData, AddrKey, BlockEntry>,
-    pub source_nets: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    /// The blocklist maps: greeting hashes, source addresses, source networks.
+    pub blocks: BlockMaps,
     pub allow: LpmTrie<MapData, [u8; 16], u8>,
     pub flows: HashMap<MapData, FlowKey, FlowState>,
     pub counters: PerCpuArray<MapData, u64>,
@@ -54,9 +56,11 @@ impl KernelMaps {
         Ok(Self {
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::PORTS)?,
-            helo_blocks: take(ebpf, names::HELO_BLOCKS)?,
-            source_blocks: take(ebpf, names::SOURCE_BLOCKS)?,
-            source_nets: take(ebpf, names::SOURCE_NETS)?,
+            blocks: BlockMaps {
+                helo: take(ebpf, names::HELO_BLOCKS)?,
+                sources: take(ebpf, names::SOURCE_BLOCKS)?,
+                nets: take(ebpf, names::SOURCE_NETS)?,
+            },
             allow: take(ebpf, names::ALLOW)?,
             flows: take(ebpf, names::FLOWS)?,
             counters: take(ebpf, names::COUNTERS)?,
@@ -66,15 +70,15 @@ impl KernelMaps {
     }
 
     pub fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
-        self.helo_blocks.insert(hash, entry, 0).context("inserting into the HELO map")
+        self.blocks.block_helo(hash, entry)
     }
 
     pub fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
-        remove_if_present(self.helo_blocks.remove(&hash))
+        self.blocks.unblock_helo(hash)
     }
 
     pub fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
-        self.helo_blocks.get(&hash, 0).ok()
+        self.blocks.helo_entry(hash)
     }
 
     /// Lists a source. Unless the entry says otherwise, its next connections get the ladder's
@@ -83,7 +87,7 @@ impl KernelMaps {
         if entry.answers_left == 0 {
             entry.answers_left = self.answers();
         }
-        self.source_blocks.insert(addr_key(ip), entry, 0).context("inserting into the source map")
+        self.blocks.block_source(ip, entry)
     }
 
     /// How many connections of a newly listed source are answered before its SYNs are dropped.
@@ -106,11 +110,11 @@ impl KernelMaps {
     }
 
     pub fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
-        remove_if_present(self.source_blocks.remove(&addr_key(ip)))
+        self.blocks.unblock_source(ip)
     }
 
     pub fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
-        self.source_blocks.get(&addr_key(ip), 0).ok()
+        self.blocks.source_entry(ip)
     }
 
     /// Lists a source network (a CIDR wider than one address).
@@ -118,19 +122,15 @@ impl KernelMaps {
         if entry.answers_left == 0 {
             entry.answers_left = self.answers();
         }
-        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        self.source_nets.insert(&key, entry, 0).context("inserting into the source network trie")
+        self.blocks.block_source_net(net, prefix, entry)
     }
 
     pub fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
-        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        remove_if_present(self.source_nets.remove(&key))
+        self.blocks.unblock_source_net(net, prefix)
     }
 
     pub fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
-        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        // The longest listed prefix within this one: the entry itself when it is listed.
-        self.source_nets.get(&key, 0).ok()
+        self.blocks.source_net_entry(net, prefix)
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
@@ -143,12 +143,34 @@ impl KernelMaps {
         remove_if_present(self.allow.remove(&key))
     }
 
+    /// Makes the allow trie equal to `nets` (the configuration): a network taken out of the
+    /// configuration must stop being exempt, even though the trie is pinned and outlives the agent
+    /// that put it there. Returns how many stale networks were removed.
+    pub fn set_allow(&mut self, nets: impl IntoIterator<Item = ipnet::IpNet>) -> Result<usize> {
+        let wanted: std::collections::HashSet<NetKey> = nets.into_iter().map(|n| net_key(n.addr(), n.prefix_len())).collect();
+        for &(len, addr) in &wanted {
+            self.allow.insert(&Key::new(len, addr), 1, 0).context("inserting into the allow list")?;
+        }
+        let stale: Vec<Key<[u8; 16]>> = self.allow.keys().filter_map(|k| k.ok()).filter(|k| !wanted.contains(&(k.prefix_len(), k.data()))).collect();
+        let mut removed = 0;
+        for k in stale {
+            removed += remove_if_present(self.allow.remove(&k))? as usize;
+        }
+        Ok(removed)
+    }
+
     pub fn set_port(&mut self, port: u16, filtered: bool) -> Result<()> {
         self.ports.set(port as u32, filtered as u8, 0).context("updating the port map")
     }
 
+    /// The flow map's entry for `flow`, if any.
+    pub fn flow_state(&self, flow: FlowKey) -> Option<FlowState> {
+        self.flows.get(&flow, 0).ok()
+    }
+
     pub fn remember_flow(&mut self, flow: FlowKey, first_payload_seq: u32) -> Result<()> {
-        self.flows.insert(flow, FlowState { first_payload_seq, reported: 0 }, 0).context("inserting a flow")
+        // No SYN time: as old as the boot clock, so a SYN replaces it (tests set flows this way).
+        self.flows.insert(flow, FlowState { first_payload_seq, state: 0 }, 0).context("inserting a flow")
     }
 
     /// Forgets the flow from `client` to `server`, so that its later copies of the first payload
@@ -176,7 +198,7 @@ impl KernelMaps {
 }
 
 /// `Ok(false)` when the key was not there: removing an absent entry is not an error here.
-fn remove_if_present(r: Result<(), aya::maps::MapError>) -> Result<bool> {
+pub(super) fn remove_if_present(r: Result<(), aya::maps::MapError>) -> Result<bool> {
     match r {
         Ok(()) => Ok(true),
         Err(aya::maps::MapError::KeyNotFound) => Ok(false),

@@ -3,9 +3,11 @@
 //!
 //! - [`filter`]: loading, configuring and attaching the program;
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
+//! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
 //! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys.
 
 pub mod addr;
+pub mod blocks;
 pub mod events;
 pub mod filter;
 

@@ -40,6 +40,12 @@ pub fn map_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Whether blocklist maps are pinned in `dir`: the kernel then holds entries hashed with the
+/// store's key, so the store must not be replaced by a new one (see `store::refuse_reset`).
+pub fn maps_pinned(dir: &Path) -> bool {
+    [names::HELO_BLOCKS, names::SOURCE_BLOCKS, names::SOURCE_NETS].iter().any(|n| map_path(dir, n).exists())
+}
+
 fn is_bpffs(path: &Path) -> Result<bool> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: statfs fills the struct we own; the path is NUL-terminated.

@@ -21,12 +21,15 @@ use crate::{
     proxy::{relay::RelayEnd, HandOffEnd},
 };
 
-/// Lists what was rejected: the greeting for everyone (`helo` scope) or this client (`client`).
-fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<Committed> {
+/// Lists what was rejected: the greeting for everyone (`helo` scope, within the client's quota of
+/// new listings) or this client (`client`). A name longer than the kernel judges is not listed:
+/// no listing could ever match it, and the sender is refused here each time anyway.
+fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<Option<Committed>> {
     let rule = rejection.rule.as_str();
     match rejection.scope {
-        Scope::Helo => agent.blocklist.block_helo(arg, rule, &rejection.reply),
-        Scope::Client => agent.blocklist.block_source(client, rule, &rejection.reply),
+        Scope::Helo if arg.len() > helo_common::greeting::MAX_ARG_LEN => Ok(None),
+        Scope::Helo => agent.blocklist.block_helo_from(client, arg, rule, &rejection.reply).map(Some),
+        Scope::Client => agent.blocklist.block_source(client, rule, &rejection.reply).map(Some),
     }
 }
 
@@ -58,9 +61,10 @@ impl Refusal {
 }
 
 fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
+    // The sender chose these bytes: at most 100 of them reach the log.
     log::info!(
         "{client}: greeting {:?} rejected by {} ({} scope){}",
-        String::from_utf8_lossy(arg),
+        String::from_utf8_lossy(&arg[..arg.len().min(100)]),
         rejection.rule,
         rejection.scope.as_str(),
         if agent.config.mode == FilterMode::Observe { " [observe mode: passed on]" } else { "" }
@@ -74,7 +78,7 @@ fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr
         list(agent, rejection, arg, client)
     };
     let committed = match listed {
-        Ok(c) => Some(c),
+        Ok(c) => c,
         Err(e) => {
             // The reply still goes out; only the kernel shortcut for the next attempt is lost.
             log::error!("{client}: could not list the rejection (store or kernel): {e:#}");
@@ -130,7 +134,7 @@ fn observe_note(agent: &Agent) -> &'static str {
 pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
     if let Some(reply) = (!exempt).then(|| agent.blocklist.helo_refusal(arg)).flatten() {
         agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
-        log::info!("{client}: greeting {:?} is listed{}", String::from_utf8_lossy(arg), observe_note(agent));
+        log::info!("{client}: greeting {:?} is listed{}", String::from_utf8_lossy(&arg[..arg.len().min(100)]), observe_note(agent));
         let committed = strike(agent, client, &reply);
         return Some(Refusal { reply, committed });
     }

@@ -1,0 +1,118 @@
+//! The three blocklist maps (greeting hashes, source addresses, source networks), taken from the
+//! loaded program or opened from their pins when no agent runs: the offline `blocklist add/del`
+//! must reach the kernel too, or the store and the kernel disagree after the next start.
+
+use std::{collections::HashSet, net::IpAddr, path::Path};
+
+use anyhow::{Context, Result};
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData};
+use helo_common::maps::{names, AddrKey, BlockEntry};
+
+use super::{
+    addr::{addr_key, trie_prefix},
+    maps::remove_if_present,
+};
+
+/// A source network as the trie keys it: (trie prefix length, 16-byte address).
+pub type NetKey = (u32, [u8; 16]);
+
+pub fn net_key(net: IpAddr, prefix: u8) -> NetKey {
+    (trie_prefix(net, prefix), addr_key(net).addr)
+}
+
+pub struct BlockMaps {
+    pub helo: HashMap<MapData, u64, BlockEntry>,
+    pub sources: HashMap<MapData, AddrKey, BlockEntry>,
+    pub nets: LpmTrie<MapData, [u8; 16], BlockEntry>,
+}
+
+/// What [`BlockMaps::retain`] removed, by map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub helo: usize,
+    pub sources: usize,
+    pub nets: usize,
+}
+
+impl Removed {
+    pub fn total(&self) -> usize {
+        self.helo + self.sources + self.nets
+    }
+}
+
+impl BlockMaps {
+    /// The maps pinned in `dir`, if the agent ever pinned them there.
+    pub fn open_pinned(dir: &Path) -> Result<Option<Self>> {
+        if !super::pin::maps_pinned(dir) {
+            return Ok(None);
+        }
+        let open = |name: &str| MapData::from_pin(super::pin::map_path(dir, name)).with_context(|| format!("opening the pinned map {name} in {}", dir.display()));
+        Ok(Some(Self {
+            helo: HashMap::try_from(Map::LruHashMap(open(names::HELO_BLOCKS)?))?,
+            sources: HashMap::try_from(Map::LruHashMap(open(names::SOURCE_BLOCKS)?))?,
+            nets: LpmTrie::try_from(Map::LpmTrie(open(names::SOURCE_NETS)?))?,
+        }))
+    }
+
+    pub fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
+        self.helo.insert(hash, entry, 0).context("inserting into the HELO map")
+    }
+
+    pub fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
+        remove_if_present(self.helo.remove(&hash))
+    }
+
+    pub fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
+        self.helo.get(&hash, 0).ok()
+    }
+
+    pub fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
+        self.sources.insert(addr_key(ip), entry, 0).context("inserting into the source map")
+    }
+
+    pub fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
+        remove_if_present(self.sources.remove(&addr_key(ip)))
+    }
+
+    pub fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
+        self.sources.get(&addr_key(ip), 0).ok()
+    }
+
+    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
+        let (len, addr) = net_key(net, prefix);
+        self.nets.insert(&Key::new(len, addr), entry, 0).context("inserting into the source network trie")
+    }
+
+    pub fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
+        let (len, addr) = net_key(net, prefix);
+        remove_if_present(self.nets.remove(&Key::new(len, addr)))
+    }
+
+    /// The longest listed prefix within this one: the entry itself when it is listed.
+    pub fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
+        let (len, addr) = net_key(net, prefix);
+        self.nets.get(&Key::new(len, addr), 0).ok()
+    }
+
+    /// Removes every kernel entry whose key is not in the given sets: the store is the truth, and
+    /// an entry the store does not know (an offline delete, a listing whose commit failed, an
+    /// older agent's) must not go on dropping senders. Keys are collected before any removal:
+    /// deleting while walking a hash map restarts the walk.
+    pub fn retain(&mut self, helo: &HashSet<u64>, sources: &HashSet<AddrKey>, nets: &HashSet<NetKey>) -> Result<Removed> {
+        let mut removed = Removed::default();
+        let stale: Vec<u64> = self.helo.keys().filter_map(|k| k.ok()).filter(|k| !helo.contains(k)).collect();
+        for k in stale {
+            removed.helo += remove_if_present(self.helo.remove(&k))? as usize;
+        }
+        let stale: Vec<AddrKey> = self.sources.keys().filter_map(|k| k.ok()).filter(|k| !sources.contains(k)).collect();
+        for k in stale {
+            removed.sources += remove_if_present(self.sources.remove(&k))? as usize;
+        }
+        let stale: Vec<Key<[u8; 16]>> =
+            self.nets.keys().filter_map(|k| k.ok()).filter(|k| !nets.contains(&(k.prefix_len(), k.data()))).collect();
+        for k in stale {
+            removed.nets += remove_if_present(self.nets.remove(&k))? as usize;
+        }
+        Ok(removed)
+    }
+}
