@@ -169,6 +169,9 @@ pub struct Config {
     pub max_sessions_per_source: usize,
     /// Protocol errors (unknown commands, overlong lines) before a 421.
     pub max_errors: u32,
+    /// New greeting names one source may get listed per hour; past that it is still refused, but
+    /// nothing new is listed (anyone can get a name listed: one client must not fill the map).
+    pub learned_per_source_per_hour: u32,
     /// Commands of any kind (NOOP and RSET included) before the greeting, before a 421.
     pub max_commands_before_greeting: u32,
     /// Sessions in use, in percent of `max-sessions`, from which timeouts shrink to `stress-s`.
@@ -221,6 +224,7 @@ impl Default for Config {
             max_sessions_per_source: 50,
             max_errors: 10,
             max_commands_before_greeting: 20,
+            learned_per_source_per_hour: crate::blocklist::learned::PER_SOURCE_PER_HOUR,
             stress_percent: 80,
             pregreet_ms: 0,
             helo_ttl_s: 7 * 24 * 3600,

@@ -173,7 +173,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         key,
         Duration::from_secs(config.helo_ttl_s),
         Duration::from_secs(config.source_ttl_s),
-    )?);
+    )?.with_learned_quota(config.learned_per_source_per_hour));
     let metrics = Arc::new(Metrics::new(mode_label, if mode_label == "off" { 0 } else { program_id }));
     metrics.set_filter_mode(config.mode);
     if fleet_url.is_some() {

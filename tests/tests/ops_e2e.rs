@@ -15,7 +15,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use helo_common::maps::{counter, names, BlockEntry};
 use helo_tests::{
     kernel_state,
-    lab::{reply, Lab, LabOptions, CLIENT_SCRIPT},
+    lab::{one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
 };
 use serde_json::Value;
@@ -133,8 +133,9 @@ fn kill_9_in_a_burst_of_blocks_loses_nothing_acknowledged() -> Result<()> {
     if !require_root("kill_9_in_a_burst_of_blocks_loses_nothing_acknowledged") {
         return Ok(());
     }
+    let dir = tempfile::tempdir()?;
     let mut lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into()],
+        agent_args: vec!["--max-sessions-per-source".into(), "500".into()].into_iter().chain(one_source_many_names(dir.path())?).collect(),
         with_postfix: false,
         ..Default::default()
     })?;

@@ -14,7 +14,7 @@ use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use helo_common::maps::{counter, names, BlockEntry};
 use helo_tests::{
-    lab::{reply, Lab, LabOptions},
+    lab::{one_source_many_names, reply, Lab, LabOptions, ONE_SOURCE_MANY_NAMES},
     privilege::require_root,
 };
 use serde_json::Value;
@@ -120,7 +120,7 @@ fn an_operator_entry_outlives_a_flood_of_invented_names_in_a_small_map() -> Resu
     }
     let dir = tempfile::tempdir()?;
     let conf = dir.path().join("small.toml");
-    std::fs::write(&conf, "helo-capacity = 64\n")?;
+    std::fs::write(&conf, format!("helo-capacity = 64\n{ONE_SOURCE_MANY_NAMES}"))?;
     let lab = Lab::new(LabOptions {
         agent_args: vec![
             "--config".into(),
@@ -183,8 +183,9 @@ fn a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart() -
     if !require_root("a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart") {
         return Ok(());
     }
+    let dir = tempfile::tempdir()?;
     let lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into()],
+        agent_args: vec!["--max-sessions-per-source".into(), "500".into()].into_iter().chain(one_source_many_names(dir.path())?).collect(),
         with_postfix: false,
         state_fs: Some("2m".into()),
         ..Default::default()
@@ -239,8 +240,9 @@ fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()>
     if !require_root("kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal") {
         return Ok(());
     }
+    let dir = tempfile::tempdir()?;
     let mut lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into()],
+        agent_args: vec!["--max-sessions-per-source".into(), "500".into()].into_iter().chain(one_source_many_names(dir.path())?).collect(),
         with_postfix: false,
         ..Default::default()
     })?;

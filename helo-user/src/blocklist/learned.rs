@@ -21,7 +21,7 @@ use lru::LruCache;
 /// New listings one source may cause per hour.
 pub const PER_SOURCE_PER_HOUR: u32 = 20;
 /// Sources remembered at once.
-const SOURCES: usize = 65_536;
+pub const SOURCES: usize = 65_536;
 const WINDOW_S: u64 = 3600;
 
 pub struct Limiter {

@@ -414,6 +414,12 @@ impl Blocklist {
     /// [`Blocklist::block_helo`] for a greeting `client` sent, within the client's quota of new
     /// listings ([`learned`]). Beyond it nothing is listed (and that is counted); the caller
     /// replies all the same.
+    /// At most `per_hour` new learned listings per source and hour (see [`learned`]).
+    pub fn with_learned_quota(mut self, per_hour: u32) -> Self {
+        self.learned = learned::Limiter::new(per_hour, learned::SOURCES);
+        self
+    }
+
     pub fn block_helo_from(&self, client: IpAddr, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
         let name = name::from_wire(raw_arg);
         let already = self.tables.helo_index.lock().unwrap().contains_key(&kernel_side::helo_hash(&self.tables.key, &name));

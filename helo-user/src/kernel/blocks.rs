@@ -24,6 +24,9 @@ pub struct BlockMaps {
     pub helo: HashMap<MapData, u64, BlockEntry>,
     pub sources: HashMap<MapData, AddrKey, BlockEntry>,
     pub nets: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    /// Connections of a newly listed source let through to be told why before its SYNs are
+    /// dropped (the ladder's `answers`; 0 offline, where the agent's settings are not known).
+    pub answers: u32,
 }
 
 /// What [`BlockMaps::retain`] removed, by map.
@@ -51,6 +54,7 @@ impl BlockMaps {
             helo: HashMap::try_from(Map::LruHashMap(open(names::HELO_BLOCKS)?))?,
             sources: HashMap::try_from(Map::LruHashMap(open(names::SOURCE_BLOCKS)?))?,
             nets: LpmTrie::try_from(Map::LpmTrie(open(names::SOURCE_NETS)?))?,
+            answers: 0,
         }))
     }
 
@@ -66,7 +70,11 @@ impl BlockMaps {
         self.helo.get(&hash, 0).ok()
     }
 
-    pub fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
+    /// Lists a source. Unless the entry says otherwise, its next connections are answered first.
+    pub fn block_source(&mut self, ip: IpAddr, mut entry: BlockEntry) -> Result<()> {
+        if entry.answers_left == 0 {
+            entry.answers_left = self.answers;
+        }
         self.sources.insert(addr_key(ip), entry, 0).context("inserting into the source map")
     }
 
@@ -78,7 +86,10 @@ impl BlockMaps {
         self.sources.get(&addr_key(ip), 0).ok()
     }
 
-    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
+    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, mut entry: BlockEntry) -> Result<()> {
+        if entry.answers_left == 0 {
+            entry.answers_left = self.answers;
+        }
         let (len, addr) = net_key(net, prefix);
         self.nets.insert(&Key::new(len, addr), entry, 0).context("inserting into the source network trie")
     }

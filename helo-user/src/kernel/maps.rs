@@ -60,6 +60,7 @@ impl KernelMaps {
                 helo: take(ebpf, names::HELO_BLOCKS)?,
                 sources: take(ebpf, names::SOURCE_BLOCKS)?,
                 nets: take(ebpf, names::SOURCE_NETS)?,
+                answers: 0,
             },
             allow: take(ebpf, names::ALLOW)?,
             flows: take(ebpf, names::FLOWS)?,
@@ -83,17 +84,10 @@ impl KernelMaps {
 
     /// Lists a source. Unless the entry says otherwise, its next connections get the ladder's
     /// answers (let through to be told why) before its SYNs are dropped.
-    pub fn block_source(&mut self, ip: IpAddr, mut entry: BlockEntry) -> Result<()> {
-        if entry.answers_left == 0 {
-            entry.answers_left = self.answers();
-        }
+    pub fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
         self.blocks.block_source(ip, entry)
     }
 
-    /// How many connections of a newly listed source are answered before its SYNs are dropped.
-    pub fn answers(&self) -> u32 {
-        self.ladder.get(&0, 0).map(|l| l.answers).unwrap_or(0)
-    }
 
     /// One strike from the agent against `ip`, on the same map and by the same rule as the
     /// kernel's strikes. `Some(ttl_ns)` when this strike puts it on the ladder (the caller lists it).
@@ -118,10 +112,7 @@ impl KernelMaps {
     }
 
     /// Lists a source network (a CIDR wider than one address).
-    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, mut entry: BlockEntry) -> Result<()> {
-        if entry.answers_left == 0 {
-            entry.answers_left = self.answers();
-        }
+    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
         self.blocks.block_source_net(net, prefix, entry)
     }
 
