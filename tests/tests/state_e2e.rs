@@ -107,6 +107,12 @@ fn a_network_removed_from_the_allow_list_is_no_longer_exempt_after_a_restart() -
     lab.args.drain(i..i + 2);
     lab.restart_agent("agent2.log")?;
     let before = lab.counters()?;
+    // No longer exempt: the listed client is answered (the ladder's 3 answers, a 554 banner), then
+    // dropped at SYN.
+    for _ in 0..3 {
+        let r = lab.dialog(&["QUIT\r\n"])?;
+        assert!(r["banner"].as_str().unwrap_or("").starts_with("554 5.7.1 "), "not refused although no longer allowed: {r}");
+    }
     let r = lab.py("dialog", &["--line", "QUIT\r\n", "--timeout", "2"]);
     assert!(r.is_err(), "the client connected although its network is no longer allowed: {r:?}");
     assert!(lab.counters()?.since(&before).get(counter::DROP_SOURCE) >= 1);
