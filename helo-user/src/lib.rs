@@ -28,6 +28,7 @@ pub mod registry;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod session_id;
 pub mod smtp;
 pub mod state;
 pub mod store;

@@ -65,11 +65,13 @@ pub async fn read_reply(stream: &mut TcpStream, buf: &mut BytesMut, deadline: In
     }
 }
 
-/// Connects to `backend` for `client` (who reached `server`) and replays `greeting`.
+/// Connects to `backend` for `client` (who reached `server`), the session known as `unique_id`
+/// (sent in the PROXY header), and replays `greeting`.
 pub async fn open(
     backend: SocketAddr,
     client: SocketAddr,
     server: SocketAddr,
+    unique_id: &[u8],
     greeting: &[u8],
     connect_timeout: Duration,
     reply_timeout: Duration,
@@ -81,7 +83,7 @@ pub async fn open(
     stream.set_nodelay(true)?;
     keep_alive(&stream);
     let write_limit = connect_timeout.max(reply::WRITE_TIMEOUT);
-    reply::write_within(&mut stream, &header::encode(client, server), write_limit).await?;
+    reply::write_within(&mut stream, &header::encode(client, server, unique_id), write_limit).await?;
     let mut buf = BytesMut::with_capacity(1024);
     let (code, banner) = read_reply(&mut stream, &mut buf, Instant::now() + reply_timeout).await.context("no banner")?;
     if code != 220 {

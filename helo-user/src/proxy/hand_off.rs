@@ -23,6 +23,8 @@ pub struct HandOff<'a> {
     pub backend: SocketAddr,
     pub client: SocketAddr,
     pub server: SocketAddr,
+    /// The session's id, for the MTA's log (PROXY v2 `PP2_TYPE_UNIQUE_ID`).
+    pub session: crate::session_id::SessionId,
     /// The client's greeting line, exactly as it was sent.
     pub greeting: &'a [u8],
     pub connect_timeout: Duration,
@@ -50,7 +52,8 @@ pub async fn hand_off(
     shutdown: watch::Receiver<bool>,
 ) -> HandOffEnd {
     let t = h.timeouts;
-    let opened = backend::open(h.backend, h.client, h.server, h.greeting, h.connect_timeout, t.reply).await;
+    let id = h.session.text();
+    let opened = backend::open(h.backend, h.client, h.server, id.as_bytes(), h.greeting, h.connect_timeout, t.reply).await;
     match opened {
         Err(e) => {
             let _ = reply::send(&mut client_out, reply::BACKEND_DOWN, t.write).await;

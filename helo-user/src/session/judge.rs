@@ -19,6 +19,7 @@ use crate::{
     metrics::{KindLabel, RuleLabel},
     kernel::FilterMode,
     proxy::{relay::RelayEnd, HandOffEnd},
+    session_id::SessionId,
 };
 
 /// Lists what was rejected: the greeting for everyone (`helo` scope, within the client's quota of
@@ -60,10 +61,10 @@ impl Refusal {
     }
 }
 
-fn consequences(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
+fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
     // The sender chose these bytes: at most 100 of them reach the log.
     log::info!(
-        "{client}: greeting {:?} rejected by {} ({} scope){}",
+        "session={id} reject client={client} helo={:?} rule={} scope={}{}",
         String::from_utf8_lossy(&arg[..arg.len().min(100)]),
         rejection.rule,
         rejection.scope.as_str(),
@@ -113,10 +114,10 @@ pub fn exempt(agent: &Agent, client: IpAddr) -> bool {
 
 /// The reply of the blocklist entry listing this client, counted; in observe mode it is only
 /// counted and logged.
-pub fn listed_source(agent: &Agent, client: IpAddr) -> Option<String> {
+pub fn listed_source(agent: &Agent, id: SessionId, client: IpAddr) -> Option<String> {
     let reply = agent.blocklist.source_refusal(client)?;
     agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_source".to_owned() }).inc();
-    log::info!("{client}: listed source refused at accept{}", observe_note(agent));
+    log::info!("session={id} reject client={client} rule=listed_source{}", observe_note(agent));
     Some(reply)
 }
 
@@ -131,16 +132,20 @@ fn observe_note(agent: &Agent) -> &'static str {
 /// Judges a greeting: the blocklist first (a listed name is refused with its entry's reply,
 /// whatever path its bytes took past the kernel) unless the client is `exempt`, then the
 /// classifier. `Some` when refused.
-pub fn greeting(agent: &Agent, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
+pub fn greeting(agent: &Agent, id: SessionId, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
     if let Some(reply) = (!exempt).then(|| agent.blocklist.helo_refusal(arg)).flatten() {
         agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
-        log::info!("{client}: greeting {:?} is listed{}", String::from_utf8_lossy(&arg[..arg.len().min(100)]), observe_note(agent));
+        log::info!(
+            "session={id} reject client={client} helo={:?} rule=listed_helo{}",
+            String::from_utf8_lossy(&arg[..arg.len().min(100)]),
+            observe_note(agent)
+        );
         let committed = strike(agent, client, &reply);
         return Some(Refusal { reply, committed });
     }
     let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
-    let mut refusal = consequences(agent, rejection, arg, client);
+    let mut refusal = consequences(agent, id, rejection, arg, client);
     if rejection.scope == Scope::Helo && !exempt {
         if let Some(listed) = strike(agent, client, &refusal.reply) {
             refusal.committed.get_or_insert(listed);
@@ -175,18 +180,18 @@ pub fn observe_pregreet(agent: &Agent) {
     agent.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
 }
 
-pub fn record_hand_off(agent: &Agent, client: SocketAddr, end: HandOffEnd) {
+pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
     match end {
         HandOffEnd::BackendDown(why) => {
-            log::warn!("{client}: hand-off to {} failed: {why}", agent.config.backend);
+            log::warn!("session={id} hand-off failed backend={}: {why}", agent.config.backend);
             agent.metrics.backend_errors.inc();
         }
         HandOffEnd::BackendRefused(reply) => {
-            log::info!("{client}: the MTA refused the client: {reply}");
+            log::info!("session={id} hand-off refused: the MTA refused the client: {reply}");
             agent.metrics.backend_refusals.inc();
         }
         HandOffEnd::Relayed(end) => {
-            log::debug!("{client}: relay ended: {end:?}");
+            log::info!("session={id} hand-off relayed end={end:?}");
             agent.metrics.hand_offs.inc();
             if end == RelayEnd::TimedOut {
                 agent.metrics.relay_timeouts.inc();
@@ -198,14 +203,15 @@ pub fn record_hand_off(agent: &Agent, client: SocketAddr, end: HandOffEnd) {
 /// Judges commands during the relay: each RCPT against the greeting, and any further greeting.
 pub struct RelayJudge<'a> {
     agent: &'a Agent,
+    id: SessionId,
     arg: Vec<u8>,
     client: IpAddr,
     exempt: bool,
 }
 
 impl<'a> RelayJudge<'a> {
-    pub fn new(agent: &'a Agent, arg: Vec<u8>, client: IpAddr, exempt: bool) -> Self {
-        Self { agent, arg, client, exempt }
+    pub fn new(agent: &'a Agent, id: SessionId, arg: Vec<u8>, client: IpAddr, exempt: bool) -> Self {
+        Self { agent, id, arg, client, exempt }
     }
 
     /// In observe mode a rejection is only logged and counted: the session goes on.
@@ -220,13 +226,13 @@ impl crate::proxy::relay::Judge for RelayJudge<'_> {
         let input = Greeting::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
         let classification = classify(self.agent, &input);
         let rejection = classification.verdict.rejection()?;
-        let refusal = consequences(self.agent, rejection, &self.arg, self.client);
+        let refusal = consequences(self.agent, self.id, rejection, &self.arg, self.client);
         self.enforce(refusal)
     }
 
     fn greeting(&mut self, arg: &[u8]) -> Option<String> {
         self.arg = arg.to_vec();
-        let refusal = greeting(self.agent, arg, self.client, self.exempt)?;
+        let refusal = greeting(self.agent, self.id, arg, self.client, self.exempt)?;
         self.enforce(refusal)
     }
 }

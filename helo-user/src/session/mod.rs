@@ -24,6 +24,7 @@ use crate::{
     kernel::FilterMode,
     proxy::{self, backend::keep_alive, HandOff},
     registry::Kill,
+    session_id::SessionId,
     smtp::{
         command::{self, Command},
         line::{Line, LineReader, COMMAND_LINE},
@@ -40,10 +41,13 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
 
 pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
     let started = std::time::Instant::now();
+    let id = SessionId::next();
+    log::info!("session={id} connect client={peer}");
     let _active = agent.load.enter();
     agent.metrics.sessions.inc();
     agent.metrics.sessions_active.inc();
-    serve(&agent, stream, peer, shutdown).await;
+    serve(&agent, id, stream, peer, shutdown).await;
+    log::info!("session={id} close after={}ms", started.elapsed().as_millis());
     agent.metrics.sessions_active.dec();
     agent.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
 }
@@ -66,7 +70,7 @@ enum FirstBytes {
     Gone,
 }
 
-async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
     let config = &agent.config;
     let write = Duration::from_secs(config.timeouts.write_s);
     let enforce = config.mode == FilterMode::Enforce;
@@ -78,7 +82,7 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
     let (r, mut out) = {
         let (registration, mut kill) = agent.registry.register(peer);
         if !exempt {
-            if let Some(entry_reply) = judge::listed_source(agent, peer.ip()) {
+            if let Some(entry_reply) = judge::listed_source(agent, id, peer.ip()) {
                 if enforce {
                     let (r, mut out) = stream.into_split();
                     let banner = reply::refusal_banner(&entry_reply);
@@ -113,6 +117,7 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
         match first {
             FirstBytes::Arrived => {}
             FirstBytes::Dropped(text) => {
+                log::info!("session={id} kernel-drop client={peer}");
                 // The client's greeting never reaches us: it reads our reply to its EHLO, falls
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
@@ -179,7 +184,7 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
     };
     let Command::Greeting { arg, .. } = command::parse(&greeting) else { unreachable!("the loop breaks on a greeting") };
 
-    let refusal = judge::greeting(agent, arg, peer.ip(), exempt);
+    let refusal = judge::greeting(agent, id, arg, peer.ip(), exempt);
     if let Some(refusal) = refusal {
         if enforce {
             let text = refusal.durable().await;
@@ -191,12 +196,13 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
         }
     }
 
-    let mut rcpt_judge = judge::RelayJudge::new(agent, arg.to_vec(), peer.ip(), exempt);
+    let mut rcpt_judge = judge::RelayJudge::new(agent, id, arg.to_vec(), peer.ip(), exempt);
     let (r, buffered) = input.into_parts();
     let hand_off = HandOff {
         backend: config.backend,
         client: peer,
         server: local,
+        session: id,
         greeting: &greeting,
         connect_timeout: Duration::from_secs(config.timeouts.backend_connect_s),
         timeouts: config.relay_timeouts(),
@@ -204,7 +210,7 @@ async fn serve(agent: &Arc<Agent>, stream: TcpStream, peer: SocketAddr, mut shut
     // Boxed: the relay's state is most of a session's, and an idle session (waiting for its
     // greeting) should not carry it.
     let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &agent.load, shutdown)).await;
-    judge::record_hand_off(agent, peer, end);
+    judge::record_hand_off(agent, id, end);
 }
 
 /// How long a kernel-dropped client is read after its answer, for its retransmitted greeting
