@@ -7,7 +7,7 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
-use helo_common::maps::{counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState};
+use helo_common::maps::{config_flags, counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState};
 
 use super::addr::{addr_key, trie_prefix};
 
@@ -87,13 +87,17 @@ impl KernelMaps {
 
     /// Lists a source network (a CIDR wider than one address).
     pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
+        // The program must look in the trie before the entry is there to be found.
+        self.set_config_flag(config_flags::SOURCE_NETS_EMPTY, false)?;
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
         self.source_nets.insert(&key, entry, 0).context("inserting into the source network trie")
     }
 
     pub fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        remove_if_present(self.source_nets.remove(&key))
+        let removed = remove_if_present(self.source_nets.remove(&key))?;
+        self.set_config_flag(config_flags::SOURCE_NETS_EMPTY, self.empty_flags() & config_flags::SOURCE_NETS_EMPTY != 0)?;
+        Ok(removed)
     }
 
     pub fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
@@ -103,13 +107,40 @@ impl KernelMaps {
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
+        // The program must look in the trie before the entry is there to be found.
+        self.set_config_flag(config_flags::ALLOW_EMPTY, false)?;
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
         self.allow.insert(&key, 1, 0).context("inserting into the allow list")
     }
 
     pub fn disallow(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        remove_if_present(self.allow.remove(&key))
+        let removed = remove_if_present(self.allow.remove(&key))?;
+        self.set_config_flag(config_flags::ALLOW_EMPTY, self.empty_flags() & config_flags::ALLOW_EMPTY != 0)?;
+        Ok(removed)
+    }
+
+    /// The [`config_flags`] bits that hold now: which tries are empty.
+    pub fn empty_flags(&self) -> u32 {
+        let mut flags = 0;
+        if self.allow.keys().next().is_none() {
+            flags |= config_flags::ALLOW_EMPTY;
+        }
+        if self.source_nets.keys().next().is_none() {
+            flags |= config_flags::SOURCE_NETS_EMPTY;
+        }
+        flags
+    }
+
+    /// Sets or clears `flag` in the program's configuration (mode and key untouched).
+    fn set_config_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+        let mut config = self.config.get(&0, 0).context("reading the program's configuration")?;
+        let flags = if on { config.flags | flag } else { config.flags & !flag };
+        if flags != config.flags {
+            config.flags = flags;
+            self.config.set(0, config, 0).context("writing the program's configuration")?;
+        }
+        Ok(())
     }
 
     pub fn set_port(&mut self, port: u16, filtered: bool) -> Result<()> {
