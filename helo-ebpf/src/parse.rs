@@ -91,15 +91,14 @@ fn be16(b0: u8, b1: u8) -> u16 {
 /// 8-byte load: the greeting's fast path reads the payload this way, with no copy.
 #[inline(always)]
 pub fn read_u64_at(data: usize, data_end: usize, base: usize, off: usize) -> Option<u64> {
-    let mut off = off;
-    // SAFETY: a register move to itself, only to hide where `off` came from: LLVM would otherwise fold a
-    // caller's `x - 8` with the `+ 8` of the bound check below into a check the verifier cannot
-    // read (a pointer 8 bytes before the one it checked).
-    unsafe { core::arch::asm!("{0} = {0}", inout(reg) off, options(pure, nomem, nostack)) };
+    // Bounded first, then hidden from LLVM: it would otherwise fold a caller's `x - 8` with the
+    // `+ 8` below, or hoist `data + base` out of a loop above this check, into code whose
+    // bounds the verifier cannot follow.
+    let off = opaque(off);
     if base > MAX_HEADER_OFFSET + 60 || off > 4096 {
         return None;
     }
-    let start = data + base + off;
+    let start = data + opaque(base) + opaque(off);
     if start + 8 > data_end {
         return None;
     }
@@ -109,9 +108,17 @@ pub fn read_u64_at(data: usize, data_end: usize, base: usize, off: usize) -> Opt
     // 8-byte load has no alignment requirement on packet data where the kernel does not ask for
     // strict alignment (x86-64, arm64).
     unsafe {
-        core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) start, options(readonly, nostack, pure));
+        core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) start, options(readonly, nostack));
     }
     Some(v)
+}
+
+/// `x`, through a register move LLVM cannot see through or move.
+#[inline(always)]
+fn opaque(mut x: usize) -> usize {
+    // SAFETY: a register move to itself.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) x, options(nomem, nostack)) };
+    x
 }
 
 /// The network layer's result.
