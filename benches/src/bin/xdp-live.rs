@@ -104,7 +104,7 @@ fn pin(pid: i32, cpu: usize) -> Result<()> {
 /// What an XDP arm keeps alive while it runs (dropping it detaches the program).
 enum Installed {
     Helo(KernelFilter),
-    Baseline(Ebpf),
+    Baseline(#[allow(dead_code, reason = "held only to keep the program attached")] Ebpf),
 }
 
 /// Puts the arm's filter in place on the receiving veth.
