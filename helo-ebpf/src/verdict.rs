@@ -18,7 +18,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use helo_common::{
-    maps::{config_flags, counter, event_kind, mode, AddrKey, BlockEntry, Config, DropEvent, FlowState},
+    maps::{config_flags, counter, event_kind, mode, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState},
     words::{starts_like_greeting, WordScan, Words, MAX_STEPS},
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
@@ -50,15 +50,18 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         return pass(counter::PASS_OTHER_PORT);
     }
     if seg.tcp.syn && !seg.tcp.ack {
+        let Some(flow) = seg.flow_key(ctx) else {
+            return pass(counter::PASS_TRUNCATED);
+        };
         // Sources are judged at their SYN only: a connection that got past it (listed since, by
         // a RCPT-time rule of this very session, say) is the agent's to end, and must be able to
         // read its reply and say QUIT.
-        let source = AddrKey::from_v6(seg.flow.saddr);
+        let source = AddrKey::from_v6(flow.saddr);
         if let Some((entry, now)) = maps::source_entry(&source, cfg.flags & config_flags::SOURCE_NETS_EMPTY == 0) {
-            return block(cfg, &seg, entry, None, event_kind::SOURCE, 0, now);
+            return block(cfg, &flow, entry, None, event_kind::SOURCE, 0, now);
         }
         // The client's first payload byte will carry ISN + 1.
-        maps::remember_flow(&seg.flow, seg.tcp.seq.wrapping_add(1));
+        maps::remember_flow(&flow, seg.tcp.seq.wrapping_add(1));
         return pass(counter::PASS_NO_PAYLOAD);
     }
     if seg.tcp.payload_len == 0 {
@@ -74,7 +77,10 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     }
     // Only the first client payload is a greeting; later segments (a mail body line that happens
     // to start with "HELO ", a second greeting after RSET) are the agent's business.
-    let flow = match maps::flow(&seg.flow) {
+    let Some(key) = seg.flow_key(ctx) else {
+        return pass(counter::PASS_TRUNCATED);
+    };
+    let flow = match maps::flow(&key) {
         // SAFETY: a flow map value, valid for this program run.
         Some(f) if unsafe { (*f).first_payload_seq } == seg.tcp.seq => f,
         _ => return pass(counter::PASS_NOT_FIRST_PAYLOAD),
@@ -86,7 +92,7 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     let scan = if fast.is_slow() { scan_payload(ctx, &seg, cfg) } else { fast.to_scan() };
     match scan {
         Scan::Greeting { hash, .. } => match maps::helo_entry(hash) {
-            Some((entry, now)) => block(cfg, &seg, entry, Some(flow), event_kind::HELO, hash, now),
+            Some((entry, now)) => block(cfg, &key, entry, Some(flow), event_kind::HELO, hash, now),
             None => pass(counter::PASS_NOT_LISTED),
         },
         Scan::NotGreeting => pass(counter::PASS_NOT_GREETING),
@@ -183,6 +189,12 @@ fn scan_payload(ctx: &XdpContext, seg: &Segment, cfg: &Config) -> Scan {
         return Scan::Truncated;
     };
     let len = if seg.tcp.payload_len < PAYLOAD_WINDOW { seg.tcp.payload_len } else { PAYLOAD_WINDOW };
+    // The caller passed empty payloads already; said again here for the verifier, which can lose
+    // that bound on the way (and hidden from LLVM, which would drop the check as known).
+    let len = parse::opaque(len);
+    if len == 0 || len > PAYLOAD_WINDOW {
+        return Scan::Truncated;
+    }
     // SAFETY: the scratch value is this CPU's alone for the whole program run, and XDP does not
     // preempt itself. `len` is in 1..=PAYLOAD_WINDOW (the caller checked payload_len > 0); the
     // helper checks the packet bounds itself and fails on a frame shorter than its IP header says.
@@ -240,15 +252,15 @@ extern "C" fn scan_chunk(chunk: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// A listed source or greeting: drop it (or only report it in observe mode), unless the source is
 /// on the allow list.
 #[inline(always)]
-fn block(cfg: &Config, seg: &Segment, entry: *mut BlockEntry, flow: Option<*mut FlowState>, kind: u8, hash: u64, now: u64) -> Decision {
-    if cfg.flags & config_flags::ALLOW_EMPTY == 0 && maps::allow_listed(&AddrKey::from_v6(seg.flow.saddr)) {
+fn block(cfg: &Config, key: &FlowKey, entry: *mut BlockEntry, flow: Option<*mut FlowState>, kind: u8, hash: u64, now: u64) -> Decision {
+    if cfg.flags & config_flags::ALLOW_EMPTY == 0 && maps::allow_listed(&AddrKey::from_v6(key.saddr)) {
         return pass(counter::PASS_ALLOW_LISTED);
     }
     let (reason, previous_hit) = maps::record_hit(entry, now);
     let observed = cfg.mode == mode::OBSERVE;
     if maps::worth_reporting(flow, previous_hit, now) {
         maps::report(DropEvent {
-            flow: seg.flow,
+            flow: *key,
             kind,
             observed: observed as u8,
             reason,
