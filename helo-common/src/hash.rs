@@ -5,8 +5,9 @@
 //! sender dropped. With a secret 128-bit key (chosen by the agent, kept in its state directory) they
 //! cannot predict any hash.
 //!
-//! Why streamed: the XDP program hashes the argument while it scans the packet, byte by byte, with no
-//! buffer of its own; user space feeds the same bytes through the same code.
+//! Why streamed: the XDP program hashes the argument while it scans the packet, with no buffer of
+//! its own, eight bytes per step on its fast path ([`SipHasher24::write_word`]) and one byte per
+//! step on its slow path; user space feeds the same bytes through the same code.
 
 /// The 128-bit SipHash key, as two little-endian 64-bit halves.
 #[repr(C)]
@@ -110,6 +111,24 @@ impl SipHasher24 {
             self.tail = 0;
             self.ntail = 0;
         }
+    }
+
+    /// Feeds eight bytes at once (little-endian), with no bytes pending: the word-at-a-time
+    /// greeting path ([`crate::words`]) feeds the argument this way.
+    #[inline(always)]
+    pub fn write_word(&mut self, m: u64) {
+        self.compress(m);
+        self.len = self.len.wrapping_add(8);
+    }
+
+    /// Ends a word-fed hash: `tail` holds the last `total_len % 8` bytes (little-endian, the
+    /// bytes above them zero) and `total_len` is the length of everything fed, tail included.
+    #[inline(always)]
+    pub fn finish_words(mut self, tail: u64, total_len: u32) -> u64 {
+        self.tail = tail;
+        self.ntail = total_len & 7;
+        self.len = total_len;
+        self.finish()
     }
 
     /// Feeds a slice (user space; the kernel feeds bytes one at a time).

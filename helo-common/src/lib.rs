@@ -6,13 +6,16 @@
 //!
 //! - [`greeting`]: finds `HELO`/`EHLO` and its argument at the start of a TCP payload, and hashes the
 //!   normalised argument as it goes;
-//! - [`hash`]: SipHash-2-4, streamed one byte at a time;
+//! - [`words`]: the same reading eight bytes at a time, for the common `HELO name` shape (the XDP
+//!   program's fast path), checked against the scanner;
+//! - [`hash`]: SipHash-2-4, streamed one byte or one word at a time;
 //! - [`maps`]: map names, key and value layouts, counter indices, events and configuration.
 #![no_std]
 
 pub mod greeting;
 pub mod hash;
 pub mod maps;
+pub mod words;
 
 pub use greeting::{hash_helo_arg, hash_normalised, normalised_arg, scan_greeting, GreetingScanner, Scan, PAYLOAD_WINDOW};
 pub use hash::{HashKey, SipHasher24};

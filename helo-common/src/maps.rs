@@ -65,7 +65,18 @@ pub struct Config {
     pub key: crate::hash::HashKey,
     /// One of [`mode`].
     pub mode: u32,
-    pub _pad: u32,
+    /// [`config_flags`]: what the agent knows the program may skip.
+    pub flags: u32,
+}
+
+/// Bits of [`Config::flags`]. Each says a lookup can only miss, so the program skips it; the agent
+/// clears a bit before it writes the first entry that lookup could find, so a bit that is wrongly
+/// clear only costs time, never a verdict.
+pub mod config_flags {
+    /// `HELO_ALLOW` is empty.
+    pub const ALLOW_EMPTY: u32 = 1;
+    /// `HELO_SOURCE_NETS` is empty.
+    pub const SOURCE_NETS_EMPTY: u32 = 2;
 }
 
 /// A 16-byte address key; IPv4 is stored IPv4-mapped.

@@ -7,6 +7,8 @@
 //! fails open.
 #![no_std]
 #![no_main]
+// One 8-byte packet load in `parse::read_u64_at`.
+#![feature(asm_experimental_arch)]
 
 mod baseline;
 mod generator;

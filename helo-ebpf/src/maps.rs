@@ -14,6 +14,7 @@ use helo_common::{
         ALLOW_CAPACITY, DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS,
         SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
     },
+    words::WordScan,
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
 
@@ -62,13 +63,16 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Per-CPU working memory for the greeting scan: the payload window (512 bytes do not fit on the
-/// 512-byte BPF stack) and the scanner's state between bpf_loop iterations.
+/// 512-byte BPF stack) and the scanners' state between bpf_loop iterations.
 pub struct Scratch {
     pub window: [u8; PAYLOAD_WINDOW],
     pub scanner: GreetingScanner,
     pub result: ScanResult,
-    /// Payload bytes in `window`.
+    /// Payload bytes in `window` (slow path); the payload's length (fast path).
     pub len: u32,
+    /// Fast path: the payload's offset in the frame, and the word scan's state.
+    pub payload_offset: u32,
+    pub words: WordScan,
 }
 
 /// [`Scan`] with every byte defined. Storing the enum itself would store its unused payload
@@ -84,7 +88,15 @@ impl ScanResult {
     const NOT_GREETING: u32 = 1;
     const ARG_TOO_LONG: u32 = 2;
     const TRUNCATED_KIND: u32 = 3;
+    const SLOW_KIND: u32 = 4;
     pub const TRUNCATED: Self = Self { kind: Self::TRUNCATED_KIND, hash: 0 };
+    /// Not a result: the fast path leaves this payload to the byte scanner.
+    pub const SLOW: Self = Self { kind: Self::SLOW_KIND, hash: 0 };
+
+    #[inline(always)]
+    pub fn is_slow(self) -> bool {
+        self.kind == Self::SLOW_KIND
+    }
 
     #[inline(always)]
     pub fn from_scan(scan: Scan) -> Self {
@@ -119,9 +131,10 @@ pub fn count(index: u32) {
     }
 }
 
+/// The configuration, in place (read, never written, by the program).
 #[inline(always)]
-pub fn config() -> Option<Config> {
-    CONFIG.get(0).copied()
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
 }
 
 #[inline(always)]
@@ -140,12 +153,15 @@ pub fn allow_listed(addr: &AddrKey) -> bool {
     ALLOW.get(Key::new(128, addr.addr)).is_some()
 }
 
-/// A live entry for `addr` (the address itself, or a blocked network holding it), with the time
-/// its liveness was checked at.
+/// A live entry for `addr` (the address itself, or a blocked network holding it, when `nets` says
+/// the network trie may hold any), with the time its liveness was checked at.
 #[inline(always)]
-pub fn source_entry(addr: &AddrKey) -> Option<(*mut BlockEntry, u64)> {
+pub fn source_entry(addr: &AddrKey, nets: bool) -> Option<(*mut BlockEntry, u64)> {
     if let Some(e) = SOURCE_BLOCKS.get_ptr_mut(addr) {
         return live(e);
+    }
+    if !nets {
+        return None;
     }
     // The trie hands out a shared reference, but its values are plain map memory that this
     // program may update (the hit counter), like any other map value.
@@ -213,11 +229,16 @@ pub fn flow(flow: &FlowKey) -> Option<*mut FlowState> {
 #[inline(always)]
 pub fn remember_flow(flow: &FlowKey, first_payload_seq: u32) {
     let now_s = (now_boot_ns() / 1_000_000_000) as u32;
-    if let Some(f) = FLOWS.get_ptr(flow) {
-        // SAFETY: a flow map value, valid for this program run; read only.
-        if !unsafe { (*f).syn_replaces(first_payload_seq, now_s) } {
-            return;
+    // A SYN for a 4-tuple already known (a retransmitted SYN, a reused port) starts it afresh in
+    // place when it may (an insert into an LRU map costs several times a lookup).
+    if let Some(f) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a flow map value, valid for this program run; a racing CPU writes the same.
+        unsafe {
+            if (*f).syn_replaces(first_payload_seq, now_s) {
+                *f = FlowState::new(first_payload_seq, now_s);
+            }
         }
+        return;
     }
     // A full LRU map evicts; an insert failure only means this flow goes uninspected (fail open).
     let _ = FLOWS.insert(flow, FlowState::new(first_payload_seq, now_s), 0);

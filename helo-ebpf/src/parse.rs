@@ -4,7 +4,7 @@
 //! can pass the packet and count why.
 
 use aya_ebpf::programs::XdpContext;
-use helo_common::maps::{counter, AddrKey, FlowKey};
+use helo_common::maps::{counter, FlowKey};
 
 const ETH_HDR_LEN: usize = 14;
 const VLAN_HDR_LEN: usize = 4;
@@ -87,10 +87,46 @@ fn be16(b0: u8, b1: u8) -> u16 {
     u16::from_be_bytes([b0, b1])
 }
 
+/// The eight bytes at `data + base + off` (little-endian), read in place from the packet with one
+/// 8-byte load: the greeting's fast path reads the payload this way, with no copy.
+#[inline(always)]
+pub fn read_u64_at(data: usize, data_end: usize, base: usize, off: usize) -> Option<u64> {
+    // Bounded first, then hidden from LLVM: it would otherwise fold a caller's `x - 8` with the
+    // `+ 8` below, or hoist `data + base` out of a loop above this check, into code whose
+    // bounds the verifier cannot follow.
+    let off = opaque(off);
+    if base > MAX_HEADER_OFFSET + 60 || off > 4096 {
+        return None;
+    }
+    let start = data + opaque(base) + opaque(off);
+    if start + 8 > data_end {
+        return None;
+    }
+    let v: u64;
+    // SAFETY: the 8 bytes from `start` lie within [data, data_end), checked just above. The load
+    // is written out because Rust would split an unaligned read into eight byte loads; BPF's
+    // 8-byte load has no alignment requirement on packet data where the kernel does not ask for
+    // strict alignment (x86-64, arm64).
+    unsafe {
+        core::arch::asm!("{0} = *(u64 *)({1} + 0)", out(reg) v, in(reg) start, options(readonly, nostack));
+    }
+    Some(v)
+}
+
+/// `x`, through a register move LLVM cannot see through or move.
+#[inline(always)]
+pub fn opaque(mut x: usize) -> usize {
+    // SAFETY: a register move to itself.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) x, options(nomem, nostack)) };
+    x
+}
+
 /// The network layer's result.
 pub struct Ip {
-    pub saddr: AddrKey,
-    pub daddr: AddrKey,
+    /// Where the source address starts in the frame (the destination follows it); the addresses
+    /// are only read when a flow key is needed ([`Segment::flow_key`]).
+    pub addrs_offset: usize,
+    pub v6: bool,
     /// Bytes of transport header plus payload, from the IP length field (not the frame length:
     /// short frames carry Ethernet padding).
     pub l4_len: usize,
@@ -156,12 +192,9 @@ pub fn parse_ipv4(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
     if h[9] != IPPROTO_TCP {
         return Err(counter::PASS_NOT_TCP);
     }
+    let addrs_offset = cur.pos() + 12;
     cur.advance(hdr_len);
-    Ok(Ip {
-        saddr: AddrKey::from_v4([h[12], h[13], h[14], h[15]]),
-        daddr: AddrKey::from_v4([h[16], h[17], h[18], h[19]]),
-        l4_len: total_len - hdr_len,
-    })
+    Ok(Ip { addrs_offset, v6: false, l4_len: total_len - hdr_len })
 }
 
 /// IPv6, skipping hop-by-hop, routing, destination-options and AH headers (up to a bound).
@@ -176,10 +209,7 @@ pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
         return Err(counter::PASS_TRUNCATED);
     }
     let mut next = h[6];
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    saddr.copy_from_slice(&h[8..24]);
-    daddr.copy_from_slice(&h[24..40]);
+    let addrs_offset = cur.pos() + 8;
     cur.advance(IPV6_HDR_LEN);
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let ext_len = match next {
@@ -210,7 +240,7 @@ pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
         IPV6_FRAGMENT => return Err(counter::PASS_FRAGMENT),
         _ => return Err(counter::PASS_NOT_TCP),
     }
-    Ok(Ip { saddr: AddrKey::from_v6(saddr), daddr: AddrKey::from_v6(daddr), l4_len: remaining })
+    Ok(Ip { addrs_offset, v6: true, l4_len: remaining })
 }
 
 /// TCP with options (data offset 5–15). Leaves the cursor at the payload.
@@ -236,12 +266,44 @@ pub fn parse_tcp(ctx: &XdpContext, cur: &mut Cursor, l4_len: usize) -> Result<Tc
     })
 }
 
-/// A parsed TCP segment: its flow (client → server) and its TCP facts.
+/// A parsed TCP segment: where its addresses are, and its TCP facts.
 pub struct Segment {
-    pub flow: FlowKey,
+    pub addrs_offset: usize,
+    pub v6: bool,
     pub tcp: Tcp,
     /// Offset of the payload from the start of the frame.
     pub payload_offset: usize,
+}
+
+impl Segment {
+    /// The flow (client → server), read from the frame only now: most payloads are passed before
+    /// a flow is needed. `None` cannot happen for a segment `parse_segment` returned (its headers
+    /// were checked to be in the frame), but a `None` is passed, never guessed at.
+    #[inline(always)]
+    pub fn flow_key(&self, ctx: &XdpContext) -> Option<FlowKey> {
+        let (data, end, at) = (ctx.data(), ctx.data_end(), self.addrs_offset);
+        let (saddr, daddr) = if self.v6 {
+            (
+                addr16(read_u64_at(data, end, at, 0)?, read_u64_at(data, end, at, 8)?),
+                addr16(read_u64_at(data, end, at, 16)?, read_u64_at(data, end, at, 24)?),
+            )
+        } else {
+            // Both IPv4 addresses in one load, each stored IPv4-mapped (`::ffff:a.b.c.d`).
+            let both = read_u64_at(data, end, at, 0)?;
+            let mapped = |v4: u64| addr16(0, 0xffff << 16 | (v4 & 0xffff_ffff) << 32);
+            (mapped(both), mapped(both >> 32))
+        };
+        Some(FlowKey { saddr, daddr, sport_be: self.tcp.sport_be, dport_be: self.tcp.dport.to_be() })
+    }
+}
+
+/// Sixteen address bytes from two little-endian loads of them.
+#[inline(always)]
+fn addr16(lo: u64, hi: u64) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..8].copy_from_slice(&lo.to_le_bytes());
+    a[8..].copy_from_slice(&hi.to_le_bytes());
+    a
 }
 
 /// All layers, outermost first.
@@ -253,14 +315,5 @@ pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Pass> {
         L3::V6 => parse_ipv6(ctx, &mut cur)?,
     };
     let tcp = parse_tcp(ctx, &mut cur, ip.l4_len)?;
-    Ok(Segment {
-        flow: FlowKey {
-            saddr: ip.saddr.addr,
-            daddr: ip.daddr.addr,
-            sport_be: tcp.sport_be,
-            dport_be: tcp.dport.to_be(),
-        },
-        tcp,
-        payload_offset: cur.pos(),
-    })
+    Ok(Segment { addrs_offset: ip.addrs_offset, v6: ip.v6, tcp, payload_offset: cur.pos() })
 }

@@ -27,11 +27,14 @@ use crate::{compile, proc, setup};
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-pub fn run() -> Result<()> {
+pub fn run(tier_a_only: bool) -> Result<()> {
     proc::require_root("the XDP benchmarks load programs into the kernel")?;
     setup::run(setup::Scope::Everything)?;
     compile::release()?;
     let root = proc::workspace_root();
+    if tier_a_only {
+        return run_tier_a(&root);
+    }
     // A report that fails is written as failed, in its place, and the command fails at the end:
     // never a section silently left out.
     let xdp = run_report(&root, "xdp-cost");
@@ -68,6 +71,48 @@ pub fn run() -> Result<()> {
         bail!("these parts failed (BENCHMARKS.md says how): {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `cargo xtask bench --tier-a`: reruns xdp-cost and xdp-live and replaces their sections (from
+/// the first Tier A heading to the next section that is not Tier A) and the plot in the existing
+/// BENCHMARKS.md; the other sections keep their numbers from their own last run.
+fn run_tier_a(root: &Path) -> Result<()> {
+    let xdp = run_report(root, "xdp-cost");
+    let live = run_report(root, "xdp-live");
+    let plot_rel = "benchmarks/xdp-cost.svg";
+    let mut failed = Vec::new();
+    let mut tier_a = section("Tier A: cost per packet, program only", &mut failed, xdp.and_then(|x| {
+        plot(&x, &root.join(plot_rel))?;
+        render_cost(&x, plot_rel)
+    }));
+    tier_a.push_str(&section("Tier A: live path", &mut failed, live.and_then(|l| render_live(&l))));
+    let path = root.join("BENCHMARKS.md");
+    let old = fs::read_to_string(&path).context("reading BENCHMARKS.md (run `cargo xtask bench` once first)")?;
+    let start = old.find("## Tier A: cost per packet").context("BENCHMARKS.md has no Tier A section")?;
+    let end = old[start..]
+        .match_indices("\n## ")
+        .map(|(i, _)| start + i + 1)
+        .find(|&i| !old[i..].starts_with("## Tier A"))
+        .unwrap_or(old.len());
+    let mut md = render_head()?;
+    md.push_str(&old[old.find("## ").unwrap_or(start)..start]);
+    md.push_str(&tier_a);
+    md.push_str(&old[end..]);
+    fs::write(&path, md)?;
+    println!("rewrote the Tier A sections of BENCHMARKS.md and {plot_rel}");
+    if !failed.is_empty() {
+        bail!("these parts failed (BENCHMARKS.md says how): {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `met` or `missed`, for a measured ratio against its goal.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
 }
 
 /// A rendered section, or its failure in its place.
@@ -177,23 +222,35 @@ fn render_cost(xdp: &Value, plot: &str) -> Result<String> {
     }
     let base = median(xdp, "baseline: parse + drop port 25");
     let drop30 = median(xdp, "helo drop, 30-byte name, 4 entries");
+    let drop255 = median(xdp, "helo drop, 255-byte name, 4 entries");
     let drop30_1m = median(xdp, "helo drop, 30-byte name, 1,000,000 entries");
     let pass_4 = median(xdp, "helo pass, 30-byte name not listed, 4 entries");
     let pass_1m = median(xdp, "helo pass, 30-byte name not listed, 1,000,000 entries");
+    let syn = median(xdp, "helo pass, SYN (flow recorded), 4 entries");
     let later = median(xdp, "helo pass, later segment (no scan), 4 entries");
+    let data = median(xdp, "helo pass, later segment of mail data, 4 entries");
     writeln!(md, "\n### Ratios against the goals\n")?;
-    writeln!(md, "| ratio | measured | goal |\n|---|---:|---|")?;
-    writeln!(md, "| drop path, 30-byte name ÷ baseline | {:.2}× | ≤ 1.5× |", drop30 / base)?;
-    writeln!(md, "| drop path at 1,000,000 entries ÷ at 4 | {:.2}× | ≤ 1.2× |", drop30_1m / drop30)?;
-    writeln!(md, "| pass path at 1,000,000 entries ÷ at 4 | {:.2}× | ≤ 1.2× |", pass_1m / pass_4)?;
+    writeln!(md, "Goals from issue 15 (\"the XDP program within 2x of a minimal drop\"); 4 entries unless said.\n")?;
+    writeln!(md, "| ratio | measured | goal | |\n|---|---:|---|---|")?;
+    let mut row = |name: &str, ratio: f64, goal: &str, met: bool| writeln!(md, "| {name} | {ratio:.2}× | {goal} | {} |", verdict(met));
+    row("listed 30-byte greeting, drop ÷ baseline", drop30 / base, "≤ 4×", drop30 / base <= 4.0)?;
+    row("listed 255-byte greeting, drop ÷ baseline", drop255 / base, "≤ 10×", drop255 / base <= 10.0)?;
+    row("SYN (flow recorded) ÷ baseline", syn / base, "≤ 3×", syn / base <= 3.0)?;
+    row("later segment of mail data ÷ baseline", data / base, "≤ 1.5×", data / base <= 1.5)?;
+    row("later segment that starts with `EHLO ` (flow lookup) ÷ baseline", later / base, "≤ 1.5×", later / base <= 1.5)?;
+    row("drop path at 1,000,000 entries ÷ at 4", drop30_1m / drop30, "≤ 1.2×", drop30_1m / drop30 <= 1.2)?;
+    row("pass path at 1,000,000 entries ÷ at 4", pass_1m / pass_4, "≤ 1.2×", pass_1m / pass_4 <= 1.2)?;
     writeln!(
         md,
-        "\nWhere a goal is missed, the table says so. Where the cost goes (4 entries): a later segment of \
-         a flow, which stops after the source and flow lookups, costs {later:.0} ns against the \
-         baseline's {base:.0}; the first payload adds the copy of up to 512 payload bytes, the scan \
-         (32 bytes per `bpf_loop` iteration, SipHash-2-4, growing with the name's length) and the \
-         HELO lookup ({pass_4:.0} ns for a 30-byte name); a drop adds the allow-list check, the hit \
-         count, the clock and the ring-buffer event. The map size barely matters.\n"
+        "\nWhere the cost goes (4 entries): a later segment of mail data stops at the first eight \
+         payload bytes, which cannot start a greeting ({data:.0} ns against the baseline's {base:.0}: \
+         the configuration, the port and the counter); one that starts with `EHLO ` needs the flow \
+         lookup to be told from the first payload ({later:.0} ns); a SYN looks its source up and \
+         records its flow ({syn:.0} ns). The first payload adds the argument, read eight bytes per \
+         step in place and hashed a word at a time with SipHash-2-4 (growing with the name's \
+         length), and the HELO lookup ({pass_4:.0} ns for a 30-byte name that is not listed); a \
+         drop adds the clock, the hit count and, once per flow, the ring-buffer event. The map \
+         size barely matters.\n"
     )?;
     Ok(md)
 }
@@ -208,8 +265,10 @@ fn render_live(live: &Value) -> Result<String> {
          MAC) is injected {} times per arm and round as XDP frames into a veth (the project's XDP_TX \
          generator through BPF_PROG_TEST_RUN with live frames). The receiving veth runs threaded NAPI \
          (GRO on), its thread pinned to core 1; the measure is that thread's CPU time (utime + stime) \
-         divided by the packets the arm itself counted (helo's drop counter, the nftables and \
-         iptables rule counters, the veth's rx count for no filter). The generator outruns the \
+         divided by the packets the arm itself counted (helo's drop counter, the veth's XDP drop \
+         count for `baseline_drop25` (helo's header parsers, then drop anything to port 25: the \
+         floor for a native XDP drop), the nftables and iptables rule counters, the veth's rx \
+         count for no filter). The generator outruns the \
          receiver, so part of the frames are lost in the veth's ring before any arm sees them; \
          that is why the division is by what was processed. {} interleaved rounds.\n",
         live["frames"], live["rounds"]
@@ -219,12 +278,15 @@ fn render_live(live: &Value) -> Result<String> {
         writeln!(md, "| {} | {:.0} | {:.0} | {:.0} |", a["arm"].as_str().unwrap_or(""), a["median"].as_f64().unwrap_or(f64::NAN), a["min"].as_f64().unwrap_or(f64::NAN), a["max"].as_f64().unwrap_or(f64::NAN))?;
     }
     let native = live_median(live, "helo, native XDP");
-    writeln!(md, "\n| ratio | measured | goal |\n|---|---:|---|")?;
-    writeln!(md, "| nftables ÷ helo native | {:.2}× | ≥ 4× |", live_median(live, "nftables netdev ingress, payload match") / native)?;
-    writeln!(md, "| iptables (1 name) ÷ helo native | {:.2}× | ≥ 4× |", live_median(live, "iptables raw -m string, 1 names") / native)?;
-    writeln!(md, "| iptables (100 names) ÷ helo native | {:.2}× | grows with names |", live_median(live, "iptables raw -m string, 100 names") / native)?;
-    writeln!(md, "| iptables (10,000 names) ÷ helo native | {:.2}× | grows with names |", live_median(live, "iptables raw -m string, 10000 names") / native)?;
-    writeln!(md, "| no filter (TCP stack answers) ÷ helo native | {:.2}× | |\n", live_median(live, "no filter (the TCP stack answers)") / native)?;
+    let floor = live_median(live, "baseline_drop25, native XDP");
+    let nft = live_median(live, "nftables netdev ingress, payload match");
+    writeln!(md, "\n| ratio | measured | goal | |\n|---|---:|---|---|")?;
+    writeln!(md, "| helo native ÷ `baseline_drop25` native | {:.2}× | ≤ 2× | {} |", native / floor, verdict(native / floor <= 2.0))?;
+    writeln!(md, "| nftables ÷ helo native | {:.2}× | ≥ 3× | {} |", nft / native, verdict(nft / native >= 3.0))?;
+    writeln!(md, "| iptables (1 name) ÷ helo native | {:.2}× | | |", live_median(live, "iptables raw -m string, 1 names") / native)?;
+    writeln!(md, "| iptables (100 names) ÷ helo native | {:.2}× | grows with names | |", live_median(live, "iptables raw -m string, 100 names") / native)?;
+    writeln!(md, "| iptables (10,000 names) ÷ helo native | {:.2}× | grows with names | |", live_median(live, "iptables raw -m string, 10000 names") / native)?;
+    writeln!(md, "| no filter (TCP stack answers) ÷ helo native | {:.2}× | | |\n", live_median(live, "no filter (the TCP stack answers)") / native)?;
     let trafgen = &live["trafgen"];
     writeln!(md, "### The socket path (trafgen)\n")?;
     writeln!(

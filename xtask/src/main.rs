@@ -34,7 +34,12 @@ enum Command {
         args: Vec<String>,
     },
     /// Run the benchmarks (as root) and rewrite BENCHMARKS.md with its plot.
-    Bench,
+    Bench {
+        /// Only the Tier A reports (xdp-cost, xdp-live): rewrite their sections and plot, keep
+        /// the rest of BENCHMARKS.md as it is.
+        #[arg(long)]
+        tier_a: bool,
+    },
     /// See it work: namespaces, the agent, Postfix, a mix of traffic and a live view; ARGS go to
     /// the lab (`--duration S`, `--no-tui`).
     Lab {
@@ -68,7 +73,7 @@ fn dispatch(command: Command) -> Result<u8> {
         // cargo test's own exit code, clamped to what a process can return.
         Command::Test { args } => test::run(&args).map(|code| u8::try_from(code).unwrap_or(1)),
         Command::Run { args } => run::run(&args).map(|()| 0),
-        Command::Bench => bench::run().map(|()| 0),
+        Command::Bench { tier_a } => bench::run(tier_a).map(|()| 0),
         Command::Lab { args } => lab::run(&args).map(|()| 0),
     }
 }
@@ -82,7 +87,7 @@ mod tests {
     fn args_of(argv: &[&str]) -> Vec<String> {
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Test { args } | Command::Run { args } | Command::Lab { args } => args,
-            Command::Setup | Command::Bench => panic!("not a command with args"),
+            Command::Setup | Command::Bench { .. } => panic!("not a command with args"),
         }
     }
 

@@ -19,7 +19,12 @@ use helo_tests::{
     inject::Injector,
     netns::{enter_named, link, Netns},
 };
-use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
+use helo_common::maps::BASELINE_PROGRAM_NAME;
+use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
 use serde::Serialize;
 
 const NAME: &str = "rad.internal";
@@ -33,6 +38,9 @@ const ROUNDS: usize = 5;
 #[derive(Clone, Copy, Debug)]
 enum Arm {
     NoFilter,
+    /// `baseline_drop25`, natively: helo's header parsers, then drop anything to port 25. The
+    /// floor a native XDP drop costs on this path.
+    BaselineNative,
     HeloNative,
     HeloSkb,
     Nftables,
@@ -43,6 +51,7 @@ impl Arm {
     fn label(self) -> String {
         match self {
             Arm::NoFilter => "no filter (the TCP stack answers)".into(),
+            Arm::BaselineNative => "baseline_drop25, native XDP".into(),
             Arm::HeloNative => "helo, native XDP".into(),
             Arm::HeloSkb => "helo, skb XDP".into(),
             Arm::Nftables => "nftables netdev ingress, payload match".into(),
@@ -92,8 +101,14 @@ fn pin(pid: i32, cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// What an XDP arm keeps alive while it runs (dropping it detaches the program).
+enum Installed {
+    Helo(KernelFilter),
+    Baseline(#[allow(dead_code, reason = "held only to keep the program attached")] Ebpf),
+}
+
 /// Puts the arm's filter in place on the receiving veth.
-fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<KernelFilter>> {
+fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<Installed>> {
     let key = HashKey { k0: 7, k1: 9 };
     match arm {
         Arm::HeloNative | Arm::HeloSkb => {
@@ -107,7 +122,18 @@ fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<KernelFilter>> {
                 Ok(fl)
             })??;
             fl.maps.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
-            return Ok(Some(fl));
+            return Ok(Some(Installed::Helo(fl)));
+        }
+        Arm::BaselineNative => {
+            let ifname = rx_if.to_owned();
+            let obj = enter_named(&rx.name, move || -> Result<Ebpf> {
+                let mut obj = Ebpf::load(XDP_OBJECT)?;
+                let prog: &mut Xdp = obj.program_mut(BASELINE_PROGRAM_NAME).context("no baseline program")?.try_into()?;
+                prog.load()?;
+                prog.attach(&ifname, XdpMode::Driver).context("attaching baseline_drop25 natively")?;
+                Ok(obj)
+            })??;
+            return Ok(Some(Installed::Baseline(obj)));
         }
         Arm::Nftables => nft_drop_greeting(rx, rx_if, NAME)?,
         Arm::Iptables(n) => {
@@ -126,12 +152,19 @@ fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<KernelFilter>> {
 }
 
 /// What the arm itself counted as processed since `rx_before`; takes the arm down.
-fn teardown(arm: Arm, rx: &Netns, rx_if: &str, filter: Option<KernelFilter>, rx_before: u64) -> Result<u64> {
+fn teardown(arm: Arm, rx: &Netns, rx_if: &str, filter: Option<Installed>, xdp_drops_before: u64, rx_before: u64) -> Result<u64> {
     Ok(match arm {
         Arm::HeloNative | Arm::HeloSkb => {
-            let fl = filter.context("no filter")?;
+            let Some(Installed::Helo(fl)) = filter else { bail!("no filter") };
             let dropped = fl.maps.counters()?.get(counter::DROP_HELO);
             drop(fl);
+            dropped
+        }
+        Arm::BaselineNative => {
+            // The baseline keeps no counter of its own (it would add to the floor it measures):
+            // the veth's own count of XDP drops says what it processed.
+            let dropped = xdp_drops(rx, rx_if)?.saturating_sub(xdp_drops_before);
+            drop(filter);
             dropped
         }
         Arm::Nftables => {
@@ -146,6 +179,17 @@ fn teardown(arm: Arm, rx: &Netns, rx_if: &str, filter: Option<KernelFilter>, rx_
         }
         Arm::NoFilter => rx_packets(rx, rx_if)?.saturating_sub(rx_before),
     })
+}
+
+/// The veth's XDP drop count, summed over its receive queues (`ethtool -S`).
+fn xdp_drops(ns: &Netns, ifname: &str) -> Result<u64> {
+    let stats = sh(ns, &format!("ethtool -S {ifname}"))?;
+    Ok(stats
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter(|(k, _)| k.starts_with("rx_queue_") && k.ends_with("_xdp_drops"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum())
 }
 
 fn main() -> Result<()> {
@@ -167,14 +211,19 @@ fn main() -> Result<()> {
     let napi = napi_thread(&rx_if)?;
     pin(napi, 1)?;
 
-    let arms = [Arm::NoFilter, Arm::HeloNative, Arm::HeloSkb, Arm::Nftables, Arm::Iptables(1), Arm::Iptables(100), Arm::Iptables(10_000)];
+    let arms = [Arm::NoFilter, Arm::BaselineNative, Arm::HeloNative, Arm::HeloSkb, Arm::Nftables, Arm::Iptables(1), Arm::Iptables(100), Arm::Iptables(10_000)];
     let mut results: Vec<(Arm, Vec<f64>)> = arms.iter().map(|a| (*a, vec![])).collect();
-    let rounds = if std::env::var("HELO_BENCH_SOCKET_ONLY").is_ok_and(|v| v == "1") { 0 } else { ROUNDS };
+    let rounds = if std::env::var("HELO_BENCH_SOCKET_ONLY").is_ok_and(|v| v == "1") { 0 } else { setting("HELO_BENCH_ROUNDS", ROUNDS) };
+    let only_xdp = std::env::var("HELO_BENCH_XDP_ONLY").is_ok_and(|v| v == "1");
     for _round in 0..rounds {
         for (arm, samples) in results.iter_mut() {
+            if only_xdp && !matches!(arm, Arm::BaselineNative | Arm::HeloNative | Arm::Nftables) {
+                continue;
+            }
             let mut filter = setup(*arm, &rx, &rx_if)?;
             injector.send(&syn, 1)?;
             let rx_before = rx_packets(&rx, &rx_if)?;
+            let xdp_drops_before = xdp_drops(&rx, &rx_if)?;
             let before = cpu_ticks(napi)?;
             let mut sent = 0;
             while sent < FRAMES {
@@ -184,7 +233,7 @@ fn main() -> Result<()> {
             thread::sleep(Duration::from_millis(100));
             let ticks = cpu_ticks(napi)? - before;
             // What the arm itself processed (and so proof that it ran), then take it down.
-            let processed = teardown(*arm, &rx, &rx_if, filter.take(), rx_before)?;
+            let processed = teardown(*arm, &rx, &rx_if, filter.take(), xdp_drops_before, rx_before)?;
             // Proof the arm ran, and enough of its CPU time to read (clock ticks are 10 ms): the
             // slowest arm (10,000 iptables rules, milliseconds per packet) gets through only a
             // few hundred frames in the time the others take millions.
@@ -197,15 +246,20 @@ fn main() -> Result<()> {
             samples.push(ticks as f64 / hz * 1e9 / processed as f64);
         }
     }
-    let trafgen = socket_path(&gen, &g_end.ifname, &rx, &rx_if, &injector, &syn, &payload)?;
+    let trafgen = if only_xdp { vec![] } else { socket_path(&gen, &g_end.ifname, &rx, &rx_if, &injector, &syn, &payload)? };
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
-            "frames": FRAMES, "rounds": ROUNDS, "arms": rows(results),
+            "frames": FRAMES, "rounds": rounds, "arms": rows(results),
             "trafgen": { "frames": TRAFGEN_FRAMES, "rounds": ROUNDS, "arms": rows(trafgen) },
         }))?
     );
     Ok(())
+}
+
+/// `HELO_BENCH_ROUNDS` shortens a run while iterating; `cargo xtask bench` runs the default.
+fn setting(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn rows(results: Vec<(Arm, Vec<f64>)>) -> Vec<Row> {
@@ -242,6 +296,7 @@ fn socket_path(gen: &Netns, gen_if: &str, rx: &Netns, rx_if: &str, injector: &In
             let filter = setup(*arm, rx, rx_if)?;
             injector.send(syn, 1)?;
             let rx_before = rx_packets(rx, rx_if)?;
+            let xdp_drops_before = xdp_drops(rx, rx_if)?;
             let before = busy_ticks()?;
             let out = gen
                 .command("trafgen")
@@ -259,7 +314,7 @@ fn socket_path(gen: &Netns, gen_if: &str, rx: &Netns, rx_if: &str, injector: &In
             }
             thread::sleep(Duration::from_millis(100));
             let ticks = busy_ticks()? - before;
-            let processed = teardown(*arm, rx, rx_if, filter, rx_before)?;
+            let processed = teardown(*arm, rx, rx_if, filter, xdp_drops_before, rx_before)?;
             if processed < 10_000 {
                 bail!("{} (trafgen): only {processed} of {TRAFGEN_FRAMES} frames were processed by the arm", arm.label());
             }

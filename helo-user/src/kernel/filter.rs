@@ -155,7 +155,7 @@ impl KernelFilter {
         for &port in ports {
             self.maps.set_port(port, true)?;
         }
-        let config = Config { key, mode: mode.kernel_value(), _pad: 0 };
+        let config = Config { key, mode: mode.kernel_value(), flags: self.maps.empty_flags() };
         self.maps.config.set(0, config, 0).context("writing the program's configuration")
     }
 

@@ -7,7 +7,7 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
-use helo_common::maps::{counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState, Ladder, Strikes};
+use helo_common::maps::{config_flags, counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState, Ladder, Strikes};
 
 use super::{
     addr::{addr_key, trie_prefix},
@@ -125,13 +125,39 @@ impl KernelMaps {
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
+        // The program must look in the trie before the entry is there to be found.
+        self.set_config_flag(config_flags::ALLOW_EMPTY, false)?;
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
         self.allow.insert(&key, 1, 0).context("inserting into the allow list")
     }
 
     pub fn disallow(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
         let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        remove_if_present(self.allow.remove(&key))
+        let removed = remove_if_present(self.allow.remove(&key))?;
+        self.set_config_flag(config_flags::ALLOW_EMPTY, self.empty_flags() & config_flags::ALLOW_EMPTY != 0)?;
+        Ok(removed)
+    }
+
+    /// The [`config_flags`] bits that hold now: whether the allow trie is empty. (The source
+    /// network trie is always looked up: it is written from several places, offline ones
+    /// included, and only at a SYN is it read.)
+    pub fn empty_flags(&self) -> u32 {
+        let mut flags = 0;
+        if self.allow.keys().next().is_none() {
+            flags |= config_flags::ALLOW_EMPTY;
+        }
+        flags
+    }
+
+    /// Sets or clears `flag` in the program's configuration (mode and key untouched).
+    fn set_config_flag(&mut self, flag: u32, on: bool) -> Result<()> {
+        let mut config = self.config.get(&0, 0).context("reading the program's configuration")?;
+        let flags = if on { config.flags | flag } else { config.flags & !flag };
+        if flags != config.flags {
+            config.flags = flags;
+            self.config.set(0, config, 0).context("writing the program's configuration")?;
+        }
+        Ok(())
     }
 
     /// Makes the allow trie equal to `nets` (the configuration): a network taken out of the
@@ -139,6 +165,10 @@ impl KernelMaps {
     /// that put it there. Returns how many stale networks were removed.
     pub fn set_allow(&mut self, nets: impl IntoIterator<Item = ipnet::IpNet>) -> Result<usize> {
         let wanted: std::collections::HashSet<NetKey> = nets.into_iter().map(|n| net_key(n.addr(), n.prefix_len())).collect();
+        if !wanted.is_empty() {
+            // The program must look in the trie before the entries are there to be found.
+            self.set_config_flag(config_flags::ALLOW_EMPTY, false)?;
+        }
         for &(len, addr) in &wanted {
             self.allow.insert(&Key::new(len, addr), 1, 0).context("inserting into the allow list")?;
         }
@@ -147,6 +177,7 @@ impl KernelMaps {
         for k in stale {
             removed += remove_if_present(self.allow.remove(&k))? as usize;
         }
+        self.set_config_flag(config_flags::ALLOW_EMPTY, self.empty_flags() & config_flags::ALLOW_EMPTY != 0)?;
         Ok(removed)
     }
 
