@@ -119,7 +119,14 @@ fn allow_lists_win_bad_entries_are_skipped_and_bad_credentials_are_clear() -> Re
     let b = Lab::fleet_box(&redis_ns, 52, "edge-b", PASSWORD, vec!["--config".into(), conf.display().to_string()])?;
     let d = Lab::fleet_box(&redis_ns, 53, "edge-d", "wrong-password", vec![])?;
     let redis = Redis::start(&redis_ns, &["198.18.51.1".into(), "198.18.52.1".into(), "198.18.53.1".into()])?;
-    thread::sleep(Duration::from_millis(1500));
+    // Both boxes following the stream (connected, their initial load done): an entry added while
+    // a box still scans the stored list is applied again from the stream (an upsert, harmless),
+    // which would count its skip twice.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&a, "helo_fleet_connected") != 1.0 || metric(&b, "helo_fleet_connected") != 1.0 {
+        assert!(Instant::now() < deadline, "the boxes did not connect to Redis");
+        thread::sleep(Duration::from_millis(100));
+    }
 
     // A lists a network B allows, and a name B allows, then one B does not.
     for name in ["198.18.99.7", "partner.lan", "other.lan"] {
