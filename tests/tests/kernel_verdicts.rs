@@ -15,7 +15,7 @@ use std::{
 use aya::programs::{TestRun, TestRunOptions};
 use helo_common::{
     hash_helo_arg,
-    maps::{counter, BlockEntry, FlowKey},
+    maps::{config_flags, counter, BlockEntry, FlowKey},
     HashKey,
 };
 use helo_tests::{
@@ -584,8 +584,21 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     assert_eq!(run(&filter, "198.18.46.7", "198.18.0.2"), XDP_PASS, "an expired network still drops");
     assert_eq!(run(&filter, "198.18.44.200", "198.18.0.2"), XDP_PASS, "the allow list must win over a listed network");
     assert!(filter.maps.source_net_entry(ip("198.18.44.0"), 24).unwrap().hits >= 1);
+    // Configured again over tries that already hold entries (an agent restarting on pinned maps):
+    // the program must still look in both.
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_DROP);
+    assert_eq!(run(&filter, "198.18.44.200", "198.18.0.2"), XDP_PASS, "the allow list must still win");
     assert!(filter.maps.unblock_source_net(ip("198.18.44.0"), 24).unwrap());
     assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_PASS);
+    // The allow list emptied: the agent lets the program skip the allow trie. The network trie is
+    // always looked up (at SYNs only): it is also written by paths that do not hold the
+    // program's configuration (an offline `blocklist add` on the pinned maps).
+    assert!(filter.maps.unblock_source_net(ip("198.18.46.0"), 24).unwrap());
+    assert!(filter.maps.unblock_source_net(ip("2001:2:0:44::"), 64).unwrap());
+    assert!(filter.maps.disallow(ip("198.18.44.128"), 25).unwrap());
+    let flags = filter.maps.config.get(&0, 0).unwrap().flags;
+    assert_eq!(flags, config_flags::ALLOW_EMPTY);
 }
 
 #[test]
