@@ -22,11 +22,8 @@ fn bench_classify(c: &mut Criterion) {
     let classifier = classifier();
     let client: IpAddr = "203.0.113.7".parse().unwrap();
     let mut group = c.benchmark_group("classify");
-    let cases: [(&str, &[u8]); 3] = [
-        ("typical_fqdn", b"mail-yw1-f41.Google.com"),
-        ("ip_literal", b"[203.0.113.7]"),
-        ("bogus_name", b"rad.internal"),
-    ];
+    let cases: [(&str, &[u8]); 3] =
+        [("typical_fqdn", b"mail-yw1-f41.Google.com"), ("ip_literal", b"[203.0.113.7]"), ("bogus_name", b"rad.internal")];
     for (name, arg) in cases {
         group.bench_function(name, |b| {
             b.iter(|| {

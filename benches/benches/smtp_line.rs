@@ -5,8 +5,12 @@ use helo_user::smtp::{command, line::LineReader};
 use std::hint::black_box;
 
 fn benches(c: &mut Criterion) {
-    let lines: [&[u8]; 4] =
-        [b"EHLO mail-yw1-f41.google.com\r\n", b"MAIL FROM:<someone@example.org> SIZE=12345\r\n", b"RCPT TO:<user@example.com>\r\n", b"DATA\r\n"];
+    let lines: [&[u8]; 4] = [
+        b"EHLO mail-yw1-f41.google.com\r\n",
+        b"MAIL FROM:<someone@example.org> SIZE=12345\r\n",
+        b"RCPT TO:<user@example.com>\r\n",
+        b"DATA\r\n",
+    ];
     c.bench_function("command::parse (4 commands)", |b| {
         b.iter(|| {
             for l in lines {

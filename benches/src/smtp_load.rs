@@ -136,9 +136,7 @@ async fn one_clean_session(server: SocketAddr, rcpt: &str, n: u64) -> Result<()>
     expect(&mut r, "250", &mut line).await?;
     w.write_all(b"DATA\r\n").await?;
     expect(&mut r, "354", &mut line).await?;
-    let body = format!(
-        "From: <bench@{CLEAN_HELO}>\r\nTo: <{rcpt}>\r\nSubject: bench {n}\r\n\r\nA clean message, number {n}.\r\n.\r\n"
-    );
+    let body = format!("From: <bench@{CLEAN_HELO}>\r\nTo: <{rcpt}>\r\nSubject: bench {n}\r\n\r\nA clean message, number {n}.\r\n.\r\n");
     w.write_all(body.as_bytes()).await?;
     expect(&mut r, "250", &mut line).await?;
     w.write_all(b"QUIT\r\n").await?;

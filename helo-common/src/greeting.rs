@@ -101,14 +101,7 @@ pub struct GreetingScanner {
 impl GreetingScanner {
     #[inline(always)]
     pub fn new(key: &HashKey) -> Self {
-        Self {
-            arg: ArgHasher::new(key),
-            phase: VERB,
-            maybe_helo: true,
-            maybe_ehlo: true,
-            arg_start: 0,
-            arg_len: 0,
-        }
+        Self { arg: ArgHasher::new(key), phase: VERB, maybe_helo: true, maybe_ehlo: true, arg_start: 0, arg_len: 0 }
     }
 
     #[inline(always)]

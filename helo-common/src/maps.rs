@@ -400,7 +400,13 @@ mod ladder_tests {
         // Again: 1200 s, then 2400 s, then the cap.
         let mut t = 1000 * S;
         for want in [1200, 2400, 3600, 3600] {
-            let got = (0..3).map(|_| { t += S; l.strike(&mut s, t) }).last().flatten();
+            let got = (0..3)
+                .map(|_| {
+                    t += S;
+                    l.strike(&mut s, t)
+                })
+                .last()
+                .flatten();
             assert_eq!(got, Some(want * S));
         }
     }

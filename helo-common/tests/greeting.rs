@@ -1,9 +1,6 @@
 //! The scanner, the normaliser and the hash, checked from the outside.
 
-use helo_common::{
-    greeting::MAX_ARG_LEN, hash_helo_arg, normalised_arg, scan_greeting, HashKey, Scan, SipHasher24,
-    PAYLOAD_WINDOW,
-};
+use helo_common::{greeting::MAX_ARG_LEN, hash_helo_arg, normalised_arg, scan_greeting, HashKey, Scan, SipHasher24, PAYLOAD_WINDOW};
 use proptest::prelude::*;
 use std::hash::Hasher;
 
@@ -113,10 +110,7 @@ fn scanner_finds_greetings() {
 
 #[test]
 fn scanner_reports_the_raw_argument_position() {
-    assert_eq!(
-        scan(b"EHLO  Abc.\r\n"),
-        Scan::Greeting { hash: hash_helo_arg(&KEY, b"abc"), arg_start: 6, arg_len: 4 }
-    );
+    assert_eq!(scan(b"EHLO  Abc.\r\n"), Scan::Greeting { hash: hash_helo_arg(&KEY, b"abc"), arg_start: 6, arg_len: 4 });
 }
 
 #[test]

@@ -10,9 +10,8 @@ use aya_ebpf::{
 };
 use helo_common::{
     maps::{
-        counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, Ladder, Strikes,
-        ALLOW_CAPACITY, DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS,
-        SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
+        counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
+        DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS, SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
     },
     words::WordScan,
     GreetingScanner, Scan, PAYLOAD_WINDOW,
@@ -28,12 +27,10 @@ pub static PORTS: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
 /// Listed greetings: keyed hash of the normalised argument → entry. LRU, so a flood of invented
 /// names evicts the oldest instead of failing inserts.
 #[map(name = "HELO_BLOCKS")]
-pub static HELO_BLOCKS: LruHashMap<u64, BlockEntry> =
-    LruHashMap::with_max_entries(DEFAULT_HELO_CAPACITY, 0);
+pub static HELO_BLOCKS: LruHashMap<u64, BlockEntry> = LruHashMap::with_max_entries(DEFAULT_HELO_CAPACITY, 0);
 
 #[map(name = "HELO_SOURCE_BLOCKS")]
-pub static SOURCE_BLOCKS: LruHashMap<AddrKey, BlockEntry> =
-    LruHashMap::with_max_entries(DEFAULT_SOURCE_CAPACITY, 0);
+pub static SOURCE_BLOCKS: LruHashMap<AddrKey, BlockEntry> = LruHashMap::with_max_entries(DEFAULT_SOURCE_CAPACITY, 0);
 
 /// Blocked source networks (same key form as the allow list), for CIDR entries; single
 /// addresses live in the hash map above, which is cheaper to look up.

@@ -234,9 +234,7 @@ pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
     }
     match next {
         IPPROTO_TCP => {}
-        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => {
-            return Err(counter::PASS_MALFORMED)
-        }
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => return Err(counter::PASS_MALFORMED),
         IPV6_FRAGMENT => return Err(counter::PASS_FRAGMENT),
         _ => return Err(counter::PASS_NOT_TCP),
     }

@@ -159,7 +159,12 @@ fn scan_fast(ctx: &XdpContext, seg: &Segment, cfg: &Config, first: u64) -> ScanR
         (*scratch).payload_offset = seg.payload_offset as u32;
         (*scratch).len = seg.tcp.payload_len as u32;
         (*scratch).result = ScanResult::SLOW;
-        bpf_loop(MAX_STEPS.div_ceil(WORDS_PER_STEP) as u32, word_step as *mut core::ffi::c_void, &raw mut fast as *mut core::ffi::c_void, 0);
+        bpf_loop(
+            MAX_STEPS.div_ceil(WORDS_PER_STEP) as u32,
+            word_step as *mut core::ffi::c_void,
+            &raw mut fast as *mut core::ffi::c_void,
+            0,
+        );
         (*scratch).result
     }
 }
@@ -210,12 +215,8 @@ fn scan_payload(ctx: &XdpContext, seg: &Segment, cfg: &Config) -> Scan {
     // preempt itself. `len` is in 1..=PAYLOAD_WINDOW (the caller checked payload_len > 0); the
     // helper checks the packet bounds itself and fails on a frame shorter than its IP header says.
     unsafe {
-        let copied = bpf_xdp_load_bytes(
-            ctx.ctx,
-            seg.payload_offset as u32,
-            &raw mut (*scratch).window as *mut core::ffi::c_void,
-            len as u32,
-        );
+        let copied =
+            bpf_xdp_load_bytes(ctx.ctx, seg.payload_offset as u32, &raw mut (*scratch).window as *mut core::ffi::c_void, len as u32);
         if copied != 0 {
             return Scan::Truncated;
         }

@@ -33,7 +33,10 @@ fn when(unix_s: u64) -> String {
 }
 
 fn print_table(entries: &[Listed]) {
-    println!("{:<6} {:<40} {:<18} {:<8} {:<14} {:<16} {:>8} {:<14}", "KIND", "NAME", "REASON", "ORIGIN", "ADDED", "EXPIRES", "HITS", "LAST HIT");
+    println!(
+        "{:<6} {:<40} {:<18} {:<8} {:<14} {:<16} {:>8} {:<14}",
+        "KIND", "NAME", "REASON", "ORIGIN", "ADDED", "EXPIRES", "HITS", "LAST HIT"
+    );
     for l in entries {
         let e = &l.entry;
         let expires = if e.expires_unix_s == 0 { "never".into() } else { when(e.expires_unix_s) };

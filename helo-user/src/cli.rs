@@ -4,7 +4,10 @@
 //! A flag whose default lives in the configuration (so that the file can set it) names that
 //! default in its help text rather than through clap, which would make it always win.
 
-use std::{net::{IpAddr, SocketAddr}, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Args, Parser, Subcommand};
 

@@ -3,7 +3,11 @@
 //! Everything is checked here, before anything is loaded or bound, so a mistake costs one clear
 //! error line (and exit code 2), not a half-started agent.
 
-use std::{net::{IpAddr, SocketAddr}, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -284,11 +288,8 @@ impl Config {
 
     /// The classifier for these rules and server facts (flags add IPs and domains to the file's).
     pub fn classifier(&self) -> Result<crate::classify::Classifier> {
-        let rules = self.classifier.clone().with_server_facts(
-            self.server_ip.iter().copied(),
-            self.hostname.clone(),
-            self.domain.iter().cloned(),
-        );
+        let rules =
+            self.classifier.clone().with_server_facts(self.server_ip.iter().copied(), self.hostname.clone(), self.domain.iter().cloned());
         crate::classify::Classifier::new(&rules).map_err(|e| anyhow::anyhow!("classifier: {e}"))
     }
 

@@ -55,18 +55,16 @@ fn main() -> ExitCode {
                 println!("nothing is pinned under {}", pin_dir.display());
             }
         })),
-        Command::CheckConfig { file } => {
-            match Config::from_file(&file).and_then(|c| c.validate().and(c.classifier()).map(|_| c)) {
-                Ok(c) => match toml::to_string_pretty(&c.masked()) {
-                    Ok(text) => {
-                        print!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => config_error(e.into()),
-                },
-                Err(e) => config_error(e),
-            }
-        }
+        Command::CheckConfig { file } => match Config::from_file(&file).and_then(|c| c.validate().and(c.classifier()).map(|_| c)) {
+            Ok(c) => match toml::to_string_pretty(&c.masked()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(e.into()),
+            },
+            Err(e) => config_error(e),
+        },
     }
 }
 
@@ -167,13 +165,10 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let program_id = filter.program_id().unwrap_or(0);
     let ring = filter.take_events().context("the XDP object has no event ring")?;
     let kernel = Arc::new(Mutex::new(filter));
-    let blocklist = Arc::new(Blocklist::open(
-        Arc::clone(&kernel),
-        store,
-        key,
-        Duration::from_secs(config.helo_ttl_s),
-        Duration::from_secs(config.source_ttl_s),
-    )?.with_learned_quota(config.learned_per_source_per_hour));
+    let blocklist = Arc::new(
+        Blocklist::open(Arc::clone(&kernel), store, key, Duration::from_secs(config.helo_ttl_s), Duration::from_secs(config.source_ttl_s))?
+            .with_learned_quota(config.learned_per_source_per_hour),
+    );
     let metrics = Arc::new(Metrics::new(mode_label, if mode_label == "off" { 0 } else { program_id }));
     metrics.set_filter_mode(config.mode);
     if fleet_url.is_some() {
@@ -183,11 +178,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let recent = Arc::new(RecentHits::default());
     let silent = config.kernel_drop_reply == KernelDropReply::Silent;
     let reloader = helo_user::reload::Reloader::new(move || args.clone().config(), config.clone());
-    let load = Arc::new(helo_user::load::Load::new(
-        config.max_sessions,
-        config.stress_percent,
-        Duration::from_secs(config.timeouts.stress_s),
-    ));
+    let load =
+        Arc::new(helo_user::load::Load::new(config.max_sessions, config.stress_percent, Duration::from_secs(config.timeouts.stress_s)));
     let agent = Arc::new(Agent {
         load,
         config,
@@ -222,7 +214,11 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         });
     }
     periodically(Duration::from_secs(agent.config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
-        b.expire().map(|n| if n > 0 { log::info!("blocklist: {n} entries expired") })
+        b.expire().map(|n| {
+            if n > 0 {
+                log::info!("blocklist: {n} entries expired")
+            }
+        })
     });
     periodically(Duration::from_secs(agent.config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
         b.reconcile().map(|(evicted, restored, ghosts)| {
@@ -306,7 +302,9 @@ impl Drop for StartUndo {
         let _ = std::fs::remove_file(&self.admin_socket);
         if self.pins_were_absent {
             match pin::remove(&self.pin_dir) {
-                Ok(true) => log::warn!("start failed: removed what it had pinned in {} (no filter is left attached)", self.pin_dir.display()),
+                Ok(true) => {
+                    log::warn!("start failed: removed what it had pinned in {} (no filter is left attached)", self.pin_dir.display())
+                }
                 Ok(false) => {}
                 Err(e) => log::error!("start failed, and removing its pins in {} failed too: {e:#}", self.pin_dir.display()),
             }

@@ -11,11 +11,17 @@
 //! everyone else (curl, `promtool check metrics`, older scrapers). The body always matches its
 //! content type: [`openmetrics_to_text`] rewrites what the two formats spell differently.
 
-use std::{net::SocketAddr, sync::{Arc, Mutex}};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, Result};
 use prometheus_client::{
-    encoding::{text::{encode_eof, encode_registry}, EncodeLabelSet},
+    encoding::{
+        text::{encode_eof, encode_registry},
+        EncodeLabelSet,
+    },
     metrics::{
         counter::Counter,
         family::Family,
@@ -26,7 +32,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{blocklist::Blocklist, kernel::{FilterMode, KernelFilter}};
+use crate::{
+    blocklist::Blocklist,
+    kernel::{FilterMode, KernelFilter},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -164,7 +173,11 @@ impl Metrics {
             r.register("verdicts", "Classifier verdicts by rule (accept for clean greetings)", m.verdicts.clone());
             r.register("observations", "Classifier observations by kind", m.observations.clone());
             r.register("hand_offs", "Sessions handed to the MTA", m.hand_offs.clone());
-            r.register("backend_errors", "Hand-offs that failed to reach the MTA (connect failures and timeouts)", m.backend_errors.clone());
+            r.register(
+                "backend_errors",
+                "Hand-offs that failed to reach the MTA (connect failures and timeouts)",
+                m.backend_errors.clone(),
+            );
             r.register(
                 "backend_refusals",
                 "Hand-offs the MTA refused at connect (its non-220 banner was relayed to the client)",
@@ -176,7 +189,11 @@ impl Metrics {
             r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());
             r.register("blocklist_removed", "Blocklist entries removed by an operator", m.blocklist_removed.clone());
             r.register("blocklist_evicted", "Blocklist entries the kernel's full LRU maps evicted", m.blocklist_evicted.clone());
-            r.register("blocklist_hits", "Packets that matched a listed greeting or source in the kernel (dropped, observed or allow-listed)", m.blocklist_hits.clone());
+            r.register(
+                "blocklist_hits",
+                "Packets that matched a listed greeting or source in the kernel (dropped, observed or allow-listed)",
+                m.blocklist_hits.clone(),
+            );
             r.register_with_unit("classify_duration", "Time to classify one greeting", Unit::Seconds, m.classify_seconds.clone());
             r.register_with_unit("session_duration", "Session length, accept to close", Unit::Seconds, m.session_seconds.clone());
             r.register(
@@ -193,15 +210,27 @@ impl Metrics {
                 "Differences between the store and the kernel fixed at start and by the reconcile: to_kernel (a store entry put back), from_kernel (a kernel entry the store does not hold, removed)",
                 m.blocklist_reconciled.clone(),
             );
-            r.register("store_errors", "Listing transactions the store could not commit (their kernel entries withdrawn, retried)", m.store_errors.clone());
-            r.register("blocklist_learned_limited", "Rejections not listed because their source had used its hourly quota of new listings", m.blocklist_learned_limited.clone());
+            r.register(
+                "store_errors",
+                "Listing transactions the store could not commit (their kernel entries withdrawn, retried)",
+                m.store_errors.clone(),
+            );
+            r.register(
+                "blocklist_learned_limited",
+                "Rejections not listed because their source had used its hourly quota of new listings",
+                m.blocklist_learned_limited.clone(),
+            );
             r.register(
                 "xdp",
                 "How the XDP program is attached",
                 Info::new(XdpLabels { mode: xdp_mode.to_owned(), program_id: program_id.to_string() }),
             );
             if xdp_mode != "off" {
-                r.register("xdp_attached", "1 while an XDP link runs this agent's program (0: someone detached the filter)", m.xdp_attached.clone());
+                r.register(
+                    "xdp_attached",
+                    "1 while an XDP link runs this agent's program (0: someone detached the filter)",
+                    m.xdp_attached.clone(),
+                );
             }
         }
         {
@@ -213,7 +242,12 @@ impl Metrics {
             r.register_with_unit("process_virtual_memory", "Virtual memory size", Unit::Bytes, m.process_virtual.clone());
             r.register("process_open_fds", "Open file descriptors", m.process_open_fds.clone());
             r.register("process_max_fds", "The open-files limit (soft)", m.process_max_fds.clone());
-            r.register_with_unit("process_start_time", "Start time of the process since the Unix epoch", Unit::Seconds, m.process_start_time.clone());
+            r.register_with_unit(
+                "process_start_time",
+                "Start time of the process since the Unix epoch",
+                Unit::Seconds,
+                m.process_start_time.clone(),
+            );
         }
         m.set_filter_mode(FilterMode::Enforce);
         // Every known label value exists from the first scrape, at 0: `rate()` and alerts then see
@@ -238,7 +272,12 @@ impl Metrics {
     pub fn register_fleet(&self) {
         let mut r = self.registry.lock().unwrap();
         r.register("fleet_connected", "1 while the fleet's Redis is reachable and followed", self.fleet_connected.clone());
-        r.register_with_unit("fleet_lag", "How far behind the fleet stream this box's last applied entry was", Unit::Seconds, self.fleet_lag_seconds.clone());
+        r.register_with_unit(
+            "fleet_lag",
+            "How far behind the fleet stream this box's last applied entry was",
+            Unit::Seconds,
+            self.fleet_lag_seconds.clone(),
+        );
         r.register("fleet_sent", "Local changes published to the fleet", self.fleet_sent.clone());
         r.register("fleet_received", "Other boxes' changes applied here", self.fleet_received.clone());
         r.register("fleet_queued", "Local changes waiting for Redis", self.fleet_queued.clone());
@@ -460,7 +499,11 @@ pub async fn serve_on(
     kernel: Arc<Mutex<KernelFilter>>,
     blocklist: Arc<Blocklist>,
 ) -> Result<()> {
-    use axum::{http::{header, HeaderMap, StatusCode}, routing::get, Router};
+    use axum::{
+        http::{header, HeaderMap, StatusCode},
+        routing::get,
+        Router,
+    };
     let app = Router::new().route(
         "/metrics",
         get(move |headers: HeaderMap| {

@@ -100,7 +100,8 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
         }
     }
     let newly_allowed: Vec<String> = {
-        let old_names: BTreeSet<String> = applied.classifier.allow.names.iter().filter_map(|n| crate::blocklist::normalise(n).ok()).collect();
+        let old_names: BTreeSet<String> =
+            applied.classifier.allow.names.iter().filter_map(|n| crate::blocklist::normalise(n).ok()).collect();
         new.classifier
             .allow
             .names

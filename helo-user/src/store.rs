@@ -291,14 +291,14 @@ impl Store {
     /// The hash key, if one was ever made (read only: the offline admin commands must not make one).
     pub fn existing_hash_key(&self) -> Result<Option<HashKey>> {
         self.with(|db| {
-                let tx = db.begin_read()?;
-                let meta = tx.open_table(META)?;
-                let v = meta.get(HASH_KEY)?;
-                v.map(|v| {
-                    let bytes: [u8; 16] = v.value().try_into().context("stored hash key is not 16 bytes")?;
-                    Ok(HashKey::from_bytes(bytes))
-                })
-                .transpose()
+            let tx = db.begin_read()?;
+            let meta = tx.open_table(META)?;
+            let v = meta.get(HASH_KEY)?;
+            v.map(|v| {
+                let bytes: [u8; 16] = v.value().try_into().context("stored hash key is not 16 bytes")?;
+                Ok(HashKey::from_bytes(bytes))
+            })
+            .transpose()
         })
     }
 
@@ -466,7 +466,6 @@ impl Store {
             Ok(out)
         })
     }
-
 }
 
 #[cfg(test)]

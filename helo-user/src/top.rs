@@ -3,7 +3,11 @@
 //! Rates are the difference between two readings. It fits an 80×24 terminal, and quits on `q`,
 //! Esc or Ctrl-C.
 
-use std::{collections::VecDeque, io, time::{Duration, Instant}};
+use std::{
+    collections::VecDeque,
+    io,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use ratatui::{
@@ -20,7 +24,10 @@ use ratatui::{
 };
 
 use crate::{
-    admin::{client::call, protocol::{Request, Stats}},
+    admin::{
+        client::call,
+        protocol::{Request, Stats},
+    },
     cli::TopArgs,
 };
 
@@ -34,9 +41,21 @@ const KERNEL_ROWS: [(&str, &[&str]); 3] = [
     (
         "passed",
         &[
-            "pass_not_ip", "pass_not_tcp", "pass_other_port", "pass_fragment", "pass_malformed", "pass_no_payload",
-            "pass_not_first_payload", "pass_not_greeting", "pass_arg_too_long", "pass_truncated", "pass_not_listed",
-            "pass_allow_listed", "observe_helo", "observe_source", "pass_unconfigured",
+            "pass_not_ip",
+            "pass_not_tcp",
+            "pass_other_port",
+            "pass_fragment",
+            "pass_malformed",
+            "pass_no_payload",
+            "pass_not_first_payload",
+            "pass_not_greeting",
+            "pass_arg_too_long",
+            "pass_truncated",
+            "pass_not_listed",
+            "pass_allow_listed",
+            "observe_helo",
+            "observe_source",
+            "pass_unconfigured",
         ],
     ),
 ];
@@ -58,7 +77,8 @@ impl View {
         let now = Instant::now();
         if let Some((at, prev)) = &self.last {
             let secs = now.duration_since(*at).as_secs_f64().max(0.001);
-            self.kernel_rates = KERNEL_ROWS.iter().map(|(_, names)| sum(&stats, names).saturating_sub(sum(prev, names)) as f64 / secs).collect();
+            self.kernel_rates =
+                KERNEL_ROWS.iter().map(|(_, names)| sum(&stats, names).saturating_sub(sum(prev, names)) as f64 / secs).collect();
             for (i, rate) in self.kernel_rates.iter().enumerate() {
                 let h = &mut self.kernel_history[i];
                 if h.len() == HISTORY {
@@ -96,13 +116,19 @@ impl View {
         );
         f.render_widget(Paragraph::new(head).style(Style::default().add_modifier(Modifier::BOLD)), rows[0]);
 
-        let mid = Layout::default().direction(Direction::Horizontal).constraints([Constraint::Percentage(55), Constraint::Percentage(45)]).split(rows[1]);
+        let mid = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .split(rows[1]);
         let kernel_block = Block::default().borders(Borders::ALL).title("kernel, per second (last minute)");
         let inner = kernel_block.inner(mid[0]);
         f.render_widget(kernel_block, mid[0]);
         let lines = Layout::default().direction(Direction::Vertical).constraints([Constraint::Length(2); 3]).split(inner);
         for (i, (label, _)) in KERNEL_ROWS.iter().enumerate() {
-            let cols = Layout::default().direction(Direction::Horizontal).constraints([Constraint::Length(27), Constraint::Min(5)]).split(lines[i]);
+            let cols = Layout::default()
+                .direction(Direction::Horizontal)
+                .constraints([Constraint::Length(27), Constraint::Min(5)])
+                .split(lines[i]);
             let rate = self.kernel_rates.get(i).copied().unwrap_or(0.0);
             f.render_widget(Paragraph::new(format!("{label:<18}{rate:>8.1}")), cols[0]);
             let data: Vec<u64> = self.kernel_history[i].iter().copied().collect();
@@ -122,7 +148,10 @@ impl View {
         } else {
             s.top.iter().map(|(kind, name, hits)| Line::from(format!("{kind:<7}{name:<56}{hits:>8}"))).collect()
         };
-        f.render_widget(Paragraph::new(top).block(Block::default().borders(Borders::ALL).title("top blocked: dropped connections in the last minute")), rows[2]);
+        f.render_widget(
+            Paragraph::new(top).block(Block::default().borders(Borders::ALL).title("top blocked: dropped connections in the last minute")),
+            rows[2],
+        );
         f.render_widget(Paragraph::new("q: quit").style(Style::default().fg(Color::DarkGray)), rows[3]);
     }
 }

@@ -2,7 +2,11 @@
 //! namespace joined by a veth, `helo-user run` in the edge namespace with XDP attached natively to
 //! its veth, its pins on a private bpffs, and (optionally) a real Postfix behind it.
 
-use std::{net::SocketAddr, path::{Path, PathBuf}, process::{Command, Output}};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -194,9 +198,7 @@ impl Lab {
         Self::new(LabOptions {
             agent_args: args,
             with_postfix: false,
-            edge_setup: Some(Box::new(move |edge: &Netns| {
-                link(&Netns::borrowed(redis_ns_name), edge, subnet).map(|_| ())
-            })),
+            edge_setup: Some(Box::new(move |edge: &Netns| link(&Netns::borrowed(redis_ns_name), edge, subnet).map(|_| ()))),
             ..Default::default()
         })
     }
@@ -260,14 +262,7 @@ impl Lab {
 
     /// Runs the Python client inside the client namespace and parses its JSON line.
     pub fn py(&self, mode: &str, args: &[&str]) -> Result<Value> {
-        let out = self
-            .client
-            .command("python3")
-            .arg(CLIENT_SCRIPT)
-            .arg(mode)
-            .args(["--server", &self.edge_end.v4])
-            .args(args)
-            .output()?;
+        let out = self.client.command("python3").arg(CLIENT_SCRIPT).arg(mode).args(["--server", &self.edge_end.v4]).args(args).output()?;
         if !out.status.success() {
             bail!("client failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -322,4 +317,3 @@ pub fn as_wire(maildir_file: &[u8]) -> Vec<u8> {
     }
     out
 }
-

@@ -26,12 +26,7 @@ pub fn unique_id() -> String {
 pub fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{cmd:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     Ok(out)
 }
@@ -81,10 +76,7 @@ impl Netns {
     }
 
     /// Spawns a long-lived thread inside the namespace.
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<thread::JoinHandle<T>> {
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<thread::JoinHandle<T>> {
         let path = format!("/run/netns/{}", self.name);
         let ns = File::open(&path).with_context(|| format!("opening {path}"))?;
         Ok(thread::spawn(move || {

@@ -96,36 +96,21 @@ impl Postfix {
     pub fn start(ns: &Netns, cfg: PostfixConfig) -> Result<Postfix> {
         let addrs = listen_addrs(&cfg)?;
         if cfg.proxy_port == cfg.plain_port {
-            bail!(
-                "proxy_port and plain_port must differ (both {})",
-                cfg.proxy_port
-            );
+            bail!("proxy_port and plain_port must differ (both {})", cfg.proxy_port);
         }
         for user in &cfg.users {
             let Some((_, domain)) = user.split_once('@') else {
                 bail!("user {user:?} is not a full address");
             };
             if !cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
-                bail!(
-                    "user {user:?} is not in one of the domains {:?}",
-                    cfg.domains
-                );
+                bail!("user {user:?} is not in one of the domains {:?}", cfg.domains);
             }
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("helo-postfix-")
-            .tempdir()
-            .context("creating the Postfix instance directory")?;
+        let tmp = tempfile::Builder::new().prefix("helo-postfix-").tempdir().context("creating the Postfix instance directory")?;
         let dir = tmp.path().to_path_buf();
         // From here on, drop cleans up whatever got started.
-        let pf = Postfix {
-            tmp: Some(tmp),
-            dir,
-            ns_name: ns.name.clone(),
-            cfg,
-        };
-        pf.write_instance()
-            .with_context(|| format!("preparing {}", pf.dir.display()))?;
+        let pf = Postfix { tmp: Some(tmp), dir, ns_name: ns.name.clone(), cfg };
+        pf.write_instance().with_context(|| format!("preparing {}", pf.dir.display()))?;
         pf.start_master(ns)?;
         pf.wait_for_ports(ns, &addrs)?;
         Ok(pf)
@@ -147,12 +132,7 @@ impl Postfix {
             user.to_string()
         } else {
             let prefix = format!("{user}@");
-            let matches: Vec<&String> = self
-                .cfg
-                .users
-                .iter()
-                .filter(|u| u.starts_with(&prefix))
-                .collect();
+            let matches: Vec<&String> = self.cfg.users.iter().filter(|u| u.starts_with(&prefix)).collect();
             match matches.as_slice() {
                 [one] => one.to_string(),
                 _ => user.to_string(),
@@ -166,11 +146,7 @@ impl Postfix {
     pub fn maildir_messages(&self, user: &str) -> Vec<PathBuf> {
         let new = self.maildir(user).join("new");
         let mut files: Vec<PathBuf> = match fs::read_dir(&new) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect(),
+            Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect(),
             Err(_) => Vec::new(),
         };
         files.sort();
@@ -178,12 +154,7 @@ impl Postfix {
     }
 
     /// Waits until at least `n` messages were delivered to `user` and returns all of them.
-    pub fn wait_for_messages(
-        &self,
-        user: &str,
-        n: usize,
-        timeout: Duration,
-    ) -> Result<Vec<PathBuf>> {
+    pub fn wait_for_messages(&self, user: &str, n: usize, timeout: Duration) -> Result<Vec<PathBuf>> {
         let deadline = Instant::now() + timeout;
         loop {
             let files = self.maildir_messages(user);
@@ -204,9 +175,7 @@ impl Postfix {
 
     /// The whole maillog so far (empty if nothing was logged yet).
     pub fn maillog(&self) -> String {
-        fs::read(self.dir.join("maillog"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        fs::read(self.dir.join("maillog")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
     /// The last `lines` lines of the maillog.
@@ -221,18 +190,12 @@ impl Postfix {
         let pid = self.pid_file()?;
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let etc = self.dir.join("etc");
-        let ours = cmdline
-            .split(|&b| b == 0)
-            .any(|arg| arg == etc.as_os_str().as_encoded_bytes());
+        let ours = cmdline.split(|&b| b == 0).any(|arg| arg == etc.as_os_str().as_encoded_bytes());
         (ours && process_alive(pid)).then_some(pid)
     }
 
     fn pid_file(&self) -> Option<i32> {
-        fs::read_to_string(self.dir.join("queue/pid/master.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        fs::read_to_string(self.dir.join("queue/pid/master.pid")).ok()?.trim().parse().ok()
     }
 
     fn write_instance(&self) -> Result<()> {
@@ -390,11 +353,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         let master = etc.join("master.cf");
         // The same holds for texthash: maps (measured: 2 s before smtpd answered its first client).
         let vmailbox = etc.join("vmailbox");
-        run(Command::new("touch")
-            .args(["-d", "-1 min"])
-            .arg(&main)
-            .arg(&master)
-            .arg(&vmailbox))?;
+        run(Command::new("touch").args(["-d", "-1 min"]).arg(&main).arg(&master).arg(&vmailbox))?;
         Ok(())
     }
 
@@ -402,9 +361,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         let etc = self.dir.join("etc");
         let name = &self.cfg.myhostname;
         run(Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-subj",
-            ])
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-subj"])
             .arg(format!("/CN={name}"))
             .arg("-addext")
             .arg(format!("subjectAltName=DNS:{name}"))
@@ -467,23 +424,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     /// (bad config, no such interface) to stderr only when stderr is a terminal, and not to the
     /// maillog, since postlogd is not running then: so run it under `script` for a pty.
     fn check_output(&self) -> String {
-        let cmd = format!(
-            "/usr/sbin/postfix -c '{}' check",
-            self.dir.join("etc").display()
-        );
-        match Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns_name,
-                "script",
-                "-qec",
-                &cmd,
-                "/dev/null",
-            ])
-            .stdin(Stdio::null())
-            .output()
-        {
+        let cmd = format!("/usr/sbin/postfix -c '{}' check", self.dir.join("etc").display());
+        match Command::new("ip").args(["netns", "exec", &self.ns_name, "script", "-qec", &cmd, "/dev/null"]).stdin(Stdio::null()).output() {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
                 if text.trim().is_empty() {
@@ -498,10 +440,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
     fn wait_for_ports(&self, ns: &Netns, addrs: &[IpAddr]) -> Result<()> {
         let ports = [self.cfg.plain_port, self.cfg.proxy_port];
-        let expected: Vec<SocketAddr> = addrs
-            .iter()
-            .flat_map(|&ip| ports.map(|port| SocketAddr::new(ip, port)))
-            .collect();
+        let expected: Vec<SocketAddr> = addrs.iter().flat_map(|&ip| ports.map(|port| SocketAddr::new(ip, port))).collect();
         let probe = SocketAddr::new(addrs[0], self.cfg.plain_port);
         let deadline = Instant::now() + START_TIMEOUT;
         let outcome = ns.enter(move || -> std::result::Result<(), String> {
@@ -509,11 +448,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 let listening = listening_sockets();
                 let missing: Vec<&SocketAddr> = expected
                     .iter()
-                    .filter(|a| {
-                        !listening.iter().any(|l| {
-                            l.port() == a.port() && (l.ip() == a.ip() || l.ip().is_unspecified())
-                        })
-                    })
+                    .filter(|a| !listening.iter().any(|l| l.port() == a.port() && (l.ip() == a.ip() || l.ip().is_unspecified())))
                     .collect();
                 if missing.is_empty() {
                     break;
@@ -523,8 +458,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 }
                 thread::sleep(Duration::from_millis(10));
             }
-            smtp_banner_and_quit(probe, deadline)
-                .map_err(|e| format!("the plain port {probe} does not answer: {e:#}"))
+            smtp_banner_and_quit(probe, deadline).map_err(|e| format!("the plain port {probe} does not answer: {e:#}"))
         })?;
         if let Err(e) = outcome {
             bail!(
@@ -547,9 +481,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             return Ok(()); // already gone
         }
         // `postfix stop` checks inet_interfaces, so it only works inside the namespace.
-        if self.master_pid().is_some()
-            && Path::new(&format!("/run/netns/{}", self.ns_name)).exists()
-        {
+        if self.master_pid().is_some() && Path::new(&format!("/run/netns/{}", self.ns_name)).exists() {
             let _ = Command::new("ip")
                 .args(["netns", "exec", &self.ns_name, "/usr/sbin/postfix", "-c"])
                 .arg(self.dir.join("etc"))
@@ -568,16 +500,9 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             // SAFETY: kill(2) on the process group the master led; members exist (checked above).
             unsafe { libc::kill(-pid, libc::SIGKILL) };
             if !wait_until(STOP_TIMEOUT, || group_members(pid).is_empty()) {
-                bail!(
-                    "Postfix processes {:?} of {} survived SIGKILL",
-                    group_members(pid),
-                    self.dir.display()
-                );
+                bail!("Postfix processes {:?} of {} survived SIGKILL", group_members(pid), self.dir.display());
             }
-            bail!(
-                "Postfix in {} did not stop within {STOP_TIMEOUT:?}; killed",
-                self.dir.display()
-            );
+            bail!("Postfix in {} did not stop within {STOP_TIMEOUT:?}; killed", self.dir.display());
         }
         Ok(())
     }
@@ -592,11 +517,7 @@ impl Drop for Postfix {
         if let Some(tmp) = self.tmp.take() {
             if keep {
                 let path = tmp.keep();
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "postfix: kept the instance directory {}",
-                    path.display()
-                );
+                let _ = writeln!(std::io::stderr(), "postfix: kept the instance directory {}", path.display());
             }
         }
     }
@@ -607,12 +528,7 @@ fn listen_addrs(cfg: &PostfixConfig) -> Result<Vec<IpAddr>> {
         .listen_ip
         .split([',', ' '])
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .with_context(|| format!("listen_ip {s:?}"))
-        })
+        .map(|s| s.trim_start_matches('[').trim_end_matches(']').parse().with_context(|| format!("listen_ip {s:?}")))
         .collect::<Result<_>>()?;
     if addrs.is_empty() {
         bail!("PostfixConfig::listen_ip is empty: set it to the namespace address");
@@ -623,10 +539,7 @@ fn listen_addrs(cfg: &PostfixConfig) -> Result<Vec<IpAddr>> {
 /// TCP sockets in LISTEN state in the calling thread's network namespace.
 fn listening_sockets() -> Vec<SocketAddr> {
     let mut out = Vec::new();
-    for (file, v6) in [
-        ("/proc/thread-self/net/tcp", false),
-        ("/proc/thread-self/net/tcp6", true),
-    ] {
+    for (file, v6) in [("/proc/thread-self/net/tcp", false), ("/proc/thread-self/net/tcp6", true)] {
         let Ok(table) = fs::read_to_string(file) else {
             continue;
         };
@@ -642,9 +555,7 @@ fn listening_sockets() -> Vec<SocketAddr> {
                 continue;
             };
             // The kernel prints the address as 32-bit words in host (little-endian) order.
-            let words: Vec<u32> = (0..ip_hex.len() / 8)
-                .filter_map(|i| u32::from_str_radix(&ip_hex[i * 8..i * 8 + 8], 16).ok())
-                .collect();
+            let words: Vec<u32> = (0..ip_hex.len() / 8).filter_map(|i| u32::from_str_radix(&ip_hex[i * 8..i * 8 + 8], 16).ok()).collect();
             let ip: IpAddr = match (v6, words.as_slice()) {
                 (false, [w]) => std::net::Ipv4Addr::from(w.swap_bytes()).into(),
                 (true, [a, b, c, d]) => {
@@ -664,11 +575,7 @@ fn listening_sockets() -> Vec<SocketAddr> {
 
 /// Connects, reads the 220 banner, says QUIT and reads the 221.
 fn smtp_banner_and_quit(addr: SocketAddr, deadline: Instant) -> Result<()> {
-    let left = || {
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100))
-    };
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let stream = TcpStream::connect_timeout(&addr, left())?;
     stream.set_read_timeout(Some(left()))?;
     let mut w = stream.try_clone()?;
@@ -680,8 +587,7 @@ fn smtp_banner_and_quit(addr: SocketAddr, deadline: Instant) -> Result<()> {
     }
     w.write_all(b"QUIT\r\n")?;
     line.clear();
-    r.read_line(&mut line)
-        .context("reading the reply to QUIT")?;
+    r.read_line(&mut line).context("reading the reply to QUIT")?;
     if !line.starts_with("221 ") {
         bail!("reply to QUIT {line:?}");
     }
@@ -713,9 +619,7 @@ fn lookup_group(name: &str) -> Result<u32> {
 /// Alive and not a zombie.
 fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat_state_and_pgrp(&stat).is_some_and(|(state, _)| state != 'Z' && state != 'X')
-        }
+        Ok(stat) => stat_state_and_pgrp(&stat).is_some_and(|(state, _)| state != 'Z' && state != 'X'),
         Err(_) => false,
     }
 }

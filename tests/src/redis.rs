@@ -74,7 +74,19 @@ impl Redis {
     /// even on errors, so callers check the text).
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns_name, "redis-cli", "-h", &self.binds[0], "--user", USER, "--pass", PASSWORD, "--no-auth-warning"])
+            .args([
+                "netns",
+                "exec",
+                &self.ns_name,
+                "redis-cli",
+                "-h",
+                &self.binds[0],
+                "--user",
+                USER,
+                "--pass",
+                PASSWORD,
+                "--no-auth-warning",
+            ])
             .args(args)
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))

@@ -38,10 +38,7 @@ fn clean_mail_is_delivered_byte_for_byte_with_the_client_address() -> Result<()>
     );
     let text = String::from_utf8_lossy(&delivered);
     let received = text.lines().find(|l| l.starts_with("Received:")).unwrap_or_default();
-    assert!(
-        text.contains(&format!("[{}]", lab.client_end.v4)),
-        "the Received header does not show the client's address: {received}"
-    );
+    assert!(text.contains(&format!("[{}]", lab.client_end.v4)), "the Received header does not show the client's address: {received}");
     Ok(())
 }
 
@@ -99,10 +96,8 @@ fn a_repeated_bogus_greeting_is_dropped_in_the_kernel_and_still_answered() -> Re
     let before = lab.counters()?;
 
     let started = Instant::now();
-    let second = lab.py(
-        "dialog",
-        &["--line", "EHLO LOCALHOST.\r\n", "--line", "HELO LOCALHOST.\r\n", "--timeout", "5", "--close-wait", "3"],
-    )?;
+    let second =
+        lab.py("dialog", &["--line", "EHLO LOCALHOST.\r\n", "--line", "HELO LOCALHOST.\r\n", "--timeout", "5", "--close-wait", "3"])?;
     // The kernel dropped the EHLO, and so the HELO behind it: the agent writes the reply twice,
     // one for each, and closes. (Both copies may arrive in one read.)
     let read: String = second["replies"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
@@ -111,11 +106,7 @@ fn a_repeated_bogus_greeting_is_dropped_in_the_kernel_and_still_answered() -> Re
     assert!(started.elapsed() < Duration::from_secs(5));
     let after = lab.counters()?.since(&before);
     assert!(after.get(counter::DROP_HELO) >= 1, "the kernel did not drop the second greeting");
-    assert_eq!(
-        lab.agent.log_text().matches("rule=bogus_helo scope=").count(),
-        rejected_by_agent,
-        "the second greeting reached the agent"
-    );
+    assert_eq!(lab.agent.log_text().matches("rule=bogus_helo scope=").count(), rejected_by_agent, "the second greeting reached the agent");
     let port = second["local_port"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(1);
     while lab.agent_holds(port)? {
@@ -222,10 +213,7 @@ fn smtp_source_delivers_1000_messages_over_50_sessions_exactly_once() -> Result<
     }
     // smtp-source reconnects the moment a session ends, which can beat the agent's release of
     // that session's per-source slot: give the one source room above its 50 sessions.
-    let lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "100".into()],
-        ..Default::default()
-    })?;
+    let lab = Lab::new(LabOptions { agent_args: vec!["--max-sessions-per-source".into(), "100".into()], ..Default::default() })?;
     let started = Instant::now();
     let out = lab
         .client

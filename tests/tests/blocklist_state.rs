@@ -197,7 +197,15 @@ fn the_kernel_follows_the_store_across_restarts_and_offline_edits() -> Result<()
     // Agent down. An offline delete reaches the pinned map at once.
     let mut o = offline(&state, &pins)?;
     assert!(o.note().contains("maps pinned"), "{}", o.note());
-    let probe = |name: &str| Entry { kind: Kind::Helo, name: name.into(), reason: "x".into(), reply: REPLY.into(), added_unix_s: 0, expires_unix_s: 0, origin: "operator".into() };
+    let probe = |name: &str| Entry {
+        kind: Kind::Helo,
+        name: name.into(),
+        reason: "x".into(),
+        reply: REPLY.into(),
+        added_unix_s: 0,
+        expires_unix_s: 0,
+        origin: "operator".into(),
+    };
     assert_eq!(o.remove(&probe("one.example.com"))?, 1);
     // An older version's offline delete reached the store only: the kernel still has a ghost.
     assert_eq!(o.store.remove_all(&["helo/two.example.com".into()])?.len(), 1);

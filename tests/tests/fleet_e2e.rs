@@ -18,7 +18,6 @@ use helo_tests::{
 };
 use serde_json::Value;
 
-
 fn entries(lab: &Lab) -> Result<Vec<Value>> {
     let out = lab.blocklist(&["list", "--json"])?;
     Ok(serde_json::from_slice(&out.stdout)?)
@@ -40,7 +39,10 @@ fn wait_listed(lab: &Lab, name: &str, within: Duration) -> Result<Duration> {
 
 fn metric(lab: &Lab, name: &str) -> f64 {
     let text = lab.scrape().unwrap_or_default();
-    text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[test]

@@ -41,12 +41,7 @@ struct Model {
 }
 
 fn flow_key(f: &Frame) -> FlowKey {
-    FlowKey {
-        saddr: addr_key(f.src).addr,
-        daddr: addr_key(f.dst).addr,
-        sport_be: f.sport.to_be(),
-        dport_be: f.dport.to_be(),
-    }
+    FlowKey { saddr: addr_key(f.src).addr, daddr: addr_key(f.dst).addr, sport_be: f.sport.to_be(), dport_be: f.dport.to_be() }
 }
 
 fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
@@ -132,16 +127,12 @@ impl Model {
         use etherparse::{NetSlice, SlicedPacket, TransportSlice};
         let Ok(p) = SlicedPacket::from_ethernet(frame) else { return XDP_PASS };
         let (src, dst, fragmented) = match &p.net {
-            Some(NetSlice::Ipv4(v4)) => (
-                IpAddr::V4(v4.header().source_addr()),
-                IpAddr::V4(v4.header().destination_addr()),
-                v4.payload().fragmented,
-            ),
-            Some(NetSlice::Ipv6(v6)) => (
-                IpAddr::V6(v6.header().source_addr()),
-                IpAddr::V6(v6.header().destination_addr()),
-                v6.payload().fragmented,
-            ),
+            Some(NetSlice::Ipv4(v4)) => {
+                (IpAddr::V4(v4.header().source_addr()), IpAddr::V4(v4.header().destination_addr()), v4.payload().fragmented)
+            }
+            Some(NetSlice::Ipv6(v6)) => {
+                (IpAddr::V6(v6.header().source_addr()), IpAddr::V6(v6.header().destination_addr()), v6.payload().fragmented)
+            }
             _ => return XDP_PASS,
         };
         if fragmented {
@@ -402,10 +393,7 @@ fn kernel_verdicts_match_the_reference_on_a_generated_corpus() {
         model.helo.insert(reference_hash(name));
     }
     // An expired entry: still in the map, but the kernel must ignore it.
-    filter
-        .maps
-        .block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_boot_ns: 1, ..listed })
-        .unwrap();
+    filter.maps.block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_boot_ns: 1, ..listed }).unwrap();
     for src in [ip("198.18.9.9"), ip("2001:2::9:9"), ip("198.18.7.5"), ip("2001:2:0:7::5")] {
         filter.maps.block_source(src, listed).unwrap();
         model.sources.insert(src);
@@ -416,13 +404,8 @@ fn kernel_verdicts_match_the_reference_on_a_generated_corpus() {
     }
 
     let Corpus { frames } = corpus();
-    let truncation_base: Vec<Frame> = frames
-        .iter()
-        .filter(|f| f.dport == 25 && f.payload.len() < 64)
-        .step_by(97)
-        .take(24)
-        .cloned()
-        .collect();
+    let truncation_base: Vec<Frame> =
+        frames.iter().filter(|f| f.dport == 25 && f.payload.len() < 64).step_by(97).take(24).cloned().collect();
     let mut cases: Vec<(Vec<u8>, Option<Frame>)> = Vec::new();
     for f in &frames {
         cases.push((f.build(), Some(f.clone())));
@@ -451,10 +434,8 @@ fn kernel_verdicts_match_the_reference_on_a_generated_corpus() {
     let before = filter.maps.counters().unwrap();
     let (mut drops, mut passes, mut mismatches) = (0usize, 0usize, Vec::new());
     for bytes in &runs {
-        let result = filter
-            .program()
-            .test_run(TestRunOptions { data_in: Some(bytes), repeat: 1, ..Default::default() })
-            .expect("BPF_PROG_TEST_RUN");
+        let result =
+            filter.program().test_run(TestRunOptions { data_in: Some(bytes), repeat: 1, ..Default::default() }).expect("BPF_PROG_TEST_RUN");
         let want = model.verdict(bytes);
         if result.return_value != want {
             mismatches.push((bytes.clone(), result.return_value, want));
@@ -513,11 +494,7 @@ fn observe_mode_passes_what_enforce_mode_drops() {
     filter.maps.remember_flow(flow_key(&f), f.seq).unwrap();
     let bytes = f.build();
     let run = |filter: &KernelFilter| {
-        filter
-            .program()
-            .test_run(TestRunOptions { data_in: Some(&bytes), repeat: 1, ..Default::default() })
-            .unwrap()
-            .return_value
+        filter.program().test_run(TestRunOptions { data_in: Some(&bytes), repeat: 1, ..Default::default() }).unwrap().return_value
     };
     assert_eq!(run(&filter), XDP_PASS);
     assert_eq!(filter.maps.counters().unwrap().get(counter::OBSERVE_HELO), 1);
@@ -535,10 +512,7 @@ fn an_unconfigured_program_passes_everything() {
     }
     let filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
     let f = Frame::tcp(ip("198.18.1.10"), ip("198.18.0.2"), b"EHLO x\r\n");
-    let r = filter
-        .program()
-        .test_run(TestRunOptions { data_in: Some(&f.build()), repeat: 1, ..Default::default() })
-        .unwrap();
+    let r = filter.program().test_run(TestRunOptions { data_in: Some(&f.build()), repeat: 1, ..Default::default() }).unwrap();
     assert_eq!(r.return_value, XDP_PASS);
     assert_eq!(filter.maps.counters().unwrap().get(counter::PASS_UNCONFIGURED), 1);
 }
@@ -572,11 +546,7 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     filter.maps.allow(ip("198.18.44.128"), 25).unwrap();
     let run = |filter: &KernelFilter, src: &str, dst: &str| {
         let syn = Frame::tcp(ip(src), ip(dst), b"").syn();
-        filter
-            .program()
-            .test_run(TestRunOptions { data_in: Some(&syn.build()), repeat: 1, ..Default::default() })
-            .unwrap()
-            .return_value
+        filter.program().test_run(TestRunOptions { data_in: Some(&syn.build()), repeat: 1, ..Default::default() }).unwrap().return_value
     };
     assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_DROP);
     assert_eq!(run(&filter, "2001:2:0:44::7", "2001:2::2"), XDP_DROP);

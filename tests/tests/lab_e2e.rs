@@ -42,10 +42,7 @@ fn the_lab_delivers_clean_mail_rejects_every_kind_and_drops_in_the_kernel() -> R
     assert!(!mounts.contains(&dir), "a mount of the lab is left: {mounts}");
     let ps = String::from_utf8_lossy(&Command::new("ps").args(["-eo", "args"]).output()?.stdout).into_owned();
     assert!(!ps.lines().any(|l| l.contains(&dir)), "a process of the lab is left:\n{ps}");
-    assert!(
-        !ns.lines().any(|l| stdout.contains(l.split_whitespace().next().unwrap_or("-"))),
-        "a namespace of the lab is left: {ns}"
-    );
+    assert!(!ns.lines().any(|l| stdout.contains(l.split_whitespace().next().unwrap_or("-"))), "a namespace of the lab is left: {ns}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -112,7 +112,8 @@ fn expired_entries_leave_the_store_and_the_kernel() -> Result<()> {
     if !require_root("expired_entries_leave_the_store_and_the_kernel") {
         return Ok(());
     }
-    let lab = Lab::new(LabOptions { agent_args: vec!["--expire-interval-s".into(), "1".into()], with_postfix: false, ..Default::default() })?;
+    let lab =
+        Lab::new(LabOptions { agent_args: vec!["--expire-interval-s".into(), "1".into()], with_postfix: false, ..Default::default() })?;
     let out = lab.blocklist(&["add", "short.example.com", "--ttl", "2s", "--reason", "test"])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = lab.blocklist(&["add", "long.example.com", "--ttl", "1h"])?;
@@ -203,7 +204,9 @@ fn import_is_all_or_nothing_and_names_the_bad_line() -> Result<()> {
     let lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
     let path = lab.dir.path().join("import.jsonl");
     let good = |name: &str| {
-        format!(r#"{{"kind":"helo","name":"{name}","reason":"imported","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0,"origin":"operator"}}"#)
+        format!(
+            r#"{{"kind":"helo","name":"{name}","reason":"imported","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0,"origin":"operator"}}"#
+        )
     };
     let mut f = std::fs::File::create(&path)?;
     writeln!(f, "{}", good("one.example.com"))?;
@@ -232,7 +235,10 @@ fn import_is_all_or_nothing_and_names_the_bad_line() -> Result<()> {
 fn check_config_resolves_good_files_and_refuses_bad_ones() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "hostname = \"mx.example.com\"\nserver-ip = [\"203.0.113.25\"]\n[classifier]\nrelay_cidrs = [\"198.18.0.0/15\"]\n")?;
+    std::fs::write(
+        &good,
+        "hostname = \"mx.example.com\"\nserver-ip = [\"203.0.113.25\"]\n[classifier]\nrelay_cidrs = [\"198.18.0.0/15\"]\n",
+    )?;
     let bin = helo_tests::agent::binary()?;
     let out = Command::new(&bin).arg("check-config").arg(&good).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -291,7 +297,9 @@ fn detach_removes_the_filter_and_the_pins() -> Result<()> {
     }
     let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
     lab.agent.stop()?;
-    let shown = |lab: &Lab| -> Result<String> { Ok(String::from_utf8_lossy(&lab.edge.ip(&["link", "show", &lab.edge_end.ifname])?.stdout).into_owned()) };
+    let shown = |lab: &Lab| -> Result<String> {
+        Ok(String::from_utf8_lossy(&lab.edge.ip(&["link", "show", &lab.edge_end.ifname])?.stdout).into_owned())
+    };
     assert!(shown(&lab)?.contains("xdp"), "the filter should stay attached while the agent is down");
     let out = lab.cli(&["detach", "--pin-dir", lab.pin_dir().to_str().unwrap()])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -358,7 +366,12 @@ fn stock_prometheus_scrapes_the_agent_and_promtool_accepts_it() -> Result<()> {
     }
     assert!(!text.contains("helo_fleet"), "fleet series without a fleet:\n{text}");
     // OpenMetrics, with its own content type and # EOF, for a client that asks (as Prometheus does).
-    let (head, om) = http_get(&lab.edge.name, target, "/metrics", "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n")?;
+    let (head, om) = http_get(
+        &lab.edge.name,
+        target,
+        "/metrics",
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n",
+    )?;
     assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text; version=1.0.0"), "{head}");
     assert!(om.ends_with("# EOF\n"), "{om}");
     // A real Prometheus (Debian's 2.42) scraping the agent: the target is up and a counter is stored.
@@ -579,7 +592,11 @@ fn admin_commands_find_the_agent_through_its_config() -> Result<()> {
     let out = lab.cli(&["blocklist", "list", "--json", "--config", conf_s])?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("cfg.example.com"));
     let out = lab.cli(&["stats", "--config", conf_s, "--interval", "0.1"])?;
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("XDP program"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("XDP program"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Flags after the subcommand.
     let out = lab.cli(&["blocklist", "get", "cfg.example.com", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -660,7 +677,20 @@ fn every_flag_has_help_and_names_its_default() {
             }
             let optional_value = arg.get_action().takes_values() && !arg.is_required_set() && !arg.is_positional();
             let has_default = !arg.get_default_values().is_empty() || help.contains("[default:") || help.contains("Default:");
-            let needs_default = optional_value && !matches!(id, "config" | "iface" | "hostname" | "fleet" | "fleet_password_file" | "ttl" | "kind" | "exit_after" | "server_ip" | "domain");
+            let needs_default = optional_value
+                && !matches!(
+                    id,
+                    "config"
+                        | "iface"
+                        | "hostname"
+                        | "fleet"
+                        | "fleet_password_file"
+                        | "ttl"
+                        | "kind"
+                        | "exit_after"
+                        | "server_ip"
+                        | "domain"
+                );
             if needs_default && !has_default {
                 missing.push(format!("{path} {id}: default not shown"));
             }
@@ -719,7 +749,8 @@ fn shipped_alert_rules_pass_promtool_and_use_only_exported_metrics() -> Result<(
     let rules = format!("{CONTRIB}/prometheus/helo-alerts.yml");
     let (ok, out) = helo_tests::prometheus::promtool(&["check", "rules", &rules], "")?;
     assert!(ok, "{out}");
-    let out = Command::new("promtool").args(["test", "rules", "helo-alerts.test.yml"]).current_dir(format!("{CONTRIB}/prometheus")).output()?;
+    let out =
+        Command::new("promtool").args(["test", "rules", "helo-alerts.test.yml"]).current_dir(format!("{CONTRIB}/prometheus")).output()?;
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let exported = exported_names();
     let text = std::fs::read_to_string(&rules)?;
@@ -730,7 +761,16 @@ fn shipped_alert_rules_pass_promtool_and_use_only_exported_metrics() -> Result<(
             assert!(exported.contains(&name), "alert rule uses {name}, which the agent does not export: {expr}");
         }
     }
-    for wanted in ["up{", "helo_backend_errors_total", "helo_kernel_events_lost_total", "helo_blocklist_evicted_total", "helo_fleet_lag_seconds", "helo_fleet_queued", "helo_xdp_attached", "helo_filter_mode{mode=\"observe\"}"] {
+    for wanted in [
+        "up{",
+        "helo_backend_errors_total",
+        "helo_kernel_events_lost_total",
+        "helo_blocklist_evicted_total",
+        "helo_fleet_lag_seconds",
+        "helo_fleet_queued",
+        "helo_xdp_attached",
+        "helo_filter_mode{mode=\"observe\"}",
+    ] {
         assert!(text.contains(wanted), "no alert on {wanted}");
     }
     Ok(())

@@ -49,18 +49,8 @@ impl Lab {
                 extra_master_cf: vec![],
             },
         )?;
-        println!(
-            "Postfix (tls: {tls}) ready in {:?} at {}",
-            started.elapsed(),
-            postfix.dir().display()
-        );
-        Ok(Self {
-            postfix,
-            client,
-            _edge: edge,
-            client_end,
-            edge_end,
-        })
+        println!("Postfix (tls: {tls}) ready in {:?} at {}", started.elapsed(), postfix.dir().display());
+        Ok(Self { postfix, client, _edge: edge, client_end, edge_end })
     }
 
     fn swaks(&self, port: u16, to: &str, body: &str, extra: &[&str]) -> Result<Output> {
@@ -68,14 +58,7 @@ impl Lab {
             .client
             .command("swaks")
             .args(["--server", &self.edge_end.v4, "--port", &port.to_string()])
-            .args([
-                "--from",
-                "a@client.example",
-                "--to",
-                to,
-                "--helo",
-                "mail.client.example",
-            ])
+            .args(["--from", "a@client.example", "--to", to, "--helo", "mail.client.example"])
             .args(["--body", body, "--timeout", "10"])
             .args(extra)
             .output()
@@ -85,20 +68,12 @@ impl Lab {
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// The body of a delivered message: everything after the first empty line, without the final newline.
 fn body_of(message: &str) -> &str {
-    message
-        .split_once("\n\n")
-        .map(|(_, b)| b)
-        .unwrap_or("")
-        .trim_end_matches('\n')
+    message.split_once("\n\n").map(|(_, b)| b).unwrap_or("").trim_end_matches('\n')
 }
 
 /// The first Received header, unfolded.
@@ -125,22 +100,14 @@ fn swaks_delivers_to_the_plain_port() -> Result<()> {
     let sent = Instant::now();
     let out = lab.swaks(10026, USER, body, &[])?;
     ensure!(out.status.success(), "swaks failed: {}", text(&out));
-    let files = lab
-        .postfix
-        .wait_for_messages(USER, 1, Duration::from_secs(10))?;
+    let files = lab.postfix.wait_for_messages(USER, 1, Duration::from_secs(10))?;
     println!("delivered in {:?}", sent.elapsed());
     assert_eq!(files.len(), 1);
     let message = fs::read_to_string(&files[0])?;
     assert_eq!(body_of(&message), body, "{message}");
     let received = first_received(&message);
-    assert!(
-        received.contains(&format!("[{}]", lab.client_end.v4)),
-        "{received}"
-    );
-    assert!(lab
-        .postfix
-        .maildir_messages("other@example.test")
-        .is_empty());
+    assert!(received.contains(&format!("[{}]", lab.client_end.v4)), "{received}");
+    assert!(lab.postfix.maildir_messages("other@example.test").is_empty());
     // Only configured addresses exist.
     let out = lab.swaks(10026, "nobody@example.test", "x", &[])?;
     assert!(!out.status.success());
@@ -155,16 +122,11 @@ fn swaks_delivers_to_the_plain_port() -> Result<()> {
     drop(lab);
     println!("stopped in {:?}", stopping.elapsed());
     // Gone, or a zombie until whoever inherited the daemonized master reaps it.
-    let state = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s[s.rfind(')')? + 1..].trim_start().to_string();
-            rest.chars().next()
-        });
-    assert!(
-        matches!(state, None | Some('Z' | 'X')),
-        "master {pid} is still running ({state:?})"
-    );
+    let state = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+        let rest = s[s.rfind(')')? + 1..].trim_start().to_string();
+        rest.chars().next()
+    });
+    assert!(matches!(state, None | Some('Z' | 'X')), "master {pid} is still running ({state:?})");
     Ok(())
 }
 
@@ -219,16 +181,12 @@ fn proxied_session(server: SocketAddr, claimed: SocketAddr, body: &str) -> Resul
     let mut transcript = Vec::new();
     w.write_all(&proxy_v2_header(claimed, server))?;
     // Wait for the banner before EHLO: no pipelining after CONNECT.
-    let expect =
-        |r: &mut BufReader<TcpStream>, code: &str, transcript: &mut Vec<String>| -> Result<()> {
-            let got = reply(r)?;
-            transcript.push(got.clone());
-            ensure!(
-                got.starts_with(code),
-                "expected {code}, got {got:?}; transcript {transcript:?}"
-            );
-            Ok(())
-        };
+    let expect = |r: &mut BufReader<TcpStream>, code: &str, transcript: &mut Vec<String>| -> Result<()> {
+        let got = reply(r)?;
+        transcript.push(got.clone());
+        ensure!(got.starts_with(code), "expected {code}, got {got:?}; transcript {transcript:?}");
+        Ok(())
+    };
     expect(&mut r, "220 ", &mut transcript)?;
     for (cmd, code) in [
         ("EHLO mail.client.example\r\n", "250"),
@@ -240,10 +198,7 @@ fn proxied_session(server: SocketAddr, claimed: SocketAddr, body: &str) -> Resul
         transcript.push(cmd.to_string());
         expect(&mut r, code, &mut transcript)?;
     }
-    let message = format!(
-        "From: <a@client.example>\r\nTo: <{USER}>\r\nSubject: proxy port\r\n\r\n{}\r\n.\r\n",
-        body.replace('\n', "\r\n")
-    );
+    let message = format!("From: <a@client.example>\r\nTo: <{USER}>\r\nSubject: proxy port\r\n\r\n{}\r\n.\r\n", body.replace('\n', "\r\n"));
     w.write_all(message.as_bytes())?;
     expect(&mut r, "250 ", &mut transcript)?;
     w.write_all(b"QUIT\r\n")?;
@@ -261,40 +216,23 @@ fn the_proxy_port_takes_the_client_address_from_a_proxy_v2_header() -> Result<()
     let claimed: SocketAddr = "198.18.77.7:4242".parse()?;
     let body = "helo-tests: proxy port\nbehind a PROXY v2 header";
     let sent = Instant::now();
-    let transcript = lab
-        .client
-        .enter(move || proxied_session(server, claimed, body))??;
-    let files = lab
-        .postfix
-        .wait_for_messages(USER, 1, Duration::from_secs(10))?;
+    let transcript = lab.client.enter(move || proxied_session(server, claimed, body))??;
+    let files = lab.postfix.wait_for_messages(USER, 1, Duration::from_secs(10))?;
     println!("delivered in {:?}", sent.elapsed());
     let message = fs::read_to_string(&files[0])?;
     assert_eq!(body_of(&message), body, "{message}");
     let received = first_received(&message);
-    assert!(
-        received.contains("from mail.client.example (unknown [198.18.77.7])"),
-        "{received}\n{transcript:?}"
-    );
+    assert!(received.contains("from mail.client.example (unknown [198.18.77.7])"), "{received}\n{transcript:?}");
     assert!(!received.contains(&lab.client_end.v4), "{received}");
-    assert!(lab
-        .postfix
-        .maillog()
-        .contains("connect from unknown[198.18.77.7]"));
+    assert!(lab.postfix.maillog().contains("connect from unknown[198.18.77.7]"));
 
     // An IPv6 source in the header works too (inet_protocols = all).
     let claimed6: SocketAddr = "[2001:2:0:77::7]:4243".parse()?;
-    lab.client
-        .enter(move || proxied_session(server, claimed6, "v6"))??;
-    let files = lab
-        .postfix
-        .wait_for_messages(USER, 2, Duration::from_secs(10))?;
-    let both: Vec<String> = files
-        .iter()
-        .map(fs::read_to_string)
-        .collect::<Result<_, _>>()?;
+    lab.client.enter(move || proxied_session(server, claimed6, "v6"))??;
+    let files = lab.postfix.wait_for_messages(USER, 2, Duration::from_secs(10))?;
+    let both: Vec<String> = files.iter().map(fs::read_to_string).collect::<Result<_, _>>()?;
     assert!(
-        both.iter()
-            .any(|m| first_received(m).contains("[IPv6:2001:2:0:77::7]")),
+        both.iter().any(|m| first_received(m).contains("[IPv6:2001:2:0:77::7]")),
         "{:?}",
         both.iter().map(|m| first_received(m)).collect::<Vec<_>>()
     );
@@ -312,9 +250,7 @@ fn swaks_delivers_over_starttls() -> Result<()> {
     let out = lab.swaks(10026, USER, body, &["--tls"])?;
     ensure!(out.status.success(), "swaks --tls failed: {}", text(&out));
     assert!(text(&out).contains("TLS started"), "{}", text(&out));
-    let files = lab
-        .postfix
-        .wait_for_messages(USER, 1, Duration::from_secs(10))?;
+    let files = lab.postfix.wait_for_messages(USER, 1, Duration::from_secs(10))?;
     println!("delivered over TLS in {:?}", sent.elapsed());
     let message = fs::read_to_string(&files[0])?;
     assert_eq!(body_of(&message), body, "{message}");
@@ -335,15 +271,9 @@ fn a_failed_start_or_a_panic_leaves_no_postfix_behind() -> Result<()> {
 
     // An address the namespace does not have: the master refuses to start, with a clear error.
     let started = Instant::now();
-    let err = Postfix::start(
-        &edge,
-        PostfixConfig {
-            listen_ip: "198.18.99.1".into(),
-            ..Default::default()
-        },
-    )
-    .err()
-    .context("Postfix started on an address the namespace does not have")?;
+    let err = Postfix::start(&edge, PostfixConfig { listen_ip: "198.18.99.1".into(), ..Default::default() })
+        .err()
+        .context("Postfix started on an address the namespace does not have")?;
     println!("failed start took {:?}: {err:#}", started.elapsed());
     assert!(format!("{err:#}").contains("failed to start"), "{err:#}");
     assert_eq!(masters(), masters_before);
@@ -352,14 +282,7 @@ fn a_failed_start_or_a_panic_leaves_no_postfix_behind() -> Result<()> {
     let listen_ip = edge_end.v4.clone();
     let edge_ref = &edge;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let pf = Postfix::start(
-            edge_ref,
-            PostfixConfig {
-                listen_ip,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let pf = Postfix::start(edge_ref, PostfixConfig { listen_ip, ..Default::default() }).unwrap();
         let pid = pf.master_pid().unwrap();
         assert_eq!(masters().len(), masters_before.len() + 1, "pid {pid}");
         panic!("deliberate panic with Postfix running");
@@ -376,11 +299,8 @@ fn masters() -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.contains("(master)")
-                    && s.rfind(')')
-                        .is_some_and(|i| !s[i + 1..].trim_start().starts_with(['Z', 'X']))
-            })
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains("(master)") && s.rfind(')').is_some_and(|i| !s[i + 1..].trim_start().starts_with(['Z', 'X'])))
         })
         .collect();
     out.sort();

@@ -31,7 +31,20 @@ fn long_address() -> (String, String) {
 fn submit(lab: &Lab, sender_ip: &str, rcpt: &str) -> Result<()> {
     let r = lab.py(
         "send",
-        &["--server", sender_ip, "--port", &SUBMIT_PORT.to_string(), "--helo", "submitter.sender-isp.net", "--mail-from", BOUNCE_USER, "--rcpt", rcpt, "--attach-bytes", "100"],
+        &[
+            "--server",
+            sender_ip,
+            "--port",
+            &SUBMIT_PORT.to_string(),
+            "--helo",
+            "submitter.sender-isp.net",
+            "--mail-from",
+            BOUNCE_USER,
+            "--rcpt",
+            rcpt,
+            "--attach-bytes",
+            "100",
+        ],
     )?;
     anyhow::ensure!(r["ok"] == true, "submission to the sending Postfix failed: {r}");
     Ok(())
@@ -43,11 +56,8 @@ fn a_sending_postfix_reads_every_rejection_and_bounces_at_once() -> Result<()> {
         return Ok(());
     }
     let (long_rcpt, long_domain) = long_address();
-    let lab = Lab::new(LabOptions {
-        backend_domains: vec![long_domain.clone()],
-        backend_users: vec![long_rcpt.clone()],
-        ..Default::default()
-    })?;
+    let lab =
+        Lab::new(LabOptions { backend_domains: vec![long_domain.clone()], backend_users: vec![long_rcpt.clone()], ..Default::default() })?;
     let edge_ip: std::net::Ipv4Addr = lab.edge_end.v4.parse()?;
     let clean_helo = "mta.sender-isp.net";
     let routes = [
@@ -281,7 +291,10 @@ fn no_session_outlives_its_timeouts_and_clean_mail_still_flows() -> Result<()> {
     std::thread::sleep(Duration::from_millis(1500));
     let mut nft = lab.client.command("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn()?;
     use std::io::Write;
-    nft.stdin.take().unwrap().write_all(b"table inet vanish {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 25 drop\n }\n}\n")?;
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(b"table inet vanish {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 25 drop\n }\n}\n")?;
     assert!(nft.wait()?.success(), "nft failed");
     let started = Instant::now();
     // Nothing left: both sockets of every session are gone.
@@ -371,10 +384,7 @@ fn a_bot_that_keeps_coming_back_is_told_why_then_dropped_at_syn() -> Result<()> 
 fn lingering_sockets(ns: &helo_tests::netns::Netns) -> Result<usize> {
     let out = ns.command("ss").args(["-tanH"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .filter(|l| ["FIN-WAIT-1", "FIN-WAIT-2", "LAST-ACK", "CLOSE-WAIT", "CLOSING"].iter().any(|s| l.starts_with(s)))
-        .count())
+    Ok(text.lines().filter(|l| ["FIN-WAIT-1", "FIN-WAIT-2", "LAST-ACK", "CLOSE-WAIT", "CLOSING"].iter().any(|s| l.starts_with(s))).count())
 }
 
 #[test]

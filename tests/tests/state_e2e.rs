@@ -213,7 +213,12 @@ fn a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart() -
     assert!(metrics.lines().any(|l| l.starts_with("helo_store_errors_total ") && !l.ends_with(" 0")), "{metrics}");
     // No listing the store does not know: what failed left the kernel again.
     assert!(kernel_helo_entries(&lab)? < count + 1, "every listing stayed in the kernel although the store was full");
-    assert_eq!(lab.agent.log_text().matches("store: cannot commit listings").count(), 1, "logged once per episode:\n{}", lab.agent.log_text());
+    assert_eq!(
+        lab.agent.log_text().matches("store: cannot commit listings").count(),
+        1,
+        "logged once per episode:\n{}",
+        lab.agent.log_text()
+    );
 
     // Space comes back: no restart, the pending listings reach the store and the kernel again.
     std::fs::remove_file(filler)?;

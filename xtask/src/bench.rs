@@ -42,29 +42,51 @@ pub fn run(tier_a_only: bool) -> Result<()> {
     let sessions = run_report(&root, "sessions");
     let fleet = run_report(&root, "fleet-latency");
     let edge = run_report(&root, "edge");
-    let criterion = proc::run(proc::cargo().args(["bench", "-p", "helo-benches", "--bench", "classify", "--bench", "normalise_hash", "--bench", "smtp_line"]))
-        .and_then(|_| criterion_medians(&target_dir(&root).join("criterion")));
+    let criterion = proc::run(proc::cargo().args([
+        "bench",
+        "-p",
+        "helo-benches",
+        "--bench",
+        "classify",
+        "--bench",
+        "normalise_hash",
+        "--bench",
+        "smtp_line",
+    ]))
+    .and_then(|_| criterion_medians(&target_dir(&root).join("criterion")));
 
     fs::create_dir_all(root.join("benchmarks"))?;
     let plot_rel = "benchmarks/xdp-cost.svg";
     let flood_plot_rel = "benchmarks/flood.svg";
     let mut failed = Vec::new();
     let mut md = render_head()?;
-    md.push_str(&section("Tier A: cost per packet, program only", &mut failed, xdp.and_then(|x| {
-        plot(&x, &root.join(plot_rel))?;
-        render_cost(&x, plot_rel)
-    })));
+    md.push_str(&section(
+        "Tier A: cost per packet, program only",
+        &mut failed,
+        xdp.and_then(|x| {
+            plot(&x, &root.join(plot_rel))?;
+            render_cost(&x, plot_rel)
+        }),
+    ));
     md.push_str(&section("Tier A: live path", &mut failed, live.and_then(|l| render_live(&l))));
     md.push_str(&section("Fleet", &mut failed, fleet.and_then(|f| render_fleet(&f))));
     md.push_str(&section("Criterion benches", &mut failed, criterion.and_then(|c| render_criterion(&c))));
-    md.push_str(&section("Tier B: sessions", &mut failed, sessions.and_then(|s| {
-        plot_flood(&s["flood"], &root.join(flood_plot_rel))?;
-        render_sessions(&s, flood_plot_rel)
-    })));
-    md.push_str(&section("Edge economics", &mut failed, edge.and_then(|e| {
-        let tables = e["markdown"].as_str().context("the edge report has no tables")?;
-        Ok(format!("## Edge economics: a bot-heavy edge through helo, Postfix alone and HAProxy\n\n`edge`: {tables}\n"))
-    })));
+    md.push_str(&section(
+        "Tier B: sessions",
+        &mut failed,
+        sessions.and_then(|s| {
+            plot_flood(&s["flood"], &root.join(flood_plot_rel))?;
+            render_sessions(&s, flood_plot_rel)
+        }),
+    ));
+    md.push_str(&section(
+        "Edge economics",
+        &mut failed,
+        edge.and_then(|e| {
+            let tables = e["markdown"].as_str().context("the edge report has no tables")?;
+            Ok(format!("## Edge economics: a bot-heavy edge through helo, Postfix alone and HAProxy\n\n`edge`: {tables}\n"))
+        }),
+    ));
     fs::write(root.join("BENCHMARKS.md"), md)?;
     println!("wrote BENCHMARKS.md, {plot_rel} and {flood_plot_rel}");
     if !failed.is_empty() {
@@ -81,19 +103,20 @@ fn run_tier_a(root: &Path) -> Result<()> {
     let live = run_report(root, "xdp-live");
     let plot_rel = "benchmarks/xdp-cost.svg";
     let mut failed = Vec::new();
-    let mut tier_a = section("Tier A: cost per packet, program only", &mut failed, xdp.and_then(|x| {
-        plot(&x, &root.join(plot_rel))?;
-        render_cost(&x, plot_rel)
-    }));
+    let mut tier_a = section(
+        "Tier A: cost per packet, program only",
+        &mut failed,
+        xdp.and_then(|x| {
+            plot(&x, &root.join(plot_rel))?;
+            render_cost(&x, plot_rel)
+        }),
+    );
     tier_a.push_str(&section("Tier A: live path", &mut failed, live.and_then(|l| render_live(&l))));
     let path = root.join("BENCHMARKS.md");
     let old = fs::read_to_string(&path).context("reading BENCHMARKS.md (run `cargo xtask bench` once first)")?;
     let start = old.find("## Tier A: cost per packet").context("BENCHMARKS.md has no Tier A section")?;
-    let end = old[start..]
-        .match_indices("\n## ")
-        .map(|(i, _)| start + i + 1)
-        .find(|&i| !old[i..].starts_with("## Tier A"))
-        .unwrap_or(old.len());
+    let end =
+        old[start..].match_indices("\n## ").map(|(i, _)| start + i + 1).find(|&i| !old[i..].starts_with("## Tier A")).unwrap_or(old.len());
     let mut md = render_head()?;
     md.push_str(&old[old.find("## ").unwrap_or(start)..start]);
     md.push_str(&tier_a);
@@ -162,7 +185,12 @@ fn criterion_medians(dir: &Path) -> Result<Vec<(String, f64)>> {
                 stack.push(p);
             } else if p.ends_with("new/estimates.json") {
                 let v: Value = serde_json::from_str(&fs::read_to_string(&p)?)?;
-                let id = p.parent().and_then(|n| n.parent()).and_then(|q| q.strip_prefix(dir).ok()).map(|q| q.display().to_string()).unwrap_or_default();
+                let id = p
+                    .parent()
+                    .and_then(|n| n.parent())
+                    .and_then(|q| q.strip_prefix(dir).ok())
+                    .map(|q| q.display().to_string())
+                    .unwrap_or_default();
                 out.push((id, v["median"]["point_estimate"].as_f64().unwrap_or(f64::NAN)));
             }
         }
@@ -218,7 +246,14 @@ fn render_cost(xdp: &Value, plot: &str) -> Result<String> {
     writeln!(md, "![ns per packet]({plot})\n")?;
     writeln!(md, "| arm | median ns | min | max |\n|---|---:|---:|---:|")?;
     for a in xdp["arms"].as_array().context("no arms")? {
-        writeln!(md, "| {} | {:.1} | {:.1} | {:.1} |", a["name"].as_str().unwrap_or(""), a["median"].as_f64().unwrap_or(f64::NAN), a["min"].as_f64().unwrap_or(f64::NAN), a["max"].as_f64().unwrap_or(f64::NAN))?;
+        writeln!(
+            md,
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            a["name"].as_str().unwrap_or(""),
+            a["median"].as_f64().unwrap_or(f64::NAN),
+            a["min"].as_f64().unwrap_or(f64::NAN),
+            a["max"].as_f64().unwrap_or(f64::NAN)
+        )?;
     }
     let base = median(xdp, "baseline: parse + drop port 25");
     let drop30 = median(xdp, "helo drop, 30-byte name, 4 entries");
@@ -275,7 +310,14 @@ fn render_live(live: &Value) -> Result<String> {
     )?;
     writeln!(md, "| arm | median ns/packet | min | max |\n|---|---:|---:|---:|")?;
     for a in live["arms"].as_array().context("no live arms")? {
-        writeln!(md, "| {} | {:.0} | {:.0} | {:.0} |", a["arm"].as_str().unwrap_or(""), a["median"].as_f64().unwrap_or(f64::NAN), a["min"].as_f64().unwrap_or(f64::NAN), a["max"].as_f64().unwrap_or(f64::NAN))?;
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} |",
+            a["arm"].as_str().unwrap_or(""),
+            a["median"].as_f64().unwrap_or(f64::NAN),
+            a["min"].as_f64().unwrap_or(f64::NAN),
+            a["max"].as_f64().unwrap_or(f64::NAN)
+        )?;
     }
     let native = live_median(live, "helo, native XDP");
     let floor = live_median(live, "baseline_drop25, native XDP");
@@ -284,9 +326,21 @@ fn render_live(live: &Value) -> Result<String> {
     writeln!(md, "| helo native ÷ `baseline_drop25` native | {:.2}× | ≤ 2× | {} |", native / floor, verdict(native / floor <= 2.0))?;
     writeln!(md, "| nftables ÷ helo native | {:.2}× | ≥ 3× | {} |", nft / native, verdict(nft / native >= 3.0))?;
     writeln!(md, "| iptables (1 name) ÷ helo native | {:.2}× | | |", live_median(live, "iptables raw -m string, 1 names") / native)?;
-    writeln!(md, "| iptables (100 names) ÷ helo native | {:.2}× | grows with names | |", live_median(live, "iptables raw -m string, 100 names") / native)?;
-    writeln!(md, "| iptables (10,000 names) ÷ helo native | {:.2}× | grows with names | |", live_median(live, "iptables raw -m string, 10000 names") / native)?;
-    writeln!(md, "| no filter (TCP stack answers) ÷ helo native | {:.2}× | | |\n", live_median(live, "no filter (the TCP stack answers)") / native)?;
+    writeln!(
+        md,
+        "| iptables (100 names) ÷ helo native | {:.2}× | grows with names | |",
+        live_median(live, "iptables raw -m string, 100 names") / native
+    )?;
+    writeln!(
+        md,
+        "| iptables (10,000 names) ÷ helo native | {:.2}× | grows with names | |",
+        live_median(live, "iptables raw -m string, 10000 names") / native
+    )?;
+    writeln!(
+        md,
+        "| no filter (TCP stack answers) ÷ helo native | {:.2}× | | |\n",
+        live_median(live, "no filter (the TCP stack answers)") / native
+    )?;
     let trafgen = &live["trafgen"];
     writeln!(md, "### The socket path (trafgen)\n")?;
     writeln!(
@@ -302,7 +356,14 @@ fn render_live(live: &Value) -> Result<String> {
     )?;
     writeln!(md, "| arm | median ns/packet | min | max |\n|---|---:|---:|---:|")?;
     for a in trafgen["arms"].as_array().context("no trafgen arms")? {
-        writeln!(md, "| {} | {:.0} | {:.0} | {:.0} |", a["arm"].as_str().unwrap_or(""), a["median"].as_f64().unwrap_or(f64::NAN), a["min"].as_f64().unwrap_or(f64::NAN), a["max"].as_f64().unwrap_or(f64::NAN))?;
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} |",
+            a["arm"].as_str().unwrap_or(""),
+            a["median"].as_f64().unwrap_or(f64::NAN),
+            a["min"].as_f64().unwrap_or(f64::NAN),
+            a["max"].as_f64().unwrap_or(f64::NAN)
+        )?;
     }
     let t_native = live_median(trafgen, "helo, native XDP");
     writeln!(md, "\n| ratio (socket path) | measured |\n|---|---:|")?;
@@ -348,7 +409,6 @@ fn render_criterion(criterion: &[(String, f64)]) -> Result<String> {
     Ok(md)
 }
 
-
 fn plot(xdp: &Value, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let font = fs::read(FONT).with_context(|| format!("reading {FONT} (Debian package fonts-dejavu-core)"))?;
@@ -358,7 +418,14 @@ fn plot(xdp: &Value, path: &Path) -> Result<()> {
         .as_array()
         .context("no arms")?
         .iter()
-        .map(|a| (a["name"].as_str().unwrap_or("").to_owned(), a["median"].as_f64().unwrap_or(0.0), a["min"].as_f64().unwrap_or(0.0), a["max"].as_f64().unwrap_or(0.0)))
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or("").to_owned(),
+                a["median"].as_f64().unwrap_or(0.0),
+                a["min"].as_f64().unwrap_or(0.0),
+                a["max"].as_f64().unwrap_or(0.0),
+            )
+        })
         .collect();
     let top = arms.iter().map(|a| a.3).fold(0.0, f64::max) * 1.15;
     let root = SVGBackend::new(path, (1100, 40 + 34 * arms.len() as u32 + 60)).into_drawing_area();
@@ -380,12 +447,20 @@ fn plot(xdp: &Value, path: &Path) -> Result<()> {
         .x_desc("ns per packet")
         .draw()?;
     chart.draw_series(arms.iter().enumerate().map(|(i, a)| {
-        let color = if a.0.starts_with("baseline") { RGBColor(150, 150, 150) } else if a.0.contains("drop") { RGBColor(200, 60, 60) } else { RGBColor(60, 110, 200) };
+        let color = if a.0.starts_with("baseline") {
+            RGBColor(150, 150, 150)
+        } else if a.0.contains("drop") {
+            RGBColor(200, 60, 60)
+        } else {
+            RGBColor(60, 110, 200)
+        };
         Rectangle::new([(0.0, SegmentValue::Exact(i)), (a.1, SegmentValue::Exact(i + 1))], color.filled())
     }))?;
-    chart.draw_series(arms.iter().enumerate().map(|(i, a)| {
-        PathElement::new(vec![(a.2, SegmentValue::CenterOf(i)), (a.3, SegmentValue::CenterOf(i))], BLACK.stroke_width(2))
-    }))?;
+    chart.draw_series(
+        arms.iter().enumerate().map(|(i, a)| {
+            PathElement::new(vec![(a.2, SegmentValue::CenterOf(i)), (a.3, SegmentValue::CenterOf(i))], BLACK.stroke_width(2))
+        }),
+    )?;
     root.present()?;
     Ok(())
 }
@@ -416,7 +491,10 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
          own client, which makes the same sessions; it drives the other two as well, for a like-for-like \
          comparison. The agent runs with `--no-xdp`, so every session is classified and listed \
          (kernel map, group-committed store) in user space: the first-seen path.\n",
-        reject["sessions"], reject["parallel"], reject["greeting"].as_str().unwrap_or(""), reject["rounds"]
+        reject["sessions"],
+        reject["parallel"],
+        reject["greeting"].as_str().unwrap_or(""),
+        reject["rounds"]
     )?;
     writeln!(md, "| server | load from | sessions/s | sessions per CPU-second | CPU µs per session |\n|---|---|---:|---:|---:|")?;
     let mut per_cpu = std::collections::HashMap::new();
@@ -424,9 +502,18 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
         let name = arm["arm"].as_str().unwrap_or("");
         for run in arm["runs"].as_array().context("no runs")? {
             let generator = run["generator"].as_str().unwrap_or("");
-            writeln!(md, "| {name} | {generator} | {} | {} | {:.0} |", cell(&run["sessions_per_s"], 0), cell(&run["sessions_per_cpu_s"], 0), run["cpu_us_per_session"].as_f64().unwrap_or(f64::NAN))?;
+            writeln!(
+                md,
+                "| {name} | {generator} | {} | {} | {:.0} |",
+                cell(&run["sessions_per_s"], 0),
+                cell(&run["sessions_per_cpu_s"], 0),
+                run["cpu_us_per_session"].as_f64().unwrap_or(f64::NAN)
+            )?;
             if generator == "project client" {
-                per_cpu.insert(name.split_whitespace().next().unwrap_or("").to_owned(), run["sessions_per_cpu_s"]["median"].as_f64().unwrap_or(f64::NAN));
+                per_cpu.insert(
+                    name.split_whitespace().next().unwrap_or("").to_owned(),
+                    run["sessions_per_cpu_s"]["median"].as_f64().unwrap_or(f64::NAN),
+                );
             }
         }
     }
@@ -472,7 +559,9 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
                 r["failed_sessions"]
             )?;
         }
-        let at = |pps: u64| rates.iter().find(|r| r["target_pps"] == pps).and_then(|r| r["sessions_per_s"]["median"].as_f64()).unwrap_or(f64::NAN);
+        let at = |pps: u64| {
+            rates.iter().find(|r| r["target_pps"] == pps).and_then(|r| r["sessions_per_s"]["median"].as_f64()).unwrap_or(f64::NAN)
+        };
         ratios.push((name.to_owned(), at(1_000_000) / at(0)));
     }
     writeln!(md, "\n| clean sessions/s at 1 Mpps ÷ at 0 | measured | goal |\n|---|---:|---|")?;
@@ -495,7 +584,13 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
         mem["idle_sessions"], mem["rounds"]
     )?;
     writeln!(md, "| baseline KiB | with sessions KiB | bytes per session | goal |\n|---:|---:|---:|---|")?;
-    writeln!(md, "| {} | {} | {} | ≤ 4096 |\n", cell(&mem["baseline_kib"], 0), cell(&mem["loaded_kib"], 0), cell(&mem["bytes_per_session"], 0))?;
+    writeln!(
+        md,
+        "| {} | {} | {} | ≤ 4096 |\n",
+        cell(&mem["baseline_kib"], 0),
+        cell(&mem["loaded_kib"], 0),
+        cell(&mem["bytes_per_session"], 0)
+    )?;
     Ok(md)
 }
 

@@ -98,10 +98,7 @@ mod tests {
         assert_eq!(args_of(&["x", "test", "--", "netns"]), ["netns"]);
         assert_eq!(args_of(&["x", "test", "--", "--", "--nocapture"]), ["--", "--nocapture"]);
         assert_eq!(args_of(&["x", "test", "-p", "helo-common"]), ["-p", "helo-common"]);
-        assert_eq!(
-            args_of(&["x", "run", "--", "--iface", "eth1", "--xdp-mode", "skb"]),
-            ["--iface", "eth1", "--xdp-mode", "skb"]
-        );
+        assert_eq!(args_of(&["x", "run", "--", "--iface", "eth1", "--xdp-mode", "skb"]), ["--iface", "eth1", "--xdp-mode", "skb"]);
         assert_eq!(args_of(&["x", "run", "--iface", "eth1"]), ["--iface", "eth1"]);
         assert_eq!(args_of(&["x", "run", "--", "classify", "--hostname", "h"]), ["classify", "--hostname", "h"]);
     }

@@ -11,10 +11,7 @@ use anyhow::{bail, Context, Result};
 
 /// The workspace root: xtask always lives in `<root>/xtask`, so this holds for any clone.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
 }
 
 /// The cargo that runs us (cargo sets `CARGO` for `cargo run`), so nested builds use the same
@@ -51,10 +48,8 @@ pub fn ensure_cargo_bin_on_path() {
 
 /// The command line as a shell would show it, for the `$ ...` line printed before each command.
 pub fn display(cmd: &Command) -> String {
-    let mut parts: Vec<String> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy())))
-        .collect();
+    let mut parts: Vec<String> =
+        cmd.get_envs().filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), v?.to_string_lossy()))).collect();
     let program = cmd.get_program().to_string_lossy();
     // Show `cargo`, not the toolchain's full path that `CARGO` holds.
     parts.push(if program.ends_with("/cargo") { "cargo".into() } else { program.into_owned() });

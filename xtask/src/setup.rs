@@ -70,14 +70,8 @@ pub fn run(scope: Scope) -> Result<()> {
 
 /// `-Z build-std=core` (used by aya-build for the bpfel target) needs the nightly's sources.
 fn rust_src() -> Result<()> {
-    let installed = proc::probe(Command::new("rustup").args([
-        "component",
-        "list",
-        "--toolchain",
-        "nightly",
-        "--installed",
-    ]))
-    .context("`rustup component list --toolchain nightly` failed: is the nightly toolchain installed?")?;
+    let installed = proc::probe(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+        .context("`rustup component list --toolchain nightly` failed: is the nightly toolchain installed?")?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         println!("setup: rust-src (nightly): already installed");
         return Ok(());
@@ -125,8 +119,7 @@ fn bpf_linker() -> Result<()> {
         // Outside the workspace, so its .cargo/config.toml does not apply to a crates.io build.
         .current_dir(std::env::temp_dir());
     proc::run(&mut install)?;
-    fs::write(&marker, format!("{lib_name}\n"))
-        .with_context(|| format!("writing {}", marker.display()))?;
+    fs::write(&marker, format!("{lib_name}\n")).with_context(|| format!("writing {}", marker.display()))?;
     println!("setup: bpf-linker {BPF_LINKER_VERSION} (built for {lib_name}): built and installed");
     Ok(())
 }
@@ -141,11 +134,7 @@ fn nightly_libllvm() -> Result<PathBuf> {
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-")))
         .collect();
     found.sort();
     match found.len() {
@@ -156,10 +145,7 @@ fn nightly_libllvm() -> Result<PathBuf> {
 }
 
 fn file_name(p: &Path) -> Result<String> {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .with_context(|| format!("odd file name: {}", p.display()))
+    p.file_name().and_then(|n| n.to_str()).map(str::to_owned).with_context(|| format!("odd file name: {}", p.display()))
 }
 
 /// `libLLVM.so.22.1-rust-1.97.0-nightly` -> 22, for bpf-linker's `llvm-22` feature.
@@ -216,12 +202,7 @@ fn debian_packages(what: &str, packages: &[&str]) -> Result<()> {
         }
     }
     proc::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").arg("update"))?;
-    proc::run(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y"])
-            .args(&missing),
-    )?;
+    proc::run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y"]).args(&missing))?;
     if missing.contains(&"postfix") {
         // The tests start their own instances inside namespaces; a system postfix must not hold
         // port 25 in the root namespace. With "No configuration" it normally is not running;
@@ -242,8 +223,7 @@ fn debian_packages(what: &str, packages: &[&str]) -> Result<()> {
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
-    proc::probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_some_and(|s| s.trim() == "install ok installed")
+    proc::probe(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg])).is_some_and(|s| s.trim() == "install ok installed")
 }
 
 #[cfg(test)]

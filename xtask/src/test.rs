@@ -32,10 +32,7 @@ pub fn run(extra: &[String]) -> Result<i32> {
     cmd.args(["test", "--release", "--workspace", "--exclude", "helo-ebpf", "--no-fail-fast"]);
     cmd.args(extra);
     println!("$ {}", proc::display(&cmd));
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", proc::display(&cmd)))?;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start `{}`", proc::display(&cmd)))?;
 
     // libtest prints its "test result:" lines on stdout; pass every byte through as it comes and
     // count on the way, so CI gets a closing summary line. Cargo's own messages go to stderr,
@@ -68,11 +65,7 @@ fn remove_stale_namespaces() -> Result<()> {
         return Ok(());
     };
     // Lines look like `helo-ta-1234 (id: 3)` or just `helo-ta-1234`.
-    let stale: Vec<&str> = list
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("helo-t"))
-        .collect();
+    let stale: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with("helo-t")).collect();
     if stale.is_empty() {
         println!("test: no stale helo-t* namespaces");
         return Ok(());

@@ -274,7 +274,12 @@ fn measure(arm: Arm, load: &'static str, client: &Netns, edge: &Netns, e: &Edge,
     ensure!(delivered == clean.sent, "{}: {} clean sessions ended in 221 but {delivered} messages were delivered", arm.label(), clean.sent);
     // Postfix cannot say everything helo's rules say (no Public Suffix List: `x.lan` passes); helo
     // must refuse every bot.
-    ensure!(!matches!(arm, Arm::Helo | Arm::HeloNoXdp) || bots.not_refused == 0, "{}: {} bot sessions were not refused", arm.label(), bots.not_refused);
+    ensure!(
+        !matches!(arm, Arm::Helo | Arm::HeloNoXdp) || bots.not_refused == 0,
+        "{}: {} bot sessions were not refused",
+        arm.label(),
+        bots.not_refused
+    );
     let kernel = match (e.agent.as_ref().filter(|_| arm == Arm::Helo), counters_before) {
         (Some((a, _, _)), Some(before)) => {
             let now = kernel_state::counters(kernel_state::program_id_from_log(&a.log_text()).context("no program id")?)?.since(&before);

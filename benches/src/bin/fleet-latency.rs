@@ -13,10 +13,12 @@ use helo_tests::{
     netns::Netns,
     redis::{Redis, PASSWORD},
 };
-use helo_user::{admin::{client::call, protocol::Request}, store::Kind};
+use helo_user::{
+    admin::{client::call, protocol::Request},
+    store::Kind,
+};
 
 const ENTRIES: usize = 1000;
-
 
 fn main() -> Result<()> {
     let redis_ns = Netns::new("r")?;
@@ -28,7 +30,11 @@ fn main() -> Result<()> {
     for i in 0..ENTRIES {
         let name = format!("fleet-bench-{i}.lan");
         let t0 = Instant::now();
-        call(&a.admin_socket(), &a.state_dir(), Request::Add { kind: Kind::Helo, name: name.clone(), ttl_s: Some(3600), reason: None, reply: None })?;
+        call(
+            &a.admin_socket(),
+            &a.state_dir(),
+            Request::Add { kind: Kind::Helo, name: name.clone(), ttl_s: Some(3600), reason: None, reply: None },
+        )?;
         loop {
             let r = call(&b.admin_socket(), &b.state_dir(), Request::Get { kind: Kind::Helo, name: name.clone() })?;
             if r.entries.is_some_and(|e| !e.is_empty()) {

@@ -70,7 +70,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-
 /// A child process killed (and reaped) on drop.
 struct Guarded(Child);
 
@@ -408,7 +407,20 @@ mod flood {
             .collect();
         let mut points: Vec<Vec<Point>> = arms
             .iter()
-            .map(|_| RATES.iter().map(|_| Point { failures: 0, first_errors: vec![], sessions_per_s: vec![], p50_ms: vec![], p99_ms: vec![], offered_pps: vec![], filtered_pps: vec![] }).collect())
+            .map(|_| {
+                RATES
+                    .iter()
+                    .map(|_| Point {
+                        failures: 0,
+                        first_errors: vec![],
+                        sessions_per_s: vec![],
+                        p50_ms: vec![],
+                        p99_ms: vec![],
+                        offered_pps: vec![],
+                        filtered_pps: vec![],
+                    })
+                    .collect()
+            })
             .collect();
         let mut clean_total = 0u64;
         for round in 0..ROUNDS {
@@ -495,7 +507,10 @@ mod flood {
             }
         }
         // Every accepted clean message reached the MTA's mailbox.
-        let delivered = pf.wait_for_messages(USER, clean_total as usize, Duration::from_secs(120)).map(|m| m.len()).unwrap_or_else(|_| pf.maildir_messages(USER).len());
+        let delivered = pf
+            .wait_for_messages(USER, clean_total as usize, Duration::from_secs(120))
+            .map(|m| m.len())
+            .unwrap_or_else(|_| pf.maildir_messages(USER).len());
         ensure!(delivered as u64 == clean_total, "{clean_total} clean messages accepted, {delivered} delivered");
         let arms: Vec<Value> = arms
             .iter()

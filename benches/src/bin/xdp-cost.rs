@@ -90,22 +90,42 @@ fn main() -> Result<()> {
             sport += 1;
             let f = frame_for(&name, sport);
             filter.maps.remember_flow(flow(&f), f.seq)?;
-            cases.push(Case { label: format!("drop, {len}-byte name"), frame: f.build(), expect: XDP_DROP, counter: Some(counter::DROP_HELO) });
+            cases.push(Case {
+                label: format!("drop, {len}-byte name"),
+                frame: f.build(),
+                expect: XDP_DROP,
+                counter: Some(counter::DROP_HELO),
+            });
         }
         sport += 1;
         let f = frame_for(&name_of(30, 0xfeed), sport);
         filter.maps.remember_flow(flow(&f), f.seq)?;
-        cases.push(Case { label: "pass, 30-byte name not listed".into(), frame: f.build(), expect: XDP_PASS, counter: Some(counter::PASS_NOT_LISTED) });
+        cases.push(Case {
+            label: "pass, 30-byte name not listed".into(),
+            frame: f.build(),
+            expect: XDP_PASS,
+            counter: Some(counter::PASS_NOT_LISTED),
+        });
         // Where the cost goes: a later segment of the same flow stops after the flow lookup (no
         // payload copy, no scan); a SYN stops after the source lookups and the flow insert.
         let mut later = f.clone();
         later.seq = later.seq.wrapping_add(1000);
-        cases.push(Case { label: "pass, later segment (no scan)".into(), frame: later.build(), expect: XDP_PASS, counter: Some(counter::PASS_NOT_FIRST_PAYLOAD) });
+        cases.push(Case {
+            label: "pass, later segment (no scan)".into(),
+            frame: later.build(),
+            expect: XDP_PASS,
+            counter: Some(counter::PASS_NOT_FIRST_PAYLOAD),
+        });
         // The usual later segment: mail data, which does not even start like a greeting.
         let mut data = later.clone();
         data.payload = b"Subject: quarterly figures\r\nFrom: <a@example.org>\r\n".to_vec();
         cases.push(Case { label: "pass, later segment of mail data".into(), frame: data.build(), expect: XDP_PASS, counter: None });
-        cases.push(Case { label: "pass, SYN (flow recorded)".into(), frame: f.syn().build(), expect: XDP_PASS, counter: Some(counter::PASS_NO_PAYLOAD) });
+        cases.push(Case {
+            label: "pass, SYN (flow recorded)".into(),
+            frame: f.syn().build(),
+            expect: XDP_PASS,
+            counter: Some(counter::PASS_NO_PAYLOAD),
+        });
         Ok(cases)
     };
 

@@ -3,27 +3,28 @@
 //! runs in its own thread pinned to the other core. The measure is that thread's CPU time per
 //! packet, for each filter arm. Prints a JSON report.
 
-use std::{
-    thread,
-    time::Duration,
-};
+use std::{thread, time::Duration};
 
 use anyhow::{bail, Context, Result};
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
 use helo_benches::{
     rig::{mac, nft_drop_greeting, nft_dropped, nft_remove, rx_packets, sh},
     Spread,
 };
-use helo_common::{hash_helo_arg, maps::{counter, BlockEntry}, HashKey};
+use helo_common::maps::BASELINE_PROGRAM_NAME;
+use helo_common::{
+    hash_helo_arg,
+    maps::{counter, BlockEntry},
+    HashKey,
+};
 use helo_tests::{
     frames::Frame,
     inject::Injector,
     netns::{enter_named, link, Netns},
 };
-use aya::{
-    programs::{Xdp, XdpMode},
-    Ebpf,
-};
-use helo_common::maps::BASELINE_PROGRAM_NAME;
 use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
 use serde::Serialize;
 
@@ -139,7 +140,9 @@ fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<Installed>> {
         Arm::Iptables(n) => {
             let mut rules = String::from("*raw\n");
             for i in 1..n {
-                rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO other{i}.internal\" -j DROP\n"));
+                rules.push_str(&format!(
+                    "-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO other{i}.internal\" -j DROP\n"
+                ));
             }
             rules.push_str(&format!("-A PREROUTING -p tcp --dport 25 -m string --algo bm --string \"EHLO {NAME}\" -j DROP\nCOMMIT\n"));
             let path = std::env::temp_dir().join(format!("helobench-{}.rules", std::process::id()));
@@ -211,7 +214,16 @@ fn main() -> Result<()> {
     let napi = napi_thread(&rx_if)?;
     pin(napi, 1)?;
 
-    let arms = [Arm::NoFilter, Arm::BaselineNative, Arm::HeloNative, Arm::HeloSkb, Arm::Nftables, Arm::Iptables(1), Arm::Iptables(100), Arm::Iptables(10_000)];
+    let arms = [
+        Arm::NoFilter,
+        Arm::BaselineNative,
+        Arm::HeloNative,
+        Arm::HeloSkb,
+        Arm::Nftables,
+        Arm::Iptables(1),
+        Arm::Iptables(100),
+        Arm::Iptables(10_000),
+    ];
     let mut results: Vec<(Arm, Vec<f64>)> = arms.iter().map(|a| (*a, vec![])).collect();
     let rounds = if std::env::var("HELO_BENCH_SOCKET_ONLY").is_ok_and(|v| v == "1") { 0 } else { setting("HELO_BENCH_ROUNDS", ROUNDS) };
     let only_xdp = std::env::var("HELO_BENCH_XDP_ONLY").is_ok_and(|v| v == "1");
@@ -280,7 +292,15 @@ fn busy_ticks() -> Result<u64> {
 /// The socket path: trafgen sends the same frames through a packet socket. A packet socket's own
 /// cost is part of the measure (the whole machine's busy time per packet the arm processed): that
 /// is what a socket generator hides a filter's cost behind.
-fn socket_path(gen: &Netns, gen_if: &str, rx: &Netns, rx_if: &str, injector: &Injector, syn: &[u8], payload: &[u8]) -> Result<Vec<(Arm, Vec<f64>)>> {
+fn socket_path(
+    gen: &Netns,
+    gen_if: &str,
+    rx: &Netns,
+    rx_if: &str,
+    injector: &Injector,
+    syn: &[u8],
+    payload: &[u8],
+) -> Result<Vec<(Arm, Vec<f64>)>> {
     let bytes: Vec<String> = payload.iter().map(|b| format!("0x{b:02x}")).collect();
     let cfg = std::env::temp_dir().join(format!("helobench-{}.trafgen", std::process::id()));
     std::fs::write(&cfg, format!("{{ {} }}\n", bytes.join(", ")))?;

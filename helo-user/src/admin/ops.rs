@@ -17,7 +17,14 @@ pub enum Target<'a> {
     Offline(&'a mut Offline),
 }
 
-fn entry_for(kind: Kind, name: &str, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String>, default_ttl: Duration) -> Result<Entry> {
+fn entry_for(
+    kind: Kind,
+    name: &str,
+    ttl_s: Option<u64>,
+    reason: Option<String>,
+    reply: Option<String>,
+    default_ttl: Duration,
+) -> Result<Entry> {
     let name = match kind {
         Kind::Helo => crate::blocklist::normalise(name)?,
         Kind::Source => match name.parse::<ipnet::IpNet>() {
@@ -25,7 +32,11 @@ fn entry_for(kind: Kind, name: &str, ttl_s: Option<u64>, reason: Option<String>,
             Ok(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_canonical().to_string(),
             Ok(net) if net != net.trunc() => bail!("{name} has host bits set; did you mean {}?", net.trunc()),
             Ok(net) => net.to_string(),
-            Err(_) => name.parse::<std::net::IpAddr>().with_context(|| format!("{name:?} is not an address or a CIDR"))?.to_canonical().to_string(),
+            Err(_) => name
+                .parse::<std::net::IpAddr>()
+                .with_context(|| format!("{name:?} is not an address or a CIDR"))?
+                .to_canonical()
+                .to_string(),
         },
     };
     let now = unix_now();

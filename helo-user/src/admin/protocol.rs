@@ -13,7 +13,13 @@ use crate::{
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     List,
-    Add { kind: Kind, name: String, ttl_s: Option<u64>, reason: Option<String>, reply: Option<String> },
+    Add {
+        kind: Kind,
+        name: String,
+        ttl_s: Option<u64>,
+        reason: Option<String>,
+        reply: Option<String>,
+    },
     Del {
         kind: Kind,
         name: String,
@@ -22,9 +28,14 @@ pub enum Request {
         fleet: bool,
     },
     /// One entry, if listed (in the store and, on a live agent, in the kernel).
-    Get { kind: Kind, name: String },
+    Get {
+        kind: Kind,
+        name: String,
+    },
     Flush,
-    Import { entries: Vec<Entry> },
+    Import {
+        entries: Vec<Entry>,
+    },
     Stats,
     /// Re-read the configuration, as SIGHUP does.
     Reload,

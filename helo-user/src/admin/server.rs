@@ -55,7 +55,9 @@ fn answer(agent: &Agent, line: &str) -> Response {
     };
     let result = match req {
         Request::Stats => stats(agent).map(|s| Response { ok: true, stats: Some(s), ..Default::default() }),
-        Request::Reload => crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() }),
+        Request::Reload => {
+            crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() })
+        }
         req => ops::handle(Target::Live(&agent.blocklist), req),
     };
     result.unwrap_or_else(Response::error)
@@ -128,7 +130,8 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
                 };
                 // Store and kernel updates block briefly (an fsync): off the async threads.
                 let agent = Arc::clone(&agent);
-                let response = tokio::task::spawn_blocking(move || answer(&agent, &line)).await.unwrap_or_else(|e| Response::error(e.into()));
+                let response =
+                    tokio::task::spawn_blocking(move || answer(&agent, &line)).await.unwrap_or_else(|e| Response::error(e.into()));
                 let mut text = serde_json::to_string(&response).unwrap_or_default();
                 text.push('\n');
                 if w.write_all(text.as_bytes()).await.is_err() {

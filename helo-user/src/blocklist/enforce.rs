@@ -28,9 +28,6 @@ impl Blocklist {
             return Some(e.reply.clone());
         }
         let nets = self.tables.nets.lock().unwrap();
-        nets.iter()
-            .filter(|(n, e)| n.contains(&ip) && !e.expired(now))
-            .max_by_key(|(n, _)| n.prefix_len())
-            .map(|(_, e)| e.reply.clone())
+        nets.iter().filter(|(n, e)| n.contains(&ip) && !e.expired(now)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, e)| e.reply.clone())
     }
 }

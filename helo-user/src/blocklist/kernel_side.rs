@@ -40,11 +40,8 @@ pub fn helo_hash(key: &HashKey, stored_name: &str) -> u64 {
 }
 
 pub fn value(e: &Entry) -> BlockEntry {
-    let expires_boot_ns = if e.expires_unix_s == 0 {
-        0
-    } else {
-        boot_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000
-    };
+    let expires_boot_ns =
+        if e.expires_unix_s == 0 { 0 } else { boot_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000 };
     BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_boot_ns, ..Default::default() }
 }
 

@@ -10,9 +10,9 @@
 //! per transaction. Either way nothing is acknowledged before it is on disk.
 
 mod enforce;
-mod ladder;
 mod group_commit;
 pub mod kernel_side;
+mod ladder;
 pub mod learned;
 pub mod name;
 pub mod offline;

@@ -121,12 +121,7 @@ pub struct OperatorDenyConfig {
 
 impl Default for OperatorDenyConfig {
     fn default() -> Self {
-        OperatorDenyConfig {
-            enabled: true,
-            names: Vec::new(),
-            regexes: Vec::new(),
-            reply: BOGUS_HELO_REPLY.to_owned(),
-        }
+        OperatorDenyConfig { enabled: true, names: Vec::new(), regexes: Vec::new(), reply: BOGUS_HELO_REPLY.to_owned() }
     }
 }
 
@@ -139,10 +134,7 @@ pub struct BogusHeloConfig {
 
 impl Default for BogusHeloConfig {
     fn default() -> Self {
-        BogusHeloConfig {
-            enabled: true,
-            allow_underscore: true,
-        }
+        BogusHeloConfig { enabled: true, allow_underscore: true }
     }
 }
 
@@ -217,10 +209,7 @@ pub const DEFAULT_BRANDS: [&str; 12] = [
 
 impl Default for BrandForgeryConfig {
     fn default() -> Self {
-        BrandForgeryConfig {
-            mode: ObserveMode::Observe,
-            brands: DEFAULT_BRANDS.iter().map(|b| (*b).to_owned()).collect(),
-        }
+        BrandForgeryConfig { mode: ObserveMode::Observe, brands: DEFAULT_BRANDS.iter().map(|b| (*b).to_owned()).collect() }
     }
 }
 
@@ -290,10 +279,7 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::Syntax(e) => write!(f, "classifier config: {e}"),
             ConfigError::Cidr { list, value } => {
-                write!(
-                    f,
-                    "classifier config: {list}: {value:?} is not a CIDR or an IP address"
-                )
+                write!(f, "classifier config: {list}: {value:?} is not a CIDR or an IP address")
             }
             ConfigError::Regex(e) => {
                 write!(f, "classifier config: rules.operator_deny.regexes: {e}")

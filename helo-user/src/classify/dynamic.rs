@@ -50,16 +50,12 @@ fn octet_value(run: &[u8]) -> Option<u8> {
     if run.len() > 3 {
         return None;
     }
-    let value = run
-        .iter()
-        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let value = run.iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     u8::try_from(value).ok()
 }
 
 fn is_zero_padded(run: &[u8], octets: [u8; 4]) -> bool {
-    run.chunks(3)
-        .zip(octets)
-        .all(|(chunk, octet)| octet_value(chunk) == Some(octet))
+    run.chunks(3).zip(octets).all(|(chunk, octet)| octet_value(chunk) == Some(octet))
 }
 
 fn embeds_hex(name: &[u8], octets: [u8; 4]) -> bool {

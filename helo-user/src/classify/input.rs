@@ -52,13 +52,7 @@ pub struct Greeting<'a> {
 
 impl<'a> Greeting<'a> {
     pub fn new(verb: Verb, arg: &'a [u8], client_ip: IpAddr) -> Self {
-        Greeting {
-            verb,
-            arg,
-            client_ip,
-            rcpt: &[],
-            client_rdns: None,
-        }
+        Greeting { verb, arg, client_ip, rcpt: &[], client_rdns: None }
     }
 
     pub fn with_rcpt(mut self, rcpt: &'a [&'a str]) -> Self {

@@ -59,13 +59,7 @@ impl<'a> OutputLine<'a> {
     fn from_classification(c: &'a Classification) -> Self {
         let observations = c.observations.iter().map(|o| o.as_str()).collect();
         match &c.verdict {
-            Verdict::Accept => OutputLine {
-                verdict: "accept",
-                rule: None,
-                reply: None,
-                scope: None,
-                observations,
-            },
+            Verdict::Accept => OutputLine { verdict: "accept", rule: None, reply: None, scope: None, observations },
             Verdict::Reject(r) => OutputLine {
                 verdict: "reject",
                 rule: Some(r.rule.as_str()),
@@ -79,39 +73,26 @@ impl<'a> OutputLine<'a> {
 
 /// Classifies one JSON line, or says why it could not.
 fn classify_line(classifier: &Classifier, line: &[u8]) -> Result<Classification, String> {
-    let input: InputLine =
-        serde_json::from_slice(line).map_err(|e| format!("invalid input line: {e}"))?;
+    let input: InputLine = serde_json::from_slice(line).map_err(|e| format!("invalid input line: {e}"))?;
     let verb = match input.verb.as_deref() {
         None => Verb::Ehlo,
-        Some(v) => {
-            Verb::parse(v).ok_or_else(|| format!("invalid verb {v:?}: expected HELO or EHLO"))?
-        }
+        Some(v) => Verb::parse(v).ok_or_else(|| format!("invalid verb {v:?}: expected HELO or EHLO"))?,
     };
-    let client_ip: IpAddr = input
-        .client_ip
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid client_ip {:?}", input.client_ip))?;
+    let client_ip: IpAddr = input.client_ip.trim().parse().map_err(|_| format!("invalid client_ip {:?}", input.client_ip))?;
     let rcpt_owned: Vec<String> = match input.rcpt {
         None => Vec::new(),
         Some(OneOrMany::One(r)) => vec![r],
         Some(OneOrMany::Many(rs)) => rs,
     };
     let rcpt: Vec<&str> = rcpt_owned.iter().map(String::as_str).collect();
-    let greeting = Greeting::new(verb, input.helo.as_bytes(), client_ip)
-        .with_rcpt(&rcpt)
-        .with_rdns(input.client_rdns.as_deref());
+    let greeting = Greeting::new(verb, input.helo.as_bytes(), client_ip).with_rcpt(&rcpt).with_rdns(input.client_rdns.as_deref());
     Ok(classifier.classify(&greeting))
 }
 
 /// Reads JSON lines from `input` until it ends, writing one JSON line per input line to `output`
 /// (flushed after each, so an interactive caller gets each answer at once). Only I/O errors stop
 /// it.
-pub fn run_jsonl(
-    classifier: &Classifier,
-    mut input: impl BufRead,
-    mut output: impl Write,
-) -> io::Result<()> {
+pub fn run_jsonl(classifier: &Classifier, mut input: impl BufRead, mut output: impl Write) -> io::Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();

@@ -35,17 +35,12 @@ pub enum LiteralError {
 
 /// Parses `[...]`, brackets included.
 pub fn parse_address_literal(s: &[u8]) -> Result<IpAddr, LiteralError> {
-    let inner = s
-        .strip_prefix(b"[")
-        .and_then(|rest| rest.strip_suffix(b"]"))
-        .ok_or(LiteralError::Malformed)?;
+    let inner = s.strip_prefix(b"[").and_then(|rest| rest.strip_suffix(b"]")).ok_or(LiteralError::Malformed)?;
     if let Some(v4) = parse_ipv4(inner) {
         return Ok(IpAddr::V4(v4));
     }
     if inner.len() >= 5 && inner[..5].eq_ignore_ascii_case(b"ipv6:") {
-        return parse_ipv6(&inner[5..])
-            .map(IpAddr::V6)
-            .ok_or(LiteralError::Malformed);
+        return parse_ipv6(&inner[5..]).map(IpAddr::V6).ok_or(LiteralError::Malformed);
     }
     // `[2001:db8::1]` fits the General-address-literal grammar with tag `2001`, but it is an IPv6
     // address without its tag, and is reported as such.
@@ -85,9 +80,7 @@ fn parse_snum(s: &[u8]) -> Option<u8> {
     if s.is_empty() || s.len() > 3 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let value = s
-        .iter()
-        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    let value = s.iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
     u8::try_from(value).ok()
 }
 
@@ -116,11 +109,7 @@ impl Groups {
 }
 
 fn parse_groups(s: &[u8], allow_v4_tail: bool) -> Option<Groups> {
-    let mut groups = Groups {
-        values: [0; 8],
-        hex_groups: 0,
-        has_v4: false,
-    };
+    let mut groups = Groups { values: [0; 8], hex_groups: 0, has_v4: false };
     if s.is_empty() {
         return Some(groups);
     }
@@ -153,11 +142,7 @@ pub fn parse_ipv6(s: &[u8]) -> Option<Ipv6Addr> {
     match find_double_colon(s) {
         None => {
             let g = parse_groups(s, true)?;
-            let valid = if g.has_v4 {
-                g.hex_groups == 6
-            } else {
-                g.hex_groups == 8
-            };
+            let valid = if g.has_v4 { g.hex_groups == 6 } else { g.hex_groups == 8 };
             if !valid {
                 return None;
             }
@@ -192,9 +177,8 @@ fn is_general_literal(inner: &[u8]) -> bool {
         return false;
     };
     let (tag, content) = (&inner[..colon], &inner[colon + 1..]);
-    let tag_ok = !tag.is_empty()
-        && tag.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        && tag.last().is_some_and(u8::is_ascii_alphanumeric);
+    let tag_ok =
+        !tag.is_empty() && tag.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') && tag.last().is_some_and(u8::is_ascii_alphanumeric);
     let is_dcontent = |b: &u8| matches!(*b, 33..=90 | 94..=126);
     tag_ok && !content.is_empty() && content.iter().all(is_dcontent)
 }

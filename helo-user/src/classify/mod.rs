@@ -29,6 +29,4 @@ pub use config::{ClassifierConfig, ConfigError, ConfigFormat};
 pub use input::{Greeting, Verb};
 pub use jsonl::run_jsonl;
 pub use rules::Classifier;
-pub use verdict::{
-    BogusReason, Classification, ObservationKind, Observations, Rejection, RuleId, Scope, Verdict,
-};
+pub use verdict::{BogusReason, Classification, ObservationKind, Observations, Rejection, RuleId, Scope, Verdict};

@@ -28,9 +28,7 @@ pub fn check_host_name(name: &[u8], allow_underscore: bool) -> Result<(), BogusR
     if name.len() > MAX_NAME_LEN {
         return Err(BogusReason::NameTooLong);
     }
-    let valid_char = |b: &u8| {
-        b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.' || (allow_underscore && *b == b'_')
-    };
+    let valid_char = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.' || (allow_underscore && *b == b'_');
     if !name.iter().all(valid_char) {
         return Err(BogusReason::InvalidChar);
     }
@@ -72,9 +70,7 @@ fn check_public_suffix(name: &[u8]) -> Result<(), BogusReason> {
     };
     match suffix.typ() {
         None => Err(BogusReason::NotUnderPublicSuffix),
-        Some(psl::Type::Icann) if suffix.as_bytes().len() == name.len() => {
-            Err(BogusReason::PublicSuffixOnly)
-        }
+        Some(psl::Type::Icann) if suffix.as_bytes().len() == name.len() => Err(BogusReason::PublicSuffixOnly),
         Some(_) => Ok(()),
     }
 }

@@ -12,10 +12,7 @@ const INLINE_CAPACITY: usize = 256;
 // The size difference between the variants is the point: the common case must not allocate.
 #[allow(clippy::large_enum_variant)]
 pub enum NormalisedArg {
-    Inline {
-        buf: [u8; INLINE_CAPACITY],
-        len: usize,
-    },
+    Inline { buf: [u8; INLINE_CAPACITY], len: usize },
     Heap(Vec<u8>),
 }
 

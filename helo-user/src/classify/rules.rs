@@ -25,21 +25,16 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use regex::bytes::{RegexSet, RegexSetBuilder};
 
-use super::config::{
-    ClassifierConfig, ConfigError, DynamicMode, LiteralMismatchMode, ObserveMode, BOGUS_HELO_REPLY,
-};
+use super::config::{ClassifierConfig, ConfigError, DynamicMode, LiteralMismatchMode, ObserveMode, BOGUS_HELO_REPLY};
 use super::dynamic::embeds_ipv4;
 use super::input::Greeting;
 use super::literal::{canonical_ip, parse_address_literal, parse_bare_ip, LiteralError};
 use super::name::check_host_name;
 use super::normal::{eq_normalised, is_at_or_under, normalise_owned, NormalisedArg};
-use super::verdict::{
-    BogusReason, Classification, ObservationKind, Observations, Rejection, RuleId, Scope, Verdict,
-};
+use super::verdict::{BogusReason, Classification, ObservationKind, Observations, Rejection, RuleId, Scope, Verdict};
 
 pub const HELO_MATCHES_RCPT_REPLY: &str = "550 5.7.1 Bogus HELO matches RCPT";
-pub const LITERAL_MISMATCH_REPLY: &str =
-    "550 5.7.1 Bogus HELO (address literal is not your address)";
+pub const LITERAL_MISMATCH_REPLY: &str = "550 5.7.1 Bogus HELO (address literal is not your address)";
 pub const DYNAMIC_REPLY: &str = "550 5.7.1 Bogus HELO (dynamic address name)";
 
 /// The reply of `helo_is_my_ip`: `550 5.7.1 Bogus HELO (<the IP it claimed>)`.
@@ -96,10 +91,7 @@ fn parse_nets(list: &'static str, values: &[String]) -> Result<Vec<IpNet>, Confi
             IpNet::from_str(v_trim)
                 .or_else(|_| IpAddr::from_str(v_trim).map(IpNet::from))
                 .map(|net| net.trunc())
-                .map_err(|_| ConfigError::Cidr {
-                    list,
-                    value: v.clone(),
-                })
+                .map_err(|_| ConfigError::Cidr { list, value: v.clone() })
         })
         .collect()
 }
@@ -126,49 +118,27 @@ impl Classifier {
                     .map_err(|e| ConfigError::Regex(e.to_string()))?;
                 Some(set)
             };
-            Some(DenyRule {
-                names: name_set(&rules.operator_deny.names),
-                regexes,
-                reply: Cow::Owned(rules.operator_deny.reply.clone()),
-            })
+            Some(DenyRule { names: name_set(&rules.operator_deny.names), regexes, reply: Cow::Owned(rules.operator_deny.reply.clone()) })
         } else {
             None
         };
-        let hostname = config
-            .server
-            .hostname
-            .as_deref()
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(normalise_owned);
+        let hostname = config.server.hostname.as_deref().map(str::trim).filter(|h| !h.is_empty()).map(normalise_owned);
         Ok(Classifier {
-            server_ips: config
-                .server
-                .ips
-                .iter()
-                .map(|ip| canonical_ip(*ip))
-                .collect(),
+            server_ips: config.server.ips.iter().map(|ip| canonical_ip(*ip)).collect(),
             hostname,
             hosted_domains: name_set(&config.server.domains),
             relay_nets: parse_nets("relay_cidrs", &config.relay_cidrs)?,
             allow_names: name_set(&config.allow.names),
             allow_nets: parse_nets("allow.cidrs", &config.allow.cidrs)?,
             deny,
-            bogus_helo: rules.bogus_helo.enabled.then_some(BogusHeloRule {
-                allow_underscore: rules.bogus_helo.allow_underscore,
-            }),
+            bogus_helo: rules.bogus_helo.enabled.then_some(BogusHeloRule { allow_underscore: rules.bogus_helo.allow_underscore }),
             helo_is_my_ip: rules.helo_is_my_ip.enabled,
             helo_matches_rcpt: rules.helo_matches_rcpt.enabled,
             literal_mismatch: rules.literal_mismatch.mode,
             dynamic: rules.dynamic.mode,
             brands: match rules.brand_forgery.mode {
                 ObserveMode::Off => Vec::new(),
-                ObserveMode::Observe => rules
-                    .brand_forgery
-                    .brands
-                    .iter()
-                    .map(|b| normalise_owned(b.trim()))
-                    .collect(),
+                ObserveMode::Observe => rules.brand_forgery.brands.iter().map(|b| normalise_owned(b.trim())).collect(),
             },
         })
     }
@@ -178,10 +148,7 @@ impl Classifier {
     /// every sender by the kernel, so the agent must let these networks past the kernel's HELO map
     /// for the exemptions to hold.
     pub fn exempt_networks(&self) -> impl Iterator<Item = IpNet> + '_ {
-        self.allow_nets
-            .iter()
-            .chain(self.relay_nets.iter())
-            .copied()
+        self.allow_nets.iter().chain(self.relay_nets.iter()).copied()
     }
 
     /// Classifies one greeting. Pure: the same input always gives the same answer, and nothing is
@@ -189,10 +156,7 @@ impl Classifier {
     pub fn classify(&self, greeting: &Greeting<'_>) -> Classification {
         let mut observations = Observations::empty();
         let verdict = self.verdict(greeting, &mut observations);
-        Classification {
-            verdict,
-            observations,
-        }
+        Classification { verdict, observations }
     }
 
     fn verdict(&self, greeting: &Greeting<'_>, observations: &mut Observations) -> Verdict {
@@ -235,12 +199,8 @@ impl Classifier {
             let bogus = match shape {
                 Shape::BareIp(_) => Some(BogusReason::BareIp),
                 Shape::Literal(Err(LiteralError::Malformed)) => Some(BogusReason::MalformedLiteral),
-                Shape::Literal(Err(LiteralError::UnknownTag)) => {
-                    Some(BogusReason::UnknownLiteralTag)
-                }
-                Shape::Literal(Ok(ip)) if !can_be_a_host(canonical_ip(ip)) => {
-                    Some(BogusReason::UnusableLiteral)
-                }
+                Shape::Literal(Err(LiteralError::UnknownTag)) => Some(BogusReason::UnknownLiteralTag),
+                Shape::Literal(Ok(ip)) if !can_be_a_host(canonical_ip(ip)) => Some(BogusReason::UnusableLiteral),
                 Shape::Literal(Ok(_)) => None,
                 Shape::Name(result) => result.err(),
             };
@@ -251,8 +211,7 @@ impl Classifier {
         }
 
         if self.helo_matches_rcpt && matches!(shape, Shape::Name(_)) {
-            let is_server =
-                self.hostname.as_deref() == Some(arg) || self.hosted_domains.contains(arg);
+            let is_server = self.hostname.as_deref() == Some(arg) || self.hosted_domains.contains(arg);
             let is_rcpt = !is_server && greeting.rcpt.iter().any(|r| rcpt_domain_is(r, arg));
             if is_server || is_rcpt {
                 if in_nets(&self.relay_nets, client_ip) {
@@ -260,11 +219,7 @@ impl Classifier {
                 } else {
                     // The server's own name is bogus from anyone; a RCPT domain only from a sender
                     // that also sends to it, which is a property of this client's session.
-                    let scope = if is_server {
-                        Scope::Helo
-                    } else {
-                        Scope::Client
-                    };
+                    let scope = if is_server { Scope::Helo } else { Scope::Client };
                     let reply = Cow::Borrowed(HELO_MATCHES_RCPT_REPLY);
                     return reject(RuleId::HeloMatchesRcpt, reply, scope, None);
                 }
@@ -272,8 +227,7 @@ impl Classifier {
         }
 
         if let Shape::Literal(Ok(ip)) = shape {
-            if let Some(verdict) = self.literal_mismatch(canonical_ip(ip), client_ip, observations)
-            {
+            if let Some(verdict) = self.literal_mismatch(canonical_ip(ip), client_ip, observations) {
                 return verdict;
             }
         }
@@ -290,12 +244,7 @@ impl Classifier {
         Verdict::Accept
     }
 
-    fn literal_mismatch(
-        &self,
-        literal: IpAddr,
-        client_ip: IpAddr,
-        observations: &mut Observations,
-    ) -> Option<Verdict> {
+    fn literal_mismatch(&self, literal: IpAddr, client_ip: IpAddr, observations: &mut Observations) -> Option<Verdict> {
         if literal == client_ip {
             return None;
         }
@@ -314,13 +263,7 @@ impl Classifier {
     }
 
     /// Observations that use the client's rDNS name. Never a verdict.
-    fn observe_rdns(
-        &self,
-        arg: &[u8],
-        shape: &Shape,
-        rdns: Option<&str>,
-        observations: &mut Observations,
-    ) {
+    fn observe_rdns(&self, arg: &[u8], shape: &Shape, rdns: Option<&str>, observations: &mut Observations) {
         let (Shape::Name(_), Some(rdns)) = (shape, rdns) else {
             return;
         };
@@ -328,28 +271,15 @@ impl Classifier {
         if !eq_normalised(arg, rdns) {
             observations.insert(ObservationKind::HeloNotRdns);
         }
-        let forged = self
-            .brands
-            .iter()
-            .any(|brand| is_at_or_under(arg, brand) && !rdns_is_under(rdns, brand));
+        let forged = self.brands.iter().any(|brand| is_at_or_under(arg, brand) && !rdns_is_under(rdns, brand));
         if forged {
             observations.insert(ObservationKind::BrandForgery);
         }
     }
 }
 
-fn reject(
-    rule: RuleId,
-    reply: Cow<'static, str>,
-    scope: Scope,
-    bogus_reason: Option<BogusReason>,
-) -> Verdict {
-    Verdict::Reject(Rejection {
-        rule,
-        reply,
-        scope,
-        bogus_reason,
-    })
+fn reject(rule: RuleId, reply: Cow<'static, str>, scope: Scope, bogus_reason: Option<BogusReason>) -> Verdict {
+    Verdict::Reject(Rejection { rule, reply, scope, bogus_reason })
 }
 
 /// `rdns` (raw) is `brand` or under it, in any case, with or without a trailing dot.
@@ -364,9 +294,7 @@ fn rcpt_domain_is(rcpt: &str, normalised_helo: &[u8]) -> bool {
     let addr = addr.strip_prefix('<').unwrap_or(addr);
     let addr = addr.strip_suffix('>').unwrap_or(addr);
     match addr.rsplit_once('@') {
-        Some((_, domain)) if !domain.is_empty() => {
-            eq_normalised(normalised_helo, domain.as_bytes())
-        }
+        Some((_, domain)) if !domain.is_empty() => eq_normalised(normalised_helo, domain.as_bytes()),
         _ => false,
     }
 }

@@ -5,9 +5,7 @@ use std::net::IpAddr;
 
 use proptest::prelude::*;
 
-use super::config::{
-    ClassifierConfig, ConfigError, ConfigFormat, DynamicMode, LiteralMismatchMode, ObserveMode,
-};
+use super::config::{ClassifierConfig, ConfigError, ConfigFormat, DynamicMode, LiteralMismatchMode, ObserveMode};
 use super::input::{Greeting, Verb};
 use super::jsonl::run_jsonl;
 use super::rules::Classifier;
@@ -54,14 +52,7 @@ struct Case {
 fn no_tweak(_: &mut ClassifierConfig) {}
 
 fn case(helo: &'static str, expect: Expect) -> Case {
-    Case {
-        helo,
-        client: CLIENT,
-        rcpt: &[],
-        rdns: None,
-        tweak: no_tweak,
-        expect,
-    }
+    Case { helo, client: CLIENT, rcpt: &[], rdns: None, tweak: no_tweak, expect }
 }
 
 impl Case {
@@ -93,10 +84,7 @@ fn bogus(helo: &'static str, reason: BogusReason) -> Case {
     case(helo, Expect::Bogus(reason))
 }
 fn my_ip(helo: &'static str, reply: &'static str) -> Case {
-    case(
-        helo,
-        Expect::RejectWith(RuleId::HeloIsMyIp, Scope::Helo, reply),
-    )
+    case(helo, Expect::RejectWith(RuleId::HeloIsMyIp, Scope::Helo, reply))
 }
 fn rejected(helo: &'static str, rule: RuleId, scope: Scope) -> Case {
     case(helo, Expect::Reject(rule, scope))
@@ -175,16 +163,11 @@ fn label63() -> &'static str {
 fn cases() -> Vec<Case> {
     use RuleId as R;
     use Scope as S;
-    let long_label: &'static str =
-        Box::leak(format!("{}a.example.com", label63()).into_boxed_str());
+    let long_label: &'static str = Box::leak(format!("{}a.example.com", label63()).into_boxed_str());
     let max_label: &'static str = Box::leak(format!("{}.example.com", label63()).into_boxed_str());
     // 3 x 64 + 61 = 253 bytes, the longest valid name; one more byte is too long.
-    let name_253: &'static str = Box::leak(
-        format!("{l}.{l}.{l}.{m}.com", l = label63(), m = &label63()[..57]).into_boxed_str(),
-    );
-    let name_254: &'static str = Box::leak(
-        format!("{l}.{l}.{l}.{m}.com", l = label63(), m = &label63()[..58]).into_boxed_str(),
-    );
+    let name_253: &'static str = Box::leak(format!("{l}.{l}.{l}.{m}.com", l = label63(), m = &label63()[..57]).into_boxed_str());
+    let name_254: &'static str = Box::leak(format!("{l}.{l}.{l}.{m}.com", l = label63(), m = &label63()[..58]).into_boxed_str());
     let name_253_dot: &'static str = Box::leak(format!("{name_253}.").into_boxed_str());
     assert_eq!(name_253.len(), 253);
     assert_eq!(name_254.len(), 254);
@@ -375,10 +358,7 @@ fn cases() -> Vec<Case> {
         my_ip("2001:DB8::25", MY_V6_REPLY),
         my_ip("[IPv6:2001:db8::25]", MY_V6_REPLY),
         my_ip("[IPv6:2001:DB8::25]", MY_V6_REPLY),
-        my_ip(
-            "[ipv6:2001:0db8:0000:0000:0000:0000:0000:0025]",
-            MY_V6_REPLY,
-        ),
+        my_ip("[ipv6:2001:0db8:0000:0000:0000:0000:0000:0025]", MY_V6_REPLY),
         my_ip("[IPv6:2001:db8:0:0::25]", MY_V6_REPLY),
         my_ip("[IPv6:2001:db8::0:0:25]", MY_V6_REPLY),
         my_ip("[IPv6:2001:db8:0:0:0:0:0.0.0.37]", MY_V6_REPLY),
@@ -389,10 +369,7 @@ fn cases() -> Vec<Case> {
         accept("[192.0.2.26]").from("192.0.2.26"),
         accept("[IPv6:2001:db8::26]").from("2001:db8::26"),
         // ---- helo_matches_rcpt, HELO-time form ----
-        case(
-            "mx.example.com",
-            Expect::RejectWith(R::HeloMatchesRcpt, S::Helo, MATCHES_RCPT_REPLY),
-        ),
+        case("mx.example.com", Expect::RejectWith(R::HeloMatchesRcpt, S::Helo, MATCHES_RCPT_REPLY)),
         rejected("MX.EXAMPLE.COM.", R::HeloMatchesRcpt, S::Helo),
         rejected("example.com", R::HeloMatchesRcpt, S::Helo),
         rejected("Example.Org", R::HeloMatchesRcpt, S::Helo),
@@ -402,34 +379,22 @@ fn cases() -> Vec<Case> {
         accept_obs("mx.example.com", &[O::RelayExempt]).from(RELAY_CLIENT),
         accept_obs("example.com", &[O::RelayExempt]).from("198.51.100.200"),
         rejected("example.com", R::HeloMatchesRcpt, S::Helo).from("198.51.101.1"),
-        rejected("example.com", R::HeloMatchesRcpt, S::Helo)
-            .from(RELAY_CLIENT)
-            .with(no_relays),
+        rejected("example.com", R::HeloMatchesRcpt, S::Helo).from(RELAY_CLIENT).with(no_relays),
         accept("mx.example.com").with(matches_rcpt_off),
         accept("example.com").with(no_server_facts),
         // ---- helo_matches_rcpt, RCPT-time form ----
+        rejected("customer.example.net", R::HeloMatchesRcpt, S::Client).rcpt(&["bob@customer.example.net"]),
+        rejected("Customer.Example.NET.", R::HeloMatchesRcpt, S::Client).rcpt(&["bob@customer.example.net"]),
+        rejected("customer.example.net", R::HeloMatchesRcpt, S::Client).rcpt(&["<Bob@Customer.Example.NET>"]),
+        rejected("customer.example.net", R::HeloMatchesRcpt, S::Client).rcpt(&["bob@customer.example.net."]),
         rejected("customer.example.net", R::HeloMatchesRcpt, S::Client)
-            .rcpt(&["bob@customer.example.net"]),
-        rejected("Customer.Example.NET.", R::HeloMatchesRcpt, S::Client)
-            .rcpt(&["bob@customer.example.net"]),
-        rejected("customer.example.net", R::HeloMatchesRcpt, S::Client)
-            .rcpt(&["<Bob@Customer.Example.NET>"]),
-        rejected("customer.example.net", R::HeloMatchesRcpt, S::Client)
-            .rcpt(&["bob@customer.example.net."]),
-        rejected("customer.example.net", R::HeloMatchesRcpt, S::Client).rcpt(&[
-            "alice@other.example.net",
-            "<@relay.example:bob@customer.example.net>",
-        ]),
+            .rcpt(&["alice@other.example.net", "<@relay.example:bob@customer.example.net>"]),
         accept("customer.example.net").rcpt(&["bob@other.example.net"]),
         accept("sub.customer.example.net").rcpt(&["bob@customer.example.net"]),
         accept("customer.example.net").rcpt(&["<>"]),
         accept("customer.example.net").rcpt(&["customer.example.net"]),
-        accept_obs("customer.example.net", &[O::RelayExempt])
-            .rcpt(&["bob@customer.example.net"])
-            .from(RELAY_CLIENT),
-        accept("customer.example.net")
-            .rcpt(&["bob@customer.example.net"])
-            .with(matches_rcpt_off),
+        accept_obs("customer.example.net", &[O::RelayExempt]).rcpt(&["bob@customer.example.net"]).from(RELAY_CLIENT),
+        accept("customer.example.net").rcpt(&["bob@customer.example.net"]).with(matches_rcpt_off),
         rejected("example.com", R::HeloMatchesRcpt, S::Helo).rcpt(&["bob@example.com"]),
         // ---- literal_mismatch ----
         accept_obs("[198.18.0.1]", &[O::LiteralMismatch]),
@@ -440,21 +405,13 @@ fn cases() -> Vec<Case> {
         rejected("[IPv6:2001:db8::99]", R::LiteralMismatch, S::Client).with(literal_exact),
         accept("[203.0.113.7]").with(literal_exact),
         accept("[IPv6:::ffff:cb00:7107]").with(literal_exact),
-        accept("[203.0.113.7]")
-            .from("::ffff:203.0.113.7")
-            .with(literal_exact),
+        accept("[203.0.113.7]").from("::ffff:203.0.113.7").with(literal_exact),
         accept_obs("[203.0.113.99]", &[O::LiteralMismatch]).with(literal_same_24),
         rejected("[203.0.114.7]", R::LiteralMismatch, S::Client).with(literal_same_24),
         rejected("[198.18.0.1]", R::LiteralMismatch, S::Client).with(literal_same_24),
-        accept_obs("[IPv6:2001:db8:0:1::99]", &[O::LiteralMismatch])
-            .from("2001:db8:0:1::1")
-            .with(literal_same_24),
-        rejected("[IPv6:2001:db8:0:2::99]", R::LiteralMismatch, S::Client)
-            .from("2001:db8:0:1::1")
-            .with(literal_same_24),
-        accept("[IPv6:2001:db8:0:1::1]")
-            .from("2001:db8:0:1::1")
-            .with(literal_same_24),
+        accept_obs("[IPv6:2001:db8:0:1::99]", &[O::LiteralMismatch]).from("2001:db8:0:1::1").with(literal_same_24),
+        rejected("[IPv6:2001:db8:0:2::99]", R::LiteralMismatch, S::Client).from("2001:db8:0:1::1").with(literal_same_24),
+        accept("[IPv6:2001:db8:0:1::1]").from("2001:db8:0:1::1").with(literal_same_24),
         bogus("[1.2.3]", B::MalformedLiteral).with(literal_off),
         // ---- dynamic ----
         accept_obs("c-76-121-96-159.hsd1.example.net", &[O::Dynamic]).from("76.121.96.159"),
@@ -470,61 +427,29 @@ fn cases() -> Vec<Case> {
         accept("c-76-121-96.hsd1.example.net").from("76.121.96.159"),
         accept("mail.example.net").from("76.121.96.159"),
         accept("c-76-121-96-159.hsd1.example.net").from("2001:db8::1"),
-        accept("c-76-121-96-159.hsd1.example.net")
-            .from("76.121.96.159")
-            .with(dynamic_off),
-        case(
-            "c-76-121-96-159.hsd1.example.net",
-            Expect::RejectWith(
-                R::Dynamic,
-                S::Client,
-                "550 5.7.1 Bogus HELO (dynamic address name)",
-            ),
-        )
-        .from("76.121.96.159")
-        .with(dynamic_reject),
-        accept("mail.example.net")
+        accept("c-76-121-96-159.hsd1.example.net").from("76.121.96.159").with(dynamic_off),
+        case("c-76-121-96-159.hsd1.example.net", Expect::RejectWith(R::Dynamic, S::Client, "550 5.7.1 Bogus HELO (dynamic address name)"))
             .from("76.121.96.159")
             .with(dynamic_reject),
+        accept("mail.example.net").from("76.121.96.159").with(dynamic_reject),
         // ---- brand_forgery and rDNS: observations only ----
         accept("mail-yw1-f41.google.com").rdns("mail-yw1-f41.google.com"),
         accept("mail-yw1-f41.google.com").rdns("MAIL-YW1-F41.GOOGLE.COM."),
-        accept_obs(
-            "mail-yw1-f41.google.com",
-            &[O::BrandForgery, O::HeloNotRdns],
-        )
-        .rdns("host.evil.example"),
+        accept_obs("mail-yw1-f41.google.com", &[O::BrandForgery, O::HeloNotRdns]).rdns("host.evil.example"),
         accept_obs("GOOGLE.COM", &[O::BrandForgery, O::HeloNotRdns]).rdns("dsl-1.isp.example"),
         accept_obs("mail.outlook.com", &[O::BrandForgery, O::HeloNotRdns]).rdns(""),
         accept("mail.outlook.com"),
         accept_obs("google.com", &[O::HeloNotRdns]).rdns("mail-yw1-f41.google.com"),
         accept_obs("notgoogle.com", &[O::HeloNotRdns]).rdns("host.evil.example"),
-        accept_obs("mail-yw1-f41.google.com", &[O::HeloNotRdns])
-            .rdns("host.evil.example")
-            .with(brand_off),
-        accept_obs("mx.bank.example.net", &[O::BrandForgery, O::HeloNotRdns])
-            .rdns("x.evil.example")
-            .with(brand_custom),
-        accept_obs("mail.google.com", &[O::HeloNotRdns])
-            .rdns("x.evil.example")
-            .with(brand_custom),
+        accept_obs("mail-yw1-f41.google.com", &[O::HeloNotRdns]).rdns("host.evil.example").with(brand_off),
+        accept_obs("mx.bank.example.net", &[O::BrandForgery, O::HeloNotRdns]).rdns("x.evil.example").with(brand_custom),
+        accept_obs("mail.google.com", &[O::HeloNotRdns]).rdns("x.evil.example").with(brand_custom),
         // ---- never reject only because the greeting differs from rDNS ----
         accept_obs("mail.example.net", &[O::HeloNotRdns]).rdns("other.example.org"),
-        accept_obs("mail.example.net", &[O::HeloNotRdns])
-            .rdns("other.example.org")
-            .with(everything_strict),
-        accept_obs("mail.example.net", &[O::HeloNotRdns])
-            .rdns("")
-            .with(everything_strict),
-        accept_obs(
-            "mail-yw1-f41.google.com",
-            &[O::BrandForgery, O::HeloNotRdns],
-        )
-        .rdns("")
-        .with(everything_strict),
-        accept("[203.0.113.7]")
-            .rdns("other.example.org")
-            .with(everything_strict),
+        accept_obs("mail.example.net", &[O::HeloNotRdns]).rdns("other.example.org").with(everything_strict),
+        accept_obs("mail.example.net", &[O::HeloNotRdns]).rdns("").with(everything_strict),
+        accept_obs("mail-yw1-f41.google.com", &[O::BrandForgery, O::HeloNotRdns]).rdns("").with(everything_strict),
+        accept("[203.0.113.7]").rdns("other.example.org").with(everything_strict),
         // ---- operator lists ----
         rejected("spam.example.net", R::OperatorDeny, S::Helo).with(operator_lists),
         rejected("SPAM.example.net.", R::OperatorDeny, S::Helo).with(operator_lists),
@@ -534,22 +459,12 @@ fn cases() -> Vec<Case> {
         accept_obs("user-1.example.net", &[O::OperatorAllow]).with(operator_lists),
         accept_obs("localhost", &[O::OperatorAllow]).with(operator_lists),
         accept_obs("LOCALHOST.", &[O::OperatorAllow]).with(operator_lists),
-        accept_obs("spam.example.net", &[O::OperatorAllow])
-            .from(ALLOWED_CLIENT)
-            .with(operator_lists),
-        accept_obs("[1.2.3]", &[O::OperatorAllow])
-            .from(ALLOWED_CLIENT)
-            .with(operator_lists),
-        accept_obs("mx.example.com", &[O::OperatorAllow])
-            .from(ALLOWED_CLIENT)
-            .with(operator_lists),
+        accept_obs("spam.example.net", &[O::OperatorAllow]).from(ALLOWED_CLIENT).with(operator_lists),
+        accept_obs("[1.2.3]", &[O::OperatorAllow]).from(ALLOWED_CLIENT).with(operator_lists),
+        accept_obs("mx.example.com", &[O::OperatorAllow]).from(ALLOWED_CLIENT).with(operator_lists),
         accept("spam.example.net").with(operator_lists_deny_off),
         bogus("ylmf-pc", B::SingleLabel).with(operator_lists_deny_off),
-        case(
-            "spam.example.net",
-            Expect::RejectWith(R::OperatorDeny, S::Helo, "554 5.7.1 Go away"),
-        )
-        .with(operator_custom_reply),
+        case("spam.example.net", Expect::RejectWith(R::OperatorDeny, S::Helo, "554 5.7.1 Go away")).with(operator_custom_reply),
         // ---- bogus_helo off ----
         accept("localhost").with(bogus_off),
         accept("rad.internal").with(bogus_off),
@@ -566,9 +481,7 @@ fn classify_case(c: &Case) -> Classification {
     (c.tweak)(&mut config);
     let classifier = Classifier::new(&config).expect("test config compiles");
     let client: IpAddr = c.client.parse().unwrap();
-    let greeting = Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client)
-        .with_rcpt(c.rcpt)
-        .with_rdns(c.rdns);
+    let greeting = Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client).with_rcpt(c.rcpt).with_rdns(c.rdns);
     classifier.classify(&greeting)
 }
 
@@ -576,24 +489,16 @@ fn check(c: &Case, got: &Classification) -> Result<(), String> {
     let ok = match (&c.expect, &got.verdict) {
         (Expect::Accept(obs), Verdict::Accept) => got.observations == obs.iter().copied().collect(),
         (Expect::Bogus(reason), Verdict::Reject(r)) => {
-            r.rule == RuleId::BogusHelo
-                && r.scope == Scope::Helo
-                && r.reply == "550 5.7.1 Bogus HELO"
-                && r.bogus_reason == Some(*reason)
+            r.rule == RuleId::BogusHelo && r.scope == Scope::Helo && r.reply == "550 5.7.1 Bogus HELO" && r.bogus_reason == Some(*reason)
         }
         (Expect::Reject(rule, scope), Verdict::Reject(r)) => r.rule == *rule && r.scope == *scope,
-        (Expect::RejectWith(rule, scope, reply), Verdict::Reject(r)) => {
-            r.rule == *rule && r.scope == *scope && r.reply == *reply
-        }
+        (Expect::RejectWith(rule, scope, reply), Verdict::Reject(r)) => r.rule == *rule && r.scope == *scope && r.reply == *reply,
         _ => false,
     };
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "helo {:?} from {} rcpt {:?} rdns {:?}: expected {:?}, got {:?}",
-            c.helo, c.client, c.rcpt, c.rdns, c.expect, got
-        ))
+        Err(format!("helo {:?} from {} rcpt {:?} rdns {:?}: expected {:?}, got {:?}", c.helo, c.client, c.rcpt, c.rdns, c.expect, got))
     }
 }
 
@@ -601,17 +506,8 @@ fn check(c: &Case, got: &Classification) -> Result<(), String> {
 fn table() {
     let cases = cases();
     assert!(cases.len() >= 150, "only {} cases", cases.len());
-    let failures: Vec<String> = cases
-        .iter()
-        .filter_map(|c| check(c, &classify_case(c)).err())
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    let failures: Vec<String> = cases.iter().filter_map(|c| check(c, &classify_case(c)).err()).collect();
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
     eprintln!("{} table cases passed", cases.len());
 }
 
@@ -624,18 +520,12 @@ fn table_is_normalisation_invariant() {
         let upper: &'static str = Box::leak(c.helo.to_ascii_uppercase().into_boxed_str());
         let lower: &'static str = Box::leak(c.helo.to_ascii_lowercase().into_boxed_str());
         for variant in [upper, lower] {
-            let got = classify_case(&Case {
-                helo: variant,
-                ..c.clone()
-            });
+            let got = classify_case(&Case { helo: variant, ..c.clone() });
             assert_eq!(got, want, "{:?} vs {:?}", variant, c.helo);
         }
         if !c.helo.ends_with('.') {
             let dotted: &'static str = Box::leak(format!("{}.", c.helo).into_boxed_str());
-            let got = classify_case(&Case {
-                helo: dotted,
-                ..c.clone()
-            });
+            let got = classify_case(&Case { helo: dotted, ..c.clone() });
             assert_eq!(got, want, "{:?} vs {:?}", dotted, c.helo);
         }
     }
@@ -645,10 +535,7 @@ fn table_is_normalisation_invariant() {
 fn verb_does_not_matter() {
     let classifier = Classifier::new(&base_config()).unwrap();
     let client: IpAddr = CLIENT.parse().unwrap();
-    for c in cases()
-        .iter()
-        .filter(|c| c.client == CLIENT && c.rcpt.is_empty())
-    {
+    for c in cases().iter().filter(|c| c.client == CLIENT && c.rcpt.is_empty()) {
         let ehlo = classifier.classify(&Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client));
         let helo = classifier.classify(&Greeting::new(Verb::Helo, c.helo.as_bytes(), client));
         assert_eq!(ehlo, helo, "{:?}", c.helo);
@@ -660,17 +547,8 @@ fn verb_does_not_matter() {
 #[test]
 fn helo_scope_verdicts_do_not_depend_on_the_client() {
     let classifier = Classifier::new(&base_config()).unwrap();
-    let clients = [
-        "203.0.113.7",
-        "76.121.96.159",
-        "2001:db8:1::1",
-        "192.0.2.26",
-        "::ffff:10.1.2.3",
-    ];
-    for c in cases()
-        .iter()
-        .filter(|c| std::ptr::fn_addr_eq(c.tweak, no_tweak as fn(&mut ClassifierConfig)))
-    {
+    let clients = ["203.0.113.7", "76.121.96.159", "2001:db8:1::1", "192.0.2.26", "::ffff:10.1.2.3"];
+    for c in cases().iter().filter(|c| std::ptr::fn_addr_eq(c.tweak, no_tweak as fn(&mut ClassifierConfig))) {
         let got = classify_case(c);
         let Verdict::Reject(r) = &got.verdict else {
             continue;
@@ -679,14 +557,8 @@ fn helo_scope_verdicts_do_not_depend_on_the_client() {
             continue;
         }
         for client in clients {
-            let g = Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client.parse().unwrap())
-                .with_rdns(Some("whatever.example.net"));
-            assert_eq!(
-                classifier.classify(&g).verdict,
-                got.verdict,
-                "{:?} from {client}",
-                c.helo
-            );
+            let g = Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client.parse().unwrap()).with_rdns(Some("whatever.example.net"));
+            assert_eq!(classifier.classify(&g).verdict, got.verdict, "{:?} from {client}", c.helo);
         }
     }
 }
@@ -695,14 +567,8 @@ fn helo_scope_verdicts_do_not_depend_on_the_client() {
 /// and does not embed the client's address is accepted, whatever rDNS says.
 #[test]
 fn never_rejects_for_rdns_mismatch_alone() {
-    let tweaks: [fn(&mut ClassifierConfig); 4] =
-        [no_tweak, everything_strict, literal_exact, dynamic_reject];
-    let names = [
-        "mail.example.net",
-        "mail-yw1-f41.google.com",
-        "smtp.outlook.com",
-        "a.b.example.co.uk",
-    ];
+    let tweaks: [fn(&mut ClassifierConfig); 4] = [no_tweak, everything_strict, literal_exact, dynamic_reject];
+    let names = ["mail.example.net", "mail-yw1-f41.google.com", "smtp.outlook.com", "a.b.example.co.uk"];
     let rdns = [Some(""), Some("other.example.org"), Some("x.y.z"), None];
     for tweak in tweaks {
         let mut config = base_config();
@@ -710,12 +576,8 @@ fn never_rejects_for_rdns_mismatch_alone() {
         let classifier = Classifier::new(&config).unwrap();
         for name in names {
             for r in rdns {
-                let g = Greeting::new(Verb::Ehlo, name.as_bytes(), CLIENT.parse().unwrap())
-                    .with_rdns(r);
-                assert!(
-                    classifier.classify(&g).verdict.is_accept(),
-                    "{name} rdns {r:?}"
-                );
+                let g = Greeting::new(Verb::Ehlo, name.as_bytes(), CLIENT.parse().unwrap()).with_rdns(r);
+                assert!(classifier.classify(&g).verdict.is_accept(), "{name} rdns {r:?}");
             }
         }
     }
@@ -824,65 +686,24 @@ fn config_toml_round_trip_and_json_equivalence() {
     assert_eq!(config.server.hostname.as_deref(), Some("MX.Example.COM."));
     assert!(!config.rules.helo_is_my_ip.enabled);
     assert!(!config.rules.bogus_helo.allow_underscore);
-    assert_eq!(
-        config.rules.literal_mismatch.mode,
-        LiteralMismatchMode::Same24
-    );
+    assert_eq!(config.rules.literal_mismatch.mode, LiteralMismatchMode::Same24);
     assert_eq!(config.rules.dynamic.mode, DynamicMode::Reject);
     assert_eq!(config.rules.brand_forgery.mode, ObserveMode::Off);
     let json = serde_json::to_string(&config).unwrap();
-    assert_eq!(
-        ClassifierConfig::parse(&json, ConfigFormat::Json).unwrap(),
-        config
-    );
+    assert_eq!(ClassifierConfig::parse(&json, ConfigFormat::Json).unwrap(), config);
     let toml_again = toml::to_string(&config).unwrap();
-    assert_eq!(
-        ClassifierConfig::from_toml_str(&toml_again).unwrap(),
-        config
-    );
+    assert_eq!(ClassifierConfig::from_toml_str(&toml_again).unwrap(), config);
 
     let classifier = Classifier::new(&config).unwrap();
-    let run = |helo: &str, client: &str| {
-        classifier.classify(&Greeting::new(
-            Verb::Ehlo,
-            helo.as_bytes(),
-            client.parse().unwrap(),
-        ))
-    };
-    assert_eq!(
-        run("mx.example.com", CLIENT).verdict.rule(),
-        Some(RuleId::HeloMatchesRcpt)
-    );
-    assert_eq!(
-        run("mx.example.com", "2001:db8:ffff::1").observations,
-        [O::RelayExempt].into_iter().collect()
-    );
-    assert_eq!(
-        run("mx.example.com", "192.0.2.200").observations,
-        [O::RelayExempt].into_iter().collect()
-    );
-    assert_eq!(
-        run("user-pc.example.net", CLIENT).verdict.rule(),
-        Some(RuleId::OperatorDeny)
-    );
+    let run = |helo: &str, client: &str| classifier.classify(&Greeting::new(Verb::Ehlo, helo.as_bytes(), client.parse().unwrap()));
+    assert_eq!(run("mx.example.com", CLIENT).verdict.rule(), Some(RuleId::HeloMatchesRcpt));
+    assert_eq!(run("mx.example.com", "2001:db8:ffff::1").observations, [O::RelayExempt].into_iter().collect());
+    assert_eq!(run("mx.example.com", "192.0.2.200").observations, [O::RelayExempt].into_iter().collect());
+    assert_eq!(run("user-pc.example.net", CLIENT).verdict.rule(), Some(RuleId::OperatorDeny));
     assert!(run("[192.0.2.25]", "192.0.2.99").verdict.is_accept());
-    assert_eq!(
-        run("my_host.example.net", CLIENT).verdict.rule(),
-        Some(RuleId::BogusHelo)
-    );
-    let exempt: Vec<String> = classifier
-        .exempt_networks()
-        .map(|n| n.to_string())
-        .collect();
-    assert_eq!(
-        exempt,
-        [
-            "100.64.0.0/10",
-            "198.51.100.0/24",
-            "2001:db8:ffff::/48",
-            "192.0.2.200/32"
-        ]
-    );
+    assert_eq!(run("my_host.example.net", CLIENT).verdict.rule(), Some(RuleId::BogusHelo));
+    let exempt: Vec<String> = classifier.exempt_networks().map(|n| n.to_string()).collect();
+    assert_eq!(exempt, ["100.64.0.0/10", "198.51.100.0/24", "2001:db8:ffff::/48", "192.0.2.200/32"]);
 }
 
 #[test]
@@ -891,11 +712,7 @@ fn config_defaults_follow_the_issue() {
     assert_eq!(config, ClassifierConfig::default());
     assert_eq!(ClassifierConfig::from_json_str("{}").unwrap(), config);
     let rules = &config.rules;
-    assert!(
-        rules.operator_deny.enabled
-            && rules.bogus_helo.enabled
-            && rules.bogus_helo.allow_underscore
-    );
+    assert!(rules.operator_deny.enabled && rules.bogus_helo.enabled && rules.bogus_helo.allow_underscore);
     assert!(rules.helo_is_my_ip.enabled && rules.helo_matches_rcpt.enabled);
     assert_eq!(rules.literal_mismatch.mode, LiteralMismatchMode::Observe);
     assert_eq!(rules.dynamic.mode, DynamicMode::Observe);
@@ -905,70 +722,33 @@ fn config_defaults_follow_the_issue() {
 
 #[test]
 fn config_errors() {
-    assert!(matches!(
-        ClassifierConfig::from_toml_str("[rules.bogus_hello]\nenabled = false"),
-        Err(ConfigError::Syntax(_))
-    ));
-    assert!(matches!(
-        ClassifierConfig::from_toml_str("[rules.dynamic]\nmode = \"sometimes\""),
-        Err(ConfigError::Syntax(_))
-    ));
-    assert!(matches!(
-        ClassifierConfig::from_json_str("{\"server\": {\"ips\": [\"not-an-ip\"]}}"),
-        Err(ConfigError::Syntax(_))
-    ));
-    let config = ClassifierConfig {
-        relay_cidrs: vec!["10.0.0.0/33".to_owned()],
-        ..Default::default()
-    };
-    assert!(matches!(
-        Classifier::new(&config),
-        Err(ConfigError::Cidr {
-            list: "relay_cidrs",
-            ..
-        })
-    ));
+    assert!(matches!(ClassifierConfig::from_toml_str("[rules.bogus_hello]\nenabled = false"), Err(ConfigError::Syntax(_))));
+    assert!(matches!(ClassifierConfig::from_toml_str("[rules.dynamic]\nmode = \"sometimes\""), Err(ConfigError::Syntax(_))));
+    assert!(matches!(ClassifierConfig::from_json_str("{\"server\": {\"ips\": [\"not-an-ip\"]}}"), Err(ConfigError::Syntax(_))));
+    let config = ClassifierConfig { relay_cidrs: vec!["10.0.0.0/33".to_owned()], ..Default::default() };
+    assert!(matches!(Classifier::new(&config), Err(ConfigError::Cidr { list: "relay_cidrs", .. })));
     let mut config = ClassifierConfig::default();
     config.allow.cidrs = vec!["nope".to_owned()];
-    assert!(matches!(
-        Classifier::new(&config),
-        Err(ConfigError::Cidr {
-            list: "allow.cidrs",
-            ..
-        })
-    ));
+    assert!(matches!(Classifier::new(&config), Err(ConfigError::Cidr { list: "allow.cidrs", .. })));
     let mut config = ClassifierConfig::default();
     config.rules.operator_deny.regexes = vec!["(".to_owned()];
     let err = Classifier::new(&config).unwrap_err();
     assert!(matches!(err, ConfigError::Regex(_)));
     assert!(err.to_string().contains("operator_deny"));
-    assert_eq!(
-        ConfigFormat::from_path("a/b.JSON".as_ref()),
-        ConfigFormat::Json
-    );
-    assert_eq!(
-        ConfigFormat::from_path("a/b.toml".as_ref()),
-        ConfigFormat::Toml
-    );
+    assert_eq!(ConfigFormat::from_path("a/b.JSON".as_ref()), ConfigFormat::Json);
+    assert_eq!(ConfigFormat::from_path("a/b.toml".as_ref()), ConfigFormat::Toml);
 }
 
 #[test]
 fn cli_facts_add_to_the_config() {
-    let config = ClassifierConfig::from_toml_str(
-        "[server]\nips = [\"192.0.2.1\"]\nhostname = \"a.example.com\"\ndomains = [\"a.example\"]",
-    )
-    .unwrap()
-    .with_server_facts(
-        ["192.0.2.2".parse().unwrap()],
-        Some("b.example.com".to_owned()),
-        ["b.example".to_owned()],
-    );
+    let config =
+        ClassifierConfig::from_toml_str("[server]\nips = [\"192.0.2.1\"]\nhostname = \"a.example.com\"\ndomains = [\"a.example\"]")
+            .unwrap()
+            .with_server_facts(["192.0.2.2".parse().unwrap()], Some("b.example.com".to_owned()), ["b.example".to_owned()]);
     assert_eq!(config.server.ips.len(), 2);
     assert_eq!(config.server.hostname.as_deref(), Some("b.example.com"));
     assert_eq!(config.server.domains, ["a.example", "b.example"]);
-    let kept = ClassifierConfig::from_toml_str("[server]\nhostname = \"a.example.com\"")
-        .unwrap()
-        .with_server_facts([], None, []);
+    let kept = ClassifierConfig::from_toml_str("[server]\nhostname = \"a.example.com\"").unwrap().with_server_facts([], None, []);
     assert_eq!(kept.server.hostname.as_deref(), Some("a.example.com"));
 }
 
@@ -978,11 +758,7 @@ fn jsonl(input: &str) -> Vec<serde_json::Value> {
     let classifier = Classifier::new(&base_config()).unwrap();
     let mut out = Vec::new();
     run_jsonl(&classifier, input.as_bytes(), &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -1012,10 +788,7 @@ fn jsonl_answers_every_line_in_order() {
     );
     let out = jsonl(input);
     assert_eq!(out.len(), 12);
-    assert_eq!(
-        out[0],
-        serde_json::json!({"verdict": "accept", "observations": []})
-    );
+    assert_eq!(out[0], serde_json::json!({"verdict": "accept", "observations": []}));
     assert_eq!(
         out[1],
         serde_json::json!({"verdict": "reject", "rule": "bogus_helo", "reply": "550 5.7.1 Bogus HELO", "scope": "helo", "observations": []})
@@ -1029,16 +802,10 @@ fn jsonl_answers_every_line_in_order() {
     assert_eq!(out[6]["scope"], "client");
     assert_eq!(out[6]["reply"], "550 5.7.1 Bogus HELO matches RCPT");
     assert_eq!(out[7]["rule"], "helo_matches_rcpt");
-    assert_eq!(
-        out[8],
-        serde_json::json!({"verdict": "accept", "observations": ["brand_forgery", "helo_not_rdns"]})
-    );
+    assert_eq!(out[8], serde_json::json!({"verdict": "accept", "observations": ["brand_forgery", "helo_not_rdns"]}));
     assert!(out[9]["error"].is_string());
     assert!(out[10]["error"].is_string());
-    assert_eq!(
-        out[11],
-        serde_json::json!({"verdict": "accept", "observations": ["literal_mismatch"]})
-    );
+    assert_eq!(out[11], serde_json::json!({"verdict": "accept", "observations": ["literal_mismatch"]}));
 }
 
 #[test]
@@ -1048,11 +815,7 @@ fn jsonl_survives_invalid_utf8() {
     input.extend_from_slice(b"{\"helo\": \"mail.example.net\", \"client_ip\": \"203.0.113.7\"}\n");
     let mut out = Vec::new();
     run_jsonl(&classifier, &input[..], &mut out).unwrap();
-    let lines: Vec<serde_json::Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[0]["error"].is_string());
     assert_eq!(lines[1]["verdict"], "accept");
@@ -1061,27 +824,7 @@ fn jsonl_survives_invalid_utf8() {
 #[test]
 fn ids_are_stable() {
     let rules: Vec<&str> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(
-        rules,
-        [
-            "operator_deny",
-            "bogus_helo",
-            "helo_is_my_ip",
-            "helo_matches_rcpt",
-            "literal_mismatch",
-            "dynamic"
-        ]
-    );
+    assert_eq!(rules, ["operator_deny", "bogus_helo", "helo_is_my_ip", "helo_matches_rcpt", "literal_mismatch", "dynamic"]);
     let obs: Vec<&str> = ObservationKind::ALL.iter().map(|o| o.as_str()).collect();
-    assert_eq!(
-        obs,
-        [
-            "literal_mismatch",
-            "dynamic",
-            "brand_forgery",
-            "helo_not_rdns",
-            "relay_exempt",
-            "operator_allow"
-        ]
-    );
+    assert_eq!(obs, ["literal_mismatch", "dynamic", "brand_forgery", "helo_not_rdns", "relay_exempt", "operator_allow"]);
 }

@@ -18,14 +18,8 @@ pub enum RuleId {
 }
 
 impl RuleId {
-    pub const ALL: [RuleId; 6] = [
-        RuleId::OperatorDeny,
-        RuleId::BogusHelo,
-        RuleId::HeloIsMyIp,
-        RuleId::HeloMatchesRcpt,
-        RuleId::LiteralMismatch,
-        RuleId::Dynamic,
-    ];
+    pub const ALL: [RuleId; 6] =
+        [RuleId::OperatorDeny, RuleId::BogusHelo, RuleId::HeloIsMyIp, RuleId::HeloMatchesRcpt, RuleId::LiteralMismatch, RuleId::Dynamic];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -224,9 +218,7 @@ impl Observations {
     }
 
     pub fn iter(self) -> impl Iterator<Item = ObservationKind> {
-        ObservationKind::ALL
-            .into_iter()
-            .filter(move |k| self.contains(*k))
+        ObservationKind::ALL.into_iter().filter(move |k| self.contains(*k))
     }
 }
 

@@ -48,10 +48,7 @@ fn now_ms() -> u64 {
 }
 
 async fn connect(client: &Client) -> Result<MultiplexedConnection> {
-    tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .context("timed out")?
-        .map_err(Into::into)
+    tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await.context("timed out")?.map_err(Into::into)
 }
 
 /// Backoff between reconnects: 0.5 s doubling to 30 s.
@@ -168,12 +165,14 @@ fn pairs(flat: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
 }
 
 async fn head_id(con: &mut MultiplexedConnection) -> Result<Option<String>> {
-    let last: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE").arg(STREAM).arg("+").arg("-").arg("COUNT").arg(1).query_async(con).await?;
+    let last: Vec<(String, Vec<Vec<u8>>)> =
+        redis::cmd("XREVRANGE").arg(STREAM).arg("+").arg("-").arg("COUNT").arg(1).query_async(con).await?;
     Ok(last.into_iter().next().map(|(id, _)| id))
 }
 
 async fn first_id(con: &mut MultiplexedConnection) -> Result<Option<String>> {
-    let first: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+").arg("COUNT").arg(1).query_async(con).await?;
+    let first: Vec<(String, Vec<Vec<u8>>)> =
+        redis::cmd("XRANGE").arg(STREAM).arg("-").arg("+").arg("COUNT").arg(1).query_async(con).await?;
     Ok(first.into_iter().next().map(|(id, _)| id))
 }
 
@@ -313,16 +312,8 @@ async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Res
     store.set_meta(LAST_ID, &last)?;
     agent.metrics.fleet_connected.set(1);
     loop {
-        let reply: Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(500)
-            .arg("BLOCK")
-            .arg(1000)
-            .arg("STREAMS")
-            .arg(STREAM)
-            .arg(&last)
-            .query_async(con)
-            .await?;
+        let reply: Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>> =
+            redis::cmd("XREAD").arg("COUNT").arg(500).arg("BLOCK").arg(1000).arg("STREAMS").arg(STREAM).arg(&last).query_async(con).await?;
         let messages: Vec<StreamMessage> =
             reply.into_iter().flatten().flat_map(|(_, msgs)| msgs).map(|(id, flat)| (id, pairs(flat))).collect();
         if messages.is_empty() {

@@ -49,7 +49,10 @@ impl BlockMaps {
         if !super::pin::maps_pinned(dir) {
             return Ok(None);
         }
-        let open = |name: &str| MapData::from_pin(super::pin::map_path(dir, name)).with_context(|| format!("opening the pinned map {name} in {}", dir.display()));
+        let open = |name: &str| {
+            MapData::from_pin(super::pin::map_path(dir, name))
+                .with_context(|| format!("opening the pinned map {name} in {}", dir.display()))
+        };
         Ok(Some(Self {
             helo: HashMap::try_from(Map::LruHashMap(open(names::HELO_BLOCKS)?))?,
             sources: HashMap::try_from(Map::LruHashMap(open(names::SOURCE_BLOCKS)?))?,

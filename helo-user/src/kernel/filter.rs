@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{MapData, RingBuf},
-    programs::{links::{FdLink, PinnedLink}, xdp::XdpLink, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use helo_common::{
@@ -71,9 +75,9 @@ fn attach_hint(e: &anyhow::Error, iface: &str) -> Option<String> {
             "another XDP program is already attached to {iface} (`ip link show {iface}` shows it; `ip link set dev {iface} xdp off` \
              removes one attached by netlink, `helo-user detach` one helo pinned)"
         ),
-        libc::EOPNOTSUPP | libc::EINVAL => format!(
-            "the driver of {iface} refused native XDP: use --xdp-mode skb (slower), or auto to fall back by itself"
-        ),
+        libc::EOPNOTSUPP | libc::EINVAL => {
+            format!("the driver of {iface} refused native XDP: use --xdp-mode skb (slower), or auto to fall back by itself")
+        }
         libc::ENODEV => format!("no interface named {iface} in this network namespace"),
         libc::EPERM | libc::EACCES => "permission denied: attaching XDP needs CAP_NET_ADMIN and CAP_BPF (root)".into(),
         _ => return None,
@@ -119,9 +123,7 @@ impl KernelFilter {
     /// and the program passes everything until [`KernelFilter::configure`] runs.
     pub fn load(opts: LoadOptions) -> Result<Self> {
         let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(names::HELO_BLOCKS, opts.helo_capacity)
-            .map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity);
+        loader.map_max_entries(names::HELO_BLOCKS, opts.helo_capacity).map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity);
         if let Some(dir) = &opts.pin_dir {
             pin::prepare(dir)?;
             for name in pin::PINNED_MAPS {
@@ -129,13 +131,8 @@ impl KernelFilter {
                 loader.map_pin_path(name, pin::map_path(dir, name));
             }
         }
-        let mut ebpf = loader
-            .load(XDP_OBJECT)
-            .context("loading the XDP object (are you root, with bpf and bpffs available?)")?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .context("the XDP object has no `helo` program")?
-            .try_into()?;
+        let mut ebpf = loader.load(XDP_OBJECT).context("loading the XDP object (are you root, with bpf and bpffs available?)")?;
+        let program: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).context("the XDP object has no `helo` program")?.try_into()?;
         program.load().context("the kernel's verifier rejected the XDP program")?;
         let maps = KernelMaps::take_from(&mut ebpf)?;
         let events = ebpf.take_map(names::EVENTS).map(RingBuf::try_from).transpose()?;
@@ -166,19 +163,11 @@ impl KernelFilter {
     }
 
     pub fn program(&self) -> &Xdp {
-        self.ebpf
-            .program(PROGRAM_NAME)
-            .expect("checked at load")
-            .try_into()
-            .expect("checked at load")
+        self.ebpf.program(PROGRAM_NAME).expect("checked at load").try_into().expect("checked at load")
     }
 
     fn program_mut(&mut self) -> &mut Xdp {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .expect("checked at load")
-            .try_into()
-            .expect("checked at load")
+        self.ebpf.program_mut(PROGRAM_NAME).expect("checked at load").try_into().expect("checked at load")
     }
 
     /// Attaches to `iface`. With a pin directory, a link already pinned there gets this program
@@ -230,7 +219,11 @@ impl KernelFilter {
         let used = match self.program_mut().attach(iface, wanted.xdp_mode()) {
             Ok(id) => {
                 self.last_link_id = Some(id);
-                if wanted == AttachMode::Auto { AttachMode::Native } else { wanted }
+                if wanted == AttachMode::Auto {
+                    AttachMode::Native
+                } else {
+                    wanted
+                }
             }
             Err(native_err) if wanted == AttachMode::Auto => {
                 let native_err = anyhow::Error::from(native_err).context(format!("attaching XDP to {iface} in native mode"));

@@ -88,7 +88,6 @@ impl KernelMaps {
         self.blocks.block_source(ip, entry)
     }
 
-
     /// One strike from the agent against `ip`, on the same map and by the same rule as the
     /// kernel's strikes. `Some(ttl_ns)` when this strike puts it on the ladder (the caller lists it).
     pub fn strike(&mut self, ip: IpAddr, now_boot_ns: u64) -> Result<Option<u64>> {
@@ -172,7 +171,8 @@ impl KernelMaps {
         for &(len, addr) in &wanted {
             self.allow.insert(&Key::new(len, addr), 1, 0).context("inserting into the allow list")?;
         }
-        let stale: Vec<Key<[u8; 16]>> = self.allow.keys().filter_map(|k| k.ok()).filter(|k| !wanted.contains(&(k.prefix_len(), k.data()))).collect();
+        let stale: Vec<Key<[u8; 16]>> =
+            self.allow.keys().filter_map(|k| k.ok()).filter(|k| !wanted.contains(&(k.prefix_len(), k.data()))).collect();
         let mut removed = 0;
         for k in stale {
             removed += remove_if_present(self.allow.remove(&k))? as usize;

@@ -4,7 +4,10 @@
 //! rest; a new agent reuses the pinned maps (so nothing listed is lost) and swaps its program into
 //! the pinned link atomically (so there is no moment without a filter).
 
-use std::{ffi::CString, path::{Path, PathBuf}};
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use helo_common::maps::names;

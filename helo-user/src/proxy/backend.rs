@@ -28,16 +28,16 @@ pub struct Backend {
 pub enum Opened {
     Ready(Backend),
     /// The MTA's banner was not 220: its whole reply, unchanged (and the socket, for a QUIT).
-    Refused { stream: TcpStream, reply: BytesMut },
+    Refused {
+        stream: TcpStream,
+        reply: BytesMut,
+    },
 }
 
 /// TCP keepalive for both sockets of a relayed session: a peer that vanished without a FIN is
 /// found within about two minutes even while the session waits on the other side.
 pub fn keep_alive(stream: &TcpStream) {
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(15))
-        .with_retries(4);
+    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(15)).with_retries(4);
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
 }
 
@@ -76,10 +76,8 @@ pub async fn open(
     connect_timeout: Duration,
     reply_timeout: Duration,
 ) -> Result<Opened> {
-    let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect(backend))
-        .await
-        .context("connect timed out")?
-        .context("connect failed")?;
+    let mut stream =
+        tokio::time::timeout(connect_timeout, TcpStream::connect(backend)).await.context("connect timed out")?.context("connect failed")?;
     stream.set_nodelay(true)?;
     keep_alive(&stream);
     let write_limit = connect_timeout.max(reply::WRITE_TIMEOUT);

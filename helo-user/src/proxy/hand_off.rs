@@ -16,7 +16,10 @@ use super::{
 };
 use crate::{
     load::Load,
-    smtp::{line::{LineReader, COMMAND_LINE}, refused, reply},
+    smtp::{
+        line::{LineReader, COMMAND_LINE},
+        refused, reply,
+    },
 };
 
 pub struct HandOff<'a> {

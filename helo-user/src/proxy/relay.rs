@@ -105,7 +105,15 @@ struct Commands {
 
 impl Commands {
     fn new() -> Self {
-        Self { phase: Phase::Commands, in_flight: 0, switch: None, bdat_left: 0, overlong: false, refusal: None, scanner: ReplyScanner::default() }
+        Self {
+            phase: Phase::Commands,
+            in_flight: 0,
+            switch: None,
+            bdat_left: 0,
+            overlong: false,
+            refusal: None,
+            scanner: ReplyScanner::default(),
+        }
     }
 
     /// Whether the relay reads the client now: not while a refusal waits for earlier replies,

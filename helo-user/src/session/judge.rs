@@ -16,8 +16,8 @@ use crate::{
     agent::Agent,
     blocklist::Committed,
     classify::{Classification, Greeting, Rejection, Scope, Verb},
-    metrics::{KindLabel, RuleLabel},
     kernel::FilterMode,
+    metrics::{KindLabel, RuleLabel},
     proxy::{relay::RelayEnd, HandOffEnd},
     session_id::SessionId,
 };

@@ -221,10 +221,7 @@ const DRAIN: Duration = Duration::from_secs(3);
 async fn drain(mut r: tokio::net::tcp::OwnedReadHalf, limit: Duration) {
     use tokio::io::AsyncReadExt;
     let mut sink = [0u8; 512];
-    let _ = timeout(limit, async {
-        while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let _ = timeout(limit, async { while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
 
 fn tracing_pregreet(agent: &Agent, peer: SocketAddr) {

@@ -4,7 +4,10 @@
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command<'a> {
     /// HELO or EHLO with its raw argument (may be empty).
-    Greeting { ehlo: bool, arg: &'a [u8] },
+    Greeting {
+        ehlo: bool,
+        arg: &'a [u8],
+    },
     Quit,
     Noop,
     Rset,

@@ -174,7 +174,11 @@ fn drive(lab: &Lab, counts: &Counts, stop: &AtomicBool, deadline: Instant, flood
 fn summary(lab: &Lab, counts: &Counts) -> Result<()> {
     let stats = call(&lab.admin_socket(), &lab.state_dir(), Request::Stats)?.stats.context("no stats")?;
     let sent = counts.clean_sent.load(Ordering::Relaxed);
-    let delivered = lab.postfix().wait_for_messages(USER, sent as usize, Duration::from_secs(20)).map(|m| m.len()).unwrap_or_else(|_| lab.postfix().maildir_messages(USER).len());
+    let delivered = lab
+        .postfix()
+        .wait_for_messages(USER, sent as usize, Duration::from_secs(20))
+        .map(|m| m.len())
+        .unwrap_or_else(|_| lab.postfix().maildir_messages(USER).len());
     let pf_dir = lab.postfix().dir().to_path_buf();
     let _ = std::fs::copy(&lab.agent.log, pf_dir.join("agent.log"));
     let drops = stats.kernel.get("drop_helo").copied().unwrap_or(0) + stats.kernel.get("drop_source").copied().unwrap_or(0);
@@ -183,7 +187,11 @@ fn summary(lab: &Lab, counts: &Counts) -> Result<()> {
         "  clean messages: {sent} sent, {delivered} delivered{}",
         if sent == delivered as u64 && counts.clean_failed.load(Ordering::Relaxed) == 0 { " (all delivered)" } else { " (MISMATCH)" }
     );
-    println!("  bogus sessions: {} sent, {} answered with 550 5.7.1 Bogus HELO ...", counts.bogus_sessions.load(Ordering::Relaxed), counts.bogus_answered.load(Ordering::Relaxed));
+    println!(
+        "  bogus sessions: {} sent, {} answered with 550 5.7.1 Bogus HELO ...",
+        counts.bogus_sessions.load(Ordering::Relaxed),
+        counts.bogus_answered.load(Ordering::Relaxed)
+    );
     let rules: Vec<String> = stats.verdicts.iter().filter(|(r, n)| *r != "accept" && **n > 0).map(|(r, n)| format!("{r} {n}")).collect();
     println!("  rejections by rule: {}", rules.join(", "));
     println!("  kernel drops: {drops} ({} flood frames injected as XDP frames)", counts.flood_frames.load(Ordering::Relaxed));

@@ -152,10 +152,7 @@ async fn a_pipelined_group_with_a_long_rcpt_is_relayed_whole_and_in_order() {
 #[tokio::test]
 async fn a_refused_rcpt_takes_its_own_place_in_the_pipelined_replies() {
     let mut rig = start("354 go ahead\r\n", load());
-    rig.client
-        .write_all(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<bad@example.com>\r\nDATA\r\n")
-        .await
-        .unwrap();
+    rig.client.write_all(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<bad@example.com>\r\nDATA\r\n").await.unwrap();
     let got = replies(&mut rig.client, 4).await;
     assert_eq!(
         got,
