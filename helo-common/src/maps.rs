@@ -370,14 +370,22 @@ const _: () = assert!(core::mem::size_of::<Strikes>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, and padded explicitly: every bit pattern is valid.
+    //! All of these are repr(C), Copy, and padded explicitly: every bit pattern is valid.
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid Config.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid AddrKey.
     unsafe impl aya::Pod for super::AddrKey {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid BlockEntry.
     unsafe impl aya::Pod for super::BlockEntry {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid FlowKey.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid FlowState.
     unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid DropEvent.
     unsafe impl aya::Pod for super::DropEvent {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid Ladder.
     unsafe impl aya::Pod for super::Ladder {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid Strikes.
     unsafe impl aya::Pod for super::Strikes {}
 }
 

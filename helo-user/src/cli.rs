@@ -24,6 +24,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant, reason = "parsed once, at start")]
 pub enum Command {
     /// Attach the XDP filter and run the SMTP edge agent.
     Run(RunArgs),

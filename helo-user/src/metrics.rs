@@ -404,8 +404,8 @@ pub fn openmetrics_to_text(om: &str) -> String {
     let mut out = String::with_capacity(om.len());
     let mut types = std::collections::HashMap::<&str, &str>::new();
     for line in om.lines() {
-        if line.starts_with("# TYPE ") {
-            let mut f = line[7..].splitn(2, ' ');
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut f = rest.splitn(2, ' ');
             if let (Some(name), Some(ty)) = (f.next(), f.next()) {
                 types.insert(name, ty.trim());
             }
@@ -459,6 +459,7 @@ mod process {
         let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        // SAFETY: as above.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
         let boot_time: u64 = std::fs::read_to_string("/proc/stat")
             .ok()?

@@ -343,10 +343,9 @@ impl Store {
                 }
                 if publish {
                     let mut outbox = tx.open_table(OUTBOX)?;
-                    let mut next = outbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-                    for e in entries {
+                    let first = outbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+                    for (next, e) in (first..).zip(entries) {
                         outbox.insert(next, serde_json::to_vec(&FleetChange::Add { entry: e.clone() })?.as_slice())?;
-                        next += 1;
                     }
                 }
             }

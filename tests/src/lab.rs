@@ -115,6 +115,9 @@ pub fn agent_admin_socket(dir: &Path) -> PathBuf {
     dir.join("admin/admin.sock")
 }
 
+/// Work done on the edge namespace before the agent starts.
+pub type EdgeSetup = Box<dyn FnOnce(&Netns) -> Result<()>>;
+
 pub struct LabOptions {
     pub agent_args: Vec<String>,
     pub with_postfix: bool,
@@ -122,7 +125,7 @@ pub struct LabOptions {
     /// Run the agent with `--no-xdp` instead of attaching to the edge veth.
     pub no_xdp: bool,
     /// Runs on the edge namespace before the agent starts (extra links, say).
-    pub edge_setup: Option<Box<dyn FnOnce(&Netns) -> Result<()>>>,
+    pub edge_setup: Option<EdgeSetup>,
     /// More domains and mailboxes for the backend Postfix, beside [`DOMAIN`] and [`USER`].
     pub backend_domains: Vec<String>,
     pub backend_users: Vec<String>,

@@ -88,7 +88,7 @@ impl Postfix {
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.maillog();
-            let found = log.lines().filter(|l| l.contains(&needle) && l.contains(" status=")).last();
+            let found = log.lines().rfind(|l| l.contains(&needle) && l.contains(" status="));
             if let Some(line) = found {
                 let status = line.split(" status=").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
                 return Ok(Outcome { status, line: line.to_owned() });

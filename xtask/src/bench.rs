@@ -598,6 +598,7 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
 fn plot_flood(flood: &Value, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let arms = flood["arms"].as_array().context("no flood arms")?;
+    #[allow(clippy::type_complexity, reason = "a plot series: label and points")]
     let series: Vec<(String, Vec<(f64, f64, f64, f64)>)> = arms
         .iter()
         .map(|a| {

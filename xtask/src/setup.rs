@@ -60,6 +60,9 @@ pub enum Scope {
 
 pub fn run(scope: Scope) -> Result<()> {
     rust_src()?;
+    if scope == Scope::Everything {
+        lint_tools()?;
+    }
     bpf_linker()?;
     debian_packages("building", BUILD_PACKAGES)?;
     if scope == Scope::Everything {
@@ -78,6 +81,19 @@ fn rust_src() -> Result<()> {
     }
     proc::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     println!("setup: rust-src (nightly): installed");
+    Ok(())
+}
+
+/// rustfmt and clippy for the default toolchain: `cargo xtask test` checks formatting and lints.
+fn lint_tools() -> Result<()> {
+    let installed = proc::probe(Command::new("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    let missing: Vec<&str> = ["rustfmt", "clippy"].into_iter().filter(|c| !installed.lines().any(|l| l.trim().starts_with(c))).collect();
+    if missing.is_empty() {
+        println!("setup: rustfmt and clippy: already installed");
+        return Ok(());
+    }
+    proc::run(Command::new("rustup").args(["component", "add"]).args(&missing))?;
+    println!("setup: installed {}", missing.join(" "));
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: setup, release build (eBPF included), then every test in the workspace:
+//! `cargo xtask test`: setup, release build (eBPF included), `cargo fmt --check` and `cargo clippy
+//! -D warnings`, then every test in the workspace:
 //! unit, kernel (BPF_PROG_TEST_RUN) and end-to-end (namespaces, native XDP on veth, Postfix).
 //!
 //! The tests that need root run with the privileges we have; under `CI=true` the tests themselves
@@ -18,6 +19,20 @@ use crate::{compile, proc, setup};
 pub fn run(extra: &[String]) -> Result<i32> {
     setup::run(setup::Scope::Everything)?;
     compile::release()?;
+    // The code is formatted and lint-free (workspace lints, warnings denied) before it is tested:
+    // a red gate here is as real a failure as a red test.
+    proc::run(proc::cargo().args(["fmt", "--all", "--check"]))?;
+    proc::run(proc::cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "helo-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     if !proc::is_root() {
         println!(
             "test: not root: the kernel and namespace tests need root; \

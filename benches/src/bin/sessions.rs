@@ -574,13 +574,12 @@ mod memory {
         }
         let limits = ["--max-sessions", "12000", "--max-sessions-per-source", "12000", "--command-timeout-s", "600"];
         let (mut per_session, mut base_kib, mut loaded_kib) = (vec![], vec![], vec![]);
-        for round in 0..ROUNDS {
+        for &source in &sources {
             let agent = Agent::start(&edge, &e_end, true, &limits)?;
             let pid = agent.process.pid();
             thread::sleep(Duration::from_millis(500));
             let base = rss_kib(pid)?;
             let base_sockets = sockets(pid)?;
-            let source = sources[round];
             let (loaded, held) = enter_named(&client.name, move || -> Result<(u64, usize)> {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 rt.block_on(async {
@@ -594,7 +593,7 @@ mod memory {
             })??;
             ensure!(held >= base_sockets + IDLE, "the agent held {held} sockets with {IDLE} idle sessions (baseline {base_sockets})");
             let per = (loaded.saturating_sub(base)) as f64 * 1024.0 / IDLE as f64;
-            eprintln!("memory round {round}: {base} KiB idle, {loaded} KiB with {IDLE} sessions: {per:.0} bytes per session");
+            eprintln!("memory round from {source}: {base} KiB idle, {loaded} KiB with {IDLE} sessions: {per:.0} bytes per session");
             per_session.push(per);
             base_kib.push(base as f64);
             loaded_kib.push(loaded as f64);

@@ -103,6 +103,7 @@ fn pin(pid: i32, cpu: usize) -> Result<()> {
 }
 
 /// What an XDP arm keeps alive while it runs (dropping it detaches the program).
+#[allow(clippy::large_enum_variant, reason = "one per arm, held while it runs")]
 enum Installed {
     Helo(KernelFilter),
     Baseline(#[allow(dead_code, reason = "held only to keep the program attached")] Ebpf),

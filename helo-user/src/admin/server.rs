@@ -84,32 +84,6 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> Res
     Ok(Some(String::from_utf8(buf).context("request is not UTF-8")?.trim_end().to_owned()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn read(input: Vec<u8>) -> Result<Option<String>> {
-        let mut r = tokio::io::BufReader::new(std::io::Cursor::new(input));
-        read_request(&mut r).await
-    }
-
-    #[tokio::test]
-    async fn requests_are_bounded_and_imports_get_more_room() {
-        assert_eq!(read(b"{\"op\":\"list\"}\n".to_vec()).await.unwrap().as_deref(), Some(r#"{"op":"list"}"#));
-        assert_eq!(read(vec![]).await.unwrap(), None);
-        let mut long = vec![b'x'; MAX_REQUEST_BYTES + 10];
-        long.push(b'\n');
-        assert!(read(long).await.unwrap_err().to_string().contains("request over 65536 bytes"));
-        let mut import = IMPORT_PREFIX.to_vec();
-        import.extend(std::iter::repeat_n(b' ', 1 << 20));
-        import.extend(b",\"entries\":[]}\n");
-        assert!(read(import).await.unwrap().is_some());
-        let mut huge = IMPORT_PREFIX.to_vec();
-        huge.extend(std::iter::repeat_n(b' ', MAX_IMPORT_BYTES));
-        assert!(read(huge).await.unwrap_err().to_string().contains("request over 16777216 bytes"));
-    }
-}
-
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -139,5 +113,31 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(input: Vec<u8>) -> Result<Option<String>> {
+        let mut r = tokio::io::BufReader::new(std::io::Cursor::new(input));
+        read_request(&mut r).await
+    }
+
+    #[tokio::test]
+    async fn requests_are_bounded_and_imports_get_more_room() {
+        assert_eq!(read(b"{\"op\":\"list\"}\n".to_vec()).await.unwrap().as_deref(), Some(r#"{"op":"list"}"#));
+        assert_eq!(read(vec![]).await.unwrap(), None);
+        let mut long = vec![b'x'; MAX_REQUEST_BYTES + 10];
+        long.push(b'\n');
+        assert!(read(long).await.unwrap_err().to_string().contains("request over 65536 bytes"));
+        let mut import = IMPORT_PREFIX.to_vec();
+        import.extend(std::iter::repeat_n(b' ', 1 << 20));
+        import.extend(b",\"entries\":[]}\n");
+        assert!(read(import).await.unwrap().is_some());
+        let mut huge = IMPORT_PREFIX.to_vec();
+        huge.extend(std::iter::repeat_n(b' ', MAX_IMPORT_BYTES));
+        assert!(read(huge).await.unwrap_err().to_string().contains("request over 16777216 bytes"));
     }
 }

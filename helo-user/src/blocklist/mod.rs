@@ -158,7 +158,7 @@ impl Tables {
         Ok(())
     }
 
-    fn from_kernel(&self, e: &Entry) -> Result<()> {
+    fn withdraw_from_kernel(&self, e: &Entry) -> Result<()> {
         kernel_side::remove(&mut self.kernel.lock().unwrap().maps.blocks, &self.key, e)?;
         self.unindex(e);
         Ok(())
@@ -197,7 +197,7 @@ impl Outcome for CommitOutcome {
         // No listing the store does not know: the kernel shortcut goes (the senders were or will
         // be answered all the same), and comes back once the entries are stored.
         for e in entries {
-            if let Err(err) = self.tables.from_kernel(e) {
+            if let Err(err) = self.tables.withdraw_from_kernel(e) {
                 log::error!("blocklist: could not withdraw {} from the kernel: {err:#}", e.key());
             }
         }
@@ -445,7 +445,7 @@ impl Blocklist {
     fn remove_exclusive(&self, keys: &[String]) -> Result<Vec<Entry>> {
         let removed = self.store.remove_all(keys)?;
         for e in &removed {
-            self.tables.from_kernel(e)?;
+            self.tables.withdraw_from_kernel(e)?;
         }
         self.count(|c| c.removed += removed.len() as u64);
         Ok(removed)
@@ -464,7 +464,7 @@ impl Blocklist {
         let keys: Vec<String> = self.store.entries()?.iter().filter(|e| e.expired(now)).map(Entry::key).collect();
         let removed = self.store.remove_all(&keys)?;
         for e in &removed {
-            self.tables.from_kernel(e)?;
+            self.tables.withdraw_from_kernel(e)?;
         }
         self.count(|c| c.expired += removed.len() as u64);
         Ok(removed.len())
@@ -505,7 +505,7 @@ impl Blocklist {
         }
         let evicted = self.store.remove_all(&gone)?;
         for e in &evicted {
-            self.tables.from_kernel(e)?;
+            self.tables.withdraw_from_kernel(e)?;
         }
         for e in &missing {
             self.tables.to_kernel(e)?;

@@ -283,6 +283,9 @@ async fn consumer(agent: Arc<Agent>, client: Client, me: String, shown: String) 
     }
 }
 
+/// What XREAD answers: per stream, its messages as (id, flat field/value list).
+type XreadReply = Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>;
+
 async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Result<()> {
     let store = agent.blocklist.store();
     let fresh: String = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
@@ -312,7 +315,7 @@ async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Res
     store.set_meta(LAST_ID, &last)?;
     agent.metrics.fleet_connected.set(1);
     loop {
-        let reply: Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>> =
+        let reply: Option<XreadReply> =
             redis::cmd("XREAD").arg("COUNT").arg(500).arg("BLOCK").arg(1000).arg("STREAMS").arg(STREAM).arg(&last).query_async(con).await?;
         let messages: Vec<StreamMessage> =
             reply.into_iter().flatten().flat_map(|(_, msgs)| msgs).map(|(id, flat)| (id, pairs(flat))).collect();

@@ -51,8 +51,9 @@ pub fn maps_pinned(dir: &Path) -> bool {
 
 fn is_bpffs(path: &Path) -> Result<bool> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statfs fills the struct we own; the path is NUL-terminated.
+    // SAFETY: statfs is plain data; all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs fills the struct we own; the path is NUL-terminated.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("statfs {}", path.display()));
     }
