@@ -302,6 +302,9 @@ fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()>
         assert!(Instant::now() < deadline, "the burst never started");
         thread::sleep(Duration::from_millis(5));
     }
+    // A rejection is logged before its listing is durable and its reply written: give the first
+    // ones time to be acknowledged before the kill (a group commit takes milliseconds).
+    thread::sleep(Duration::from_millis(300));
     // SAFETY: kill on our own child.
     unsafe { libc::kill(lab.agent.pid() as i32, libc::SIGKILL) };
     let out = burst.join().unwrap()?;
