@@ -95,13 +95,14 @@ pub fn agent_args(end: &Endpoint, dir: &Path, xdp: bool) -> Vec<String> {
     args
 }
 
-/// Agent arguments for a test that sends many bogus greetings from its one client address: the
-/// offender ladder off and the per-source quota of new listings out of the way. Both would
-/// (rightly) stop a real source doing this, but such a test is about something else.
+/// Agent arguments for a test that sends many bogus greetings from its one client address: room
+/// for 500 sessions from it, the offender ladder off and the per-source quota of new listings out
+/// of the way. The last two would (rightly) stop a real source doing this, but such a test is
+/// about something else.
 pub fn one_source_many_names(dir: &Path) -> anyhow::Result<Vec<String>> {
     let path = dir.join("one-source.toml");
     std::fs::write(&path, ONE_SOURCE_MANY_NAMES)?;
-    Ok(vec!["--config".into(), path.display().to_string()])
+    Ok(vec!["--max-sessions-per-source".into(), "500".into(), "--config".into(), path.display().to_string()])
 }
 
 /// The config lines behind [`one_source_many_names`], for a test with a config file of its own.

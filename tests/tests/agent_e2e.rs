@@ -12,7 +12,7 @@ use std::{
 use anyhow::Result;
 use helo_common::maps::counter;
 use helo_tests::{
-    lab::{as_wire, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
+    lab::{as_wire, one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
     privilege::require_root,
 };
 use serde_json::Value;
@@ -240,12 +240,7 @@ fn two_hundred_concurrent_bogus_sessions_are_rejected_while_clean_mail_flows() -
     // One source sends all 200 bogus sessions and the clean one: with the offender ladder on, it
     // would (rightly) be listed after 10 of them. Here the point is the agent under concurrency.
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("no-ladder.toml");
-    std::fs::write(&config, "[ladder]\nstrikes = 0\n")?;
-    let lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into(), "--config".into(), config.display().to_string()],
-        ..Default::default()
-    })?;
+    let lab = Lab::new(LabOptions { agent_args: one_source_many_names(dir.path())?, ..Default::default() })?;
     let client_ns = lab.client.name.clone();
     let server = lab.edge_end.v4.clone();
     let flood = thread::spawn(move || {

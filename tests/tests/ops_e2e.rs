@@ -135,11 +135,7 @@ fn kill_9_in_a_burst_of_blocks_loses_nothing_acknowledged() -> Result<()> {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let mut lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into()].into_iter().chain(one_source_many_names(dir.path())?).collect(),
-        with_postfix: false,
-        ..Default::default()
-    })?;
+    let mut lab = Lab::new(LabOptions { agent_args: one_source_many_names(dir.path())?, with_postfix: false, ..Default::default() })?;
     let (client_ns, server) = (lab.client.name.clone(), lab.edge_end.v4.clone());
     let burst = thread::spawn(move || {
         Command::new("ip")

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context, Result};
 use helo_common::maps::counter;
 use helo_tests::{
-    lab::{reply, Lab, LabOptions, DOMAIN, USER},
+    lab::{one_source_many_names, reply, Lab, LabOptions, DOMAIN, USER},
     privilege::require_root,
     sender::{self, Route, BOUNCE_USER, SUBMIT_PORT},
 };
@@ -392,16 +392,10 @@ fn kernel_dropped_sessions_leave_no_socket_retransmitting_behind() -> Result<()>
     if !require_root("kernel_dropped_sessions_leave_no_socket_retransmitting_behind") {
         return Ok(());
     }
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("no-ladder.toml");
     // The ladder would list this one source after 10 refusals: here every session must reach the
     // agent and have its greeting dropped in the kernel.
-    std::fs::write(&config, "[ladder]\nstrikes = 0\n")?;
-    let lab = Lab::new(LabOptions {
-        agent_args: vec!["--config".into(), config.display().to_string(), "--max-sessions-per-source".into(), "200".into()],
-        with_postfix: false,
-        ..Default::default()
-    })?;
+    let dir = tempfile::tempdir()?;
+    let lab = Lab::new(LabOptions { agent_args: one_source_many_names(dir.path())?, with_postfix: false, ..Default::default() })?;
     let first = lab.py("bots", &["--count", "1", "--helo", "rad.internal"])?;
     assert_eq!(first["read_twice"], 1, "{first}");
     let before = lab.counters()?;

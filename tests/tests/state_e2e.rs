@@ -191,7 +191,7 @@ fn a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart() -
     }
     let dir = tempfile::tempdir()?;
     let lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into()].into_iter().chain(one_source_many_names(dir.path())?).collect(),
+        agent_args: one_source_many_names(dir.path())?,
         with_postfix: false,
         state_fs: Some("2m".into()),
         ..Default::default()
@@ -252,11 +252,7 @@ fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()>
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let mut lab = Lab::new(LabOptions {
-        agent_args: vec!["--max-sessions-per-source".into(), "500".into()].into_iter().chain(one_source_many_names(dir.path())?).collect(),
-        with_postfix: false,
-        ..Default::default()
-    })?;
+    let mut lab = Lab::new(LabOptions { agent_args: one_source_many_names(dir.path())?, with_postfix: false, ..Default::default() })?;
     let (client_ns, server) = (lab.client.name.clone(), lab.edge_end.v4.clone());
     let burst = thread::spawn(move || {
         std::process::Command::new("ip")
