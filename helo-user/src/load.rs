@@ -10,7 +10,6 @@ use std::{
 #[derive(Debug)]
 pub struct Load {
     active: AtomicUsize,
-    max: usize,
     /// Under stress from this many active sessions on.
     stress_from: usize,
     /// The command timeout under stress.
@@ -30,7 +29,7 @@ impl Load {
     /// Stress starts when `stress_percent` of `max` sessions are active.
     pub fn new(max: usize, stress_percent: u8, stress_timeout: Duration) -> Self {
         let stress_from = (max * usize::from(stress_percent.min(100))).div_ceil(100).max(1);
-        Self { active: AtomicUsize::new(0), max, stress_from, stress_timeout }
+        Self { active: AtomicUsize::new(0), stress_from, stress_timeout }
     }
 
     pub fn enter(&self) -> Active<'_> {
@@ -49,10 +48,6 @@ impl Load {
         } else {
             normal
         }
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
     }
 }
 

@@ -544,16 +544,6 @@ impl Blocklist {
         self.tables.helo_index.lock().unwrap().get(&hash).map(|e| (e.name.clone(), e.reply.clone()))
     }
 
-    pub fn source_reply(&self, ip: IpAddr) -> Option<String> {
-        let ip = ip.to_canonical();
-        if let Some(e) = self.tables.sources.lock().unwrap().get(&ip) {
-            return Some(e.reply.clone());
-        }
-        // The most specific listed network holding the address, as the kernel matched it.
-        let nets = self.tables.nets.lock().unwrap();
-        nets.iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()).map(|(_, e)| e.reply.clone())
-    }
-
     /// Entries by kind: (helo, source), networks counted as source entries.
     pub fn counts(&self) -> (usize, usize) {
         let t = &self.tables;

@@ -72,7 +72,7 @@ pub async fn follow(
             let reply = (!silent).then(|| {
                 let listed = match helo {
                     Some(found) => found.map(|(_, reply)| reply),
-                    None => blocklist.source_reply(client.ip()),
+                    None => blocklist.source_refusal(client.ip()),
                 };
                 listed.unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned())
             });

@@ -65,7 +65,7 @@ pub async fn hand_off(
         }
         Ok(Opened::Refused { mut stream, reply: refusal }) => {
             // The MTA's word, as the reply to the greeting; its HELO fallback reads it again.
-            let _ = reply::write_within(&mut stream, b"QUIT\r\n", t.write).await;
+            relay::quit(&mut stream, t.write).await;
             drop(stream);
             let text = String::from_utf8_lossy(&refusal).trim_end().to_owned();
             if reply::write_within(&mut client_out, &refusal, t.write).await.is_ok() {

@@ -314,7 +314,8 @@ where
     }
 }
 
-async fn quit(mta_out: &mut (impl AsyncWrite + Unpin), limit: Duration) {
+/// QUIT to the MTA, then our side of its connection closed.
+pub(super) async fn quit(mta_out: &mut (impl AsyncWrite + Unpin), limit: Duration) {
     let _ = reply::write_within(mta_out, b"QUIT\r\n", limit).await;
     let _ = mta_out.shutdown().await;
 }
@@ -328,7 +329,7 @@ where
     MW: AsyncWrite + Unpin,
 {
     quit(&mut mta_out, t.write).await;
-    let line = refused::line(text);
+    let line = reply::line(text);
     if reply::write_within(&mut client_out, &line, t.write).await.is_ok() {
         let mut input = LineReader::with_buffered(client_in, client_buf, COMMAND_LINE);
         refused::answer_until_quit(&mut input, &mut client_out, &line, t.linger).await;

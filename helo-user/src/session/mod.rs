@@ -88,7 +88,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
                     let banner = reply::refusal_banner(&entry_reply);
                     if reply::send(&mut out, &banner, write).await.is_ok() {
                         // RFC 5321 3.1: after a 554 banner, wait for QUIT, answering 503.
-                        let answer = refused::line(&format!("503 5.7.1 {}", reply::text_of(&entry_reply)));
+                        let answer = reply::line(&format!("503 5.7.1 {}", reply::text_of(&entry_reply)));
                         let mut input = LineReader::new(r, COMMAND_LINE);
                         refused::answer_until_quit(&mut input, &mut out, &answer, config.linger()).await;
                     }
@@ -122,7 +122,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
                 if let Some(text) = text {
-                    let twice = [refused::line(&text), refused::line(&text)].concat();
+                    let twice = [reply::line(&text), reply::line(&text)].concat();
                     let _ = reply::write_within(&mut out, &twice, write).await;
                 }
                 let _ = out.shutdown().await;
@@ -188,7 +188,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
     if let Some(refusal) = refusal {
         if enforce {
             let text = refusal.durable().await;
-            let line = refused::line(&text);
+            let line = reply::line(&text);
             if reply::write_within(&mut out, &line, write).await.is_ok() {
                 refused::answer_until_quit(&mut input, &mut out, &line, config.linger()).await;
             }

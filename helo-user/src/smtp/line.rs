@@ -8,7 +8,7 @@
 
 use std::io;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
@@ -66,19 +66,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// Bytes read from the socket but not yet returned as lines.
-    pub fn buffered(&self) -> &[u8] {
-        &self.buf
-    }
-
     /// The reader and what was read past the last line returned.
     pub fn into_parts(self) -> (R, BytesMut) {
         (self.inner, self.buf)
-    }
-
-    /// Drops `n` buffered bytes (the caller consumed them some other way).
-    pub fn consume(&mut self, n: usize) {
-        self.buf.advance(n);
     }
 }
 

@@ -60,14 +60,6 @@ where
     let _ = out.shutdown().await;
 }
 
-/// `text` as a reply line.
-pub fn line(text: &str) -> Vec<u8> {
-    let mut l = Vec::with_capacity(text.len() + 2);
-    l.extend_from_slice(text.as_bytes());
-    l.extend_from_slice(b"\r\n");
-    l
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
@@ -81,7 +73,7 @@ mod tests {
         let (r, mut w) = tokio::io::split(server);
         let task = tokio::spawn(async move {
             let mut input = LineReader::new(r, COMMAND_LINE);
-            answer_until_quit(&mut input, &mut w, &line("550 5.7.1 Bogus HELO"), Linger::default()).await;
+            answer_until_quit(&mut input, &mut w, &reply::line("550 5.7.1 Bogus HELO"), Linger::default()).await;
         });
         client.write_all(b"HELO rad.internal\r\nQUIT\r\n").await.unwrap();
         let mut got = String::new();
@@ -96,7 +88,7 @@ mod tests {
         let (r, mut w) = tokio::io::split(server);
         let task = tokio::spawn(async move {
             let mut input = LineReader::new(r, COMMAND_LINE);
-            answer_until_quit(&mut input, &mut w, &line("550 x"), Linger::default()).await;
+            answer_until_quit(&mut input, &mut w, &reply::line("550 x"), Linger::default()).await;
         });
         let mut got = Vec::new();
         // Paused time: the 10 s linger passes at once, and the write side is closed.
@@ -111,7 +103,7 @@ mod tests {
         let (r, mut w) = tokio::io::split(server);
         let task = tokio::spawn(async move {
             let mut input = LineReader::new(r, COMMAND_LINE);
-            answer_until_quit(&mut input, &mut w, &line("550 x"), Linger::default()).await;
+            answer_until_quit(&mut input, &mut w, &reply::line("550 x"), Linger::default()).await;
         });
         client.write_all(&b"NOOP\r\n".repeat(50)).await.unwrap();
         let mut got = String::new();

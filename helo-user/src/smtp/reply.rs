@@ -48,12 +48,17 @@ pub fn text_of(reply: &str) -> &str {
 /// up on it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `text` as a reply line, CRLF included.
+pub fn line(text: &str) -> Vec<u8> {
+    let mut l = Vec::with_capacity(text.len() + 2);
+    l.extend_from_slice(text.as_bytes());
+    l.extend_from_slice(b"\r\n");
+    l
+}
+
 /// Writes `text` and CRLF as one write, within `limit`.
 pub async fn send(out: &mut (impl AsyncWrite + Unpin), text: &str, limit: Duration) -> std::io::Result<()> {
-    let mut line = Vec::with_capacity(text.len() + 2);
-    line.extend_from_slice(text.as_bytes());
-    line.extend_from_slice(b"\r\n");
-    write_within(out, &line, limit).await
+    write_within(out, &line(text), limit).await
 }
 
 /// `write_all` that fails with `TimedOut` when the peer does not take the bytes within `limit`.
