@@ -2,7 +2,7 @@
 //! whose greeting is listed and every segment from a listed source, on the filtered ports.
 //!
 //! Data flow: [`parse`] walks the headers (Ethernet, VLAN, IPv4/IPv6, TCP) with one forward cursor;
-//! [`verdict`] decides on the flow (allow list, source list, first payload, greeting); [`maps`]
+//! [`verdict`] decides on the flow, as a [`decision::Decision`] (allow list, source list, first payload, greeting); [`maps`]
 //! holds the shared maps and the counter/event glue. Anything unexpected is passed: the program
 //! fails open.
 #![no_std]
@@ -11,6 +11,7 @@
 #![feature(asm_experimental_arch)]
 
 mod baseline;
+mod decision;
 mod generator;
 mod maps;
 mod parse;
@@ -20,9 +21,9 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn helo(ctx: XdpContext) -> u32 {
-    let (action, counter) = verdict::decide(&ctx);
-    maps::count(counter);
-    action
+    let decision = verdict::decide(&ctx);
+    maps::count(decision.counter());
+    decision.action()
 }
 
 /// Benchmark reference (see [`baseline`]); loaded only by `cargo xtask bench`.

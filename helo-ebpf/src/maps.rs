@@ -150,12 +150,92 @@ pub fn allow_listed(addr: &AddrKey) -> bool {
     ALLOW.get(Key::new(128, addr.addr)).is_some()
 }
 
+/// A block entry as a lookup found it: a pointer into a map value. Only this module builds one,
+/// from a successful map lookup, so the pointer is valid for the rest of this program run (map
+/// values are not freed under a running program); that is the contract every method relies on.
+#[derive(Clone, Copy)]
+pub struct EntryRef(*mut BlockEntry);
+
+impl EntryRef {
+    #[inline(always)]
+    fn is_live(self, now: u64) -> bool {
+        // SAFETY: the type's contract (a live map value).
+        unsafe { (*self.0).is_live(now) }
+    }
+
+    /// Counts a hit; returns the entry's reason and when it was hit before (0: never).
+    #[inline(always)]
+    pub fn record_hit(self, now: u64) -> (u32, u64) {
+        // SAFETY: the type's contract. Two CPUs hitting one entry at the same instant may lose an
+        // increment: the per-entry count is for people reading `blocklist list`; exact totals are
+        // the per-CPU counters.
+        unsafe {
+            let e = &mut *self.0;
+            let previous = e.last_hit_boot_ns;
+            e.hits += 1;
+            e.last_hit_boot_ns = now;
+            (e.reason, previous)
+        }
+    }
+
+    /// Whether a listed source's SYN may still pass to be told why; takes one of its answers.
+    #[inline(always)]
+    pub fn take_answer(self) -> bool {
+        // SAFETY: the type's contract. Two CPUs racing here may both take the last answer: one
+        // more connection is told why.
+        unsafe {
+            let e = &mut *self.0;
+            if e.answers_left == 0 {
+                return false;
+            }
+            e.answers_left -= 1;
+            true
+        }
+    }
+}
+
+/// A flow's state as a lookup found it; the same contract as [`EntryRef`].
+#[derive(Clone, Copy)]
+pub struct FlowRef(*mut FlowState);
+
+impl FlowRef {
+    /// The sequence number the client's first payload byte carries.
+    #[inline(always)]
+    pub fn first_payload_seq(self) -> u32 {
+        // SAFETY: the type's contract.
+        unsafe { (*self.0).first_payload_seq }
+    }
+
+    /// The client's segment at the remembered sequence number arrived (its handshake ACK, or its
+    /// first payload): the flow is established and a new SYN no longer replaces it.
+    #[inline(always)]
+    pub fn mark_established(self) {
+        // SAFETY: the type's contract. A racing update on another CPU only sets bits too.
+        unsafe { (*self.0).state |= flow_state::ESTABLISHED };
+    }
+
+    /// `true` the first time it is asked for this flow: one drop event per flow.
+    #[inline(always)]
+    fn first_report(self) -> bool {
+        // SAFETY: the type's contract. Two CPUs racing here may both report: harmless, the
+        // agent's kill is idempotent.
+        unsafe {
+            let f = &mut *self.0;
+            if f.reported() {
+                return false;
+            }
+            f.state |= flow_state::REPORTED;
+            true
+        }
+    }
+}
+
 /// A live entry for `addr` (the address itself, or a blocked network holding it, when `nets` says
 /// the network trie may hold any), with the time its liveness was checked at.
 #[inline(always)]
-pub fn source_entry(addr: &AddrKey, nets: bool) -> Option<(*mut BlockEntry, u64)> {
+pub fn source_entry(addr: &AddrKey, nets: bool) -> Option<(EntryRef, u64)> {
     if let Some(e) = SOURCE_BLOCKS.get_ptr_mut(addr) {
-        return live(e);
+        return live(EntryRef(e));
     }
     if !nets {
         return None;
@@ -163,36 +243,21 @@ pub fn source_entry(addr: &AddrKey, nets: bool) -> Option<(*mut BlockEntry, u64)
     // The trie hands out a shared reference, but its values are plain map memory that this
     // program may update (the hit counter), like any other map value.
     let e = SOURCE_NETS.get(Key::new(128, addr.addr))? as *const BlockEntry as *mut BlockEntry;
-    live(e)
+    live(EntryRef(e))
 }
 
 /// A live entry for a greeting hash in the HELO map, with the time it was checked at.
 #[inline(always)]
-pub fn helo_entry(hash: u64) -> Option<(*mut BlockEntry, u64)> {
-    live(HELO_BLOCKS.get_ptr_mut(hash)?)
+pub fn helo_entry(hash: u64) -> Option<(EntryRef, u64)> {
+    live(EntryRef(HELO_BLOCKS.get_ptr_mut(hash)?))
 }
 
 /// The clock is only read once an entry is found: most packets match nothing, and the helper
 /// call is a measurable part of their cost.
 #[inline(always)]
-fn live(entry: *mut BlockEntry) -> Option<(*mut BlockEntry, u64)> {
+fn live(entry: EntryRef) -> Option<(EntryRef, u64)> {
     let now = now_boot_ns();
-    // SAFETY: `entry` points into a map value that stays valid for this program run.
-    unsafe { (*entry).is_live(now) }.then_some((entry, now))
-}
-
-/// Counts a hit on an entry; returns its reason and when it was hit before (0: never).
-#[inline(always)]
-pub fn record_hit(entry: *mut BlockEntry, now: u64) -> (u32, u64) {
-    // SAFETY: as in `live`. Two CPUs hitting one entry at the same instant may lose an increment:
-    // the per-entry count is for people reading `blocklist list`; exact totals are the per-CPU
-    // counters.
-    unsafe {
-        let previous = (*entry).last_hit_boot_ns;
-        (*entry).hits += 1;
-        (*entry).last_hit_boot_ns = now;
-        ((*entry).reason, previous)
-    }
+    entry.is_live(now).then_some((entry, now))
 }
 
 /// Whether a drop is worth an event. The agent needs one per flow to end that session: a
@@ -200,24 +265,16 @@ pub fn record_hit(entry: *mut BlockEntry, now: u64) -> (u32, u64) {
 /// a known flow (the SYNs of a listed source) are sampled, at most one per entry per second, for
 /// `top`; every packet is still counted, per CPU and per entry.
 #[inline(always)]
-pub fn worth_reporting(flow: Option<*mut FlowState>, previous_hit: u64, now: u64) -> bool {
+pub fn worth_reporting(flow: Option<FlowRef>, previous_hit: u64, now: u64) -> bool {
     match flow {
-        // SAFETY: a pointer into a flow map value, valid for this program run. Two CPUs racing
-        // here may both report: harmless, the agent's kill is idempotent.
-        Some(f) => unsafe {
-            if (*f).reported() {
-                return false;
-            }
-            (*f).state |= flow_state::REPORTED;
-            true
-        },
+        Some(f) => f.first_report(),
         None => previous_hit == 0 || now.wrapping_sub(previous_hit) >= 1_000_000_000,
     }
 }
 
 #[inline(always)]
-pub fn flow(flow: &FlowKey) -> Option<*mut FlowState> {
-    FLOWS.get_ptr_mut(flow)
+pub fn flow(flow: &FlowKey) -> Option<FlowRef> {
+    FLOWS.get_ptr_mut(flow).map(FlowRef)
 }
 
 /// A client SYN: remember where its first payload byte will be, unless the 4-tuple already has a
@@ -241,15 +298,6 @@ pub fn remember_flow(flow: &FlowKey, first_payload_seq: u32) {
     let _ = FLOWS.insert(flow, FlowState::new(first_payload_seq, now_s), 0);
 }
 
-/// The client's segment at the remembered sequence number arrived (its handshake ACK, or its
-/// first payload): the flow is established and a new SYN no longer replaces it.
-#[inline(always)]
-pub fn mark_established(flow: *mut FlowState) {
-    // SAFETY: a pointer into a flow map value, valid for this program run. A racing update on
-    // another CPU only sets bits too.
-    unsafe { (*flow).state |= flow_state::ESTABLISHED };
-}
-
 /// Reports a drop to the agent. A full ring never changes the verdict; the loss is counted.
 #[inline(always)]
 pub fn report(event: DropEvent) {
@@ -262,21 +310,6 @@ pub fn report(event: DropEvent) {
 #[inline(always)]
 pub fn scratch() -> Option<*mut Scratch> {
     SCRATCH.get_ptr_mut(0)
-}
-
-/// Whether a listed source's SYN may still pass to be told why; takes one of its answers.
-///
-/// # Safety
-/// `entry` must point into a live map value (as returned by [`source_entry`]).
-#[inline(always)]
-pub unsafe fn take_answer(entry: *mut BlockEntry) -> bool {
-    // Two CPUs racing here may both take the last answer: one more connection is told why.
-    let left = (*entry).answers_left;
-    if left == 0 {
-        return false;
-    }
-    (*entry).answers_left = left - 1;
-    true
 }
 
 /// One strike against `source` (its greeting was just dropped). `true` when this strike put it

@@ -1,10 +1,12 @@
 //! Header parsing: one forward-only cursor and one small `parse_<layer>` function per layer, in the
 //! style of xdp-tutorial's parsing helpers. Each function checks its bytes against `data_end`
-//! before reading them and returns the counter index of the reason when it gives up, so the caller
-//! can pass the packet and count why.
+//! before reading them and returns the reason ([`Pass`]) when it gives up, so the caller can pass
+//! the packet and count why.
 
 use aya_ebpf::programs::XdpContext;
-use helo_common::maps::{counter, FlowKey};
+use helo_common::maps::FlowKey;
+
+use crate::decision::Pass;
 
 const ETH_HDR_LEN: usize = 14;
 const VLAN_HDR_LEN: usize = 4;
@@ -31,8 +33,6 @@ const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// No header we parse starts beyond this offset; the bound also keeps the verifier's view of the
 /// cursor small.
 const MAX_HEADER_OFFSET: usize = 4096;
-
-pub type Pass = u32;
 
 /// Offset from the start of the frame. Only moves forward.
 pub struct Cursor {
@@ -150,47 +150,47 @@ pub enum L3 {
 /// Ethernet plus up to two VLAN tags (802.1Q, 802.1ad): the network protocol.
 #[inline(always)]
 pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<L3, Pass> {
-    let eth: [u8; ETH_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    let eth: [u8; ETH_HDR_LEN] = read(ctx, cur).ok_or(Pass::Malformed)?;
     cur.advance(ETH_HDR_LEN);
     let mut proto = be16(eth[12], eth[13]);
     for _ in 0..MAX_VLAN_TAGS {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
         }
-        let tag: [u8; VLAN_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+        let tag: [u8; VLAN_HDR_LEN] = read(ctx, cur).ok_or(Pass::Malformed)?;
         cur.advance(VLAN_HDR_LEN);
         proto = be16(tag[2], tag[3]);
     }
     match proto {
         ETH_P_IPV4 => Ok(L3::V4),
         ETH_P_IPV6 => Ok(L3::V6),
-        _ => Err(counter::PASS_NOT_IP),
+        _ => Err(Pass::NotIp),
     }
 }
 
 /// IPv4 with options (IHL 5–15). Fragments are passed: only a whole first segment is judged.
 #[inline(always)]
 pub fn parse_ipv4(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
-    let h: [u8; IPV4_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    let h: [u8; IPV4_HDR_LEN] = read(ctx, cur).ok_or(Pass::Malformed)?;
     let version = h[0] >> 4;
     let hdr_len = ((h[0] & 0x0f) as usize) * 4;
     if version != 4 || hdr_len < IPV4_HDR_LEN {
-        return Err(counter::PASS_MALFORMED);
+        return Err(Pass::Malformed);
     }
     let total_len = be16(h[2], h[3]) as usize;
     if total_len < hdr_len {
-        return Err(counter::PASS_MALFORMED);
+        return Err(Pass::Malformed);
     }
     // A frame shorter than its IP header says was cut somewhere: it is not judged.
     if !cur.has(ctx, total_len) {
-        return Err(counter::PASS_TRUNCATED);
+        return Err(Pass::Truncated);
     }
     // More-fragments flag or a non-zero offset.
     if be16(h[6], h[7]) & 0x3fff != 0 {
-        return Err(counter::PASS_FRAGMENT);
+        return Err(Pass::Fragment);
     }
     if h[9] != IPPROTO_TCP {
-        return Err(counter::PASS_NOT_TCP);
+        return Err(Pass::NotTcp);
     }
     let addrs_offset = cur.pos() + 12;
     cur.advance(hdr_len);
@@ -200,13 +200,13 @@ pub fn parse_ipv4(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
 /// IPv6, skipping hop-by-hop, routing, destination-options and AH headers (up to a bound).
 #[inline(always)]
 pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
-    let h: [u8; IPV6_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    let h: [u8; IPV6_HDR_LEN] = read(ctx, cur).ok_or(Pass::Malformed)?;
     if h[0] >> 4 != 6 {
-        return Err(counter::PASS_MALFORMED);
+        return Err(Pass::Malformed);
     }
     let mut remaining = be16(h[4], h[5]) as usize;
     if !cur.has(ctx, IPV6_HDR_LEN + remaining) {
-        return Err(counter::PASS_TRUNCATED);
+        return Err(Pass::Truncated);
     }
     let mut next = h[6];
     let addrs_offset = cur.pos() + 8;
@@ -214,29 +214,29 @@ pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let ext_len = match next {
             IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS => {
-                let e: [u8; 2] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+                let e: [u8; 2] = read(ctx, cur).ok_or(Pass::Malformed)?;
                 next = e[0];
                 (e[1] as usize + 1) * 8
             }
             IPV6_AUTH => {
-                let e: [u8; 2] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+                let e: [u8; 2] = read(ctx, cur).ok_or(Pass::Malformed)?;
                 next = e[0];
                 (e[1] as usize + 2) * 4
             }
-            IPV6_FRAGMENT => return Err(counter::PASS_FRAGMENT),
+            IPV6_FRAGMENT => return Err(Pass::Fragment),
             _ => break,
         };
         if ext_len > remaining {
-            return Err(counter::PASS_MALFORMED);
+            return Err(Pass::Malformed);
         }
         remaining -= ext_len;
         cur.advance(ext_len);
     }
     match next {
         IPPROTO_TCP => {}
-        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => return Err(counter::PASS_MALFORMED),
-        IPV6_FRAGMENT => return Err(counter::PASS_FRAGMENT),
-        _ => return Err(counter::PASS_NOT_TCP),
+        IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH => return Err(Pass::Malformed),
+        IPV6_FRAGMENT => return Err(Pass::Fragment),
+        _ => return Err(Pass::NotTcp),
     }
     Ok(Ip { addrs_offset, v6: true, l4_len: remaining })
 }
@@ -244,13 +244,13 @@ pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ip, Pass> {
 /// TCP with options (data offset 5–15). Leaves the cursor at the payload.
 #[inline(always)]
 pub fn parse_tcp(ctx: &XdpContext, cur: &mut Cursor, l4_len: usize) -> Result<Tcp, Pass> {
-    let h: [u8; TCP_HDR_LEN] = read(ctx, cur).ok_or(counter::PASS_MALFORMED)?;
+    let h: [u8; TCP_HDR_LEN] = read(ctx, cur).ok_or(Pass::Malformed)?;
     let hdr_len = ((h[12] >> 4) as usize) * 4;
     if hdr_len < TCP_HDR_LEN || hdr_len > l4_len {
-        return Err(counter::PASS_MALFORMED);
+        return Err(Pass::Malformed);
     }
     if !cur.has(ctx, hdr_len) {
-        return Err(counter::PASS_TRUNCATED);
+        return Err(Pass::Truncated);
     }
     cur.advance(hdr_len);
     let flags = h[13];

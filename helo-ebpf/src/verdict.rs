@@ -10,48 +10,43 @@
 //! else goes the slow path: up to 512 bytes copied to scratch and fed to the byte scanner.
 
 use aya_ebpf::{
-    bindings::{
-        xdp_action::{XDP_DROP, XDP_PASS},
-        xdp_md,
-    },
+    bindings::xdp_md,
     helpers::{bpf_loop, bpf_xdp_load_bytes},
     programs::XdpContext,
 };
 use helo_common::{
-    maps::{config_flags, counter, event_kind, mode, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState},
+    maps::{config_flags, event_kind, mode, AddrKey, Config, DropEvent, FlowKey},
     words::{starts_like_greeting, WordScan, Words, MAX_STEPS},
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
 
 use crate::{
-    maps::{self, ScanResult},
+    decision::{Decision, Dropped, Pass},
+    maps::{self, EntryRef, FlowRef, ScanResult},
     parse::{self, Segment},
 };
 
-/// XDP action and the counter that records it.
-pub type Decision = (u32, u32);
-
 #[inline(always)]
-fn pass(counter: u32) -> Decision {
-    (XDP_PASS, counter)
+fn pass(why: Pass) -> Decision {
+    Decision::Pass(why)
 }
 
 #[inline(always)]
 pub fn decide(ctx: &XdpContext) -> Decision {
     let cfg = match maps::config() {
         Some(cfg) if cfg.mode != mode::UNSET => cfg,
-        _ => return pass(counter::PASS_UNCONFIGURED),
+        _ => return pass(Pass::Unconfigured),
     };
     let seg = match parse::parse_segment(ctx) {
         Ok(seg) => seg,
         Err(why) => return pass(why),
     };
     if !maps::port_filtered(seg.tcp.dport) {
-        return pass(counter::PASS_OTHER_PORT);
+        return pass(Pass::OtherPort);
     }
     if seg.tcp.syn && !seg.tcp.ack {
         let Some(flow) = seg.flow_key(ctx) else {
-            return pass(counter::PASS_TRUNCATED);
+            return pass(Pass::Truncated);
         };
         // Sources are judged at their SYN only: a connection that got past it (listed since, by
         // a RCPT-time rule of this very session, say) is the agent's to end, and must be able to
@@ -63,39 +58,37 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         // The client's first payload byte will carry ISN + 1 (unless the 4-tuple's flow is
         // established: a spoofed SYN does not re-key it).
         maps::remember_flow(&flow, seg.tcp.seq.wrapping_add(1));
-        return pass(counter::PASS_NO_PAYLOAD);
+        return pass(Pass::NoPayload);
     }
     if seg.tcp.payload_len == 0 {
         // The handshake's ACK carries ISN + 1: from then on the flow is established.
         if seg.tcp.ack {
             if let Some(f) = seg.flow_key(ctx).and_then(|key| maps::flow(&key)) {
-                // SAFETY: a flow map value, valid for this program run.
-                if unsafe { (*f).first_payload_seq } == seg.tcp.seq {
-                    maps::mark_established(f);
+                if f.first_payload_seq() == seg.tcp.seq {
+                    f.mark_established();
                 }
             }
         }
-        return pass(counter::PASS_NO_PAYLOAD);
+        return pass(Pass::NoPayload);
     }
     // Most payloads (mail data, every later segment) do not start like a greeting: pass them
     // before the flow lookup.
     let first = payload_word(ctx, &seg, 0);
     if let Some(first) = first {
         if !starts_like_greeting(first) {
-            return pass(counter::PASS_NOT_GREETING);
+            return pass(Pass::NotGreeting);
         }
     }
     // Only the first client payload is a greeting; later segments (a mail body line that happens
     // to start with "HELO ", a second greeting after RSET) are the agent's business.
     let Some(key) = seg.flow_key(ctx) else {
-        return pass(counter::PASS_TRUNCATED);
+        return pass(Pass::Truncated);
     };
     let flow = match maps::flow(&key) {
-        // SAFETY: a flow map value, valid for this program run.
-        Some(f) if unsafe { (*f).first_payload_seq } == seg.tcp.seq => f,
-        _ => return pass(counter::PASS_NOT_FIRST_PAYLOAD),
+        Some(f) if f.first_payload_seq() == seg.tcp.seq => f,
+        _ => return pass(Pass::NotFirstPayload),
     };
-    maps::mark_established(flow);
+    flow.mark_established();
     let fast = match first {
         Some(first) => scan_fast(ctx, &seg, cfg, first),
         None => ScanResult::SLOW,
@@ -104,11 +97,11 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     match scan {
         Scan::Greeting { hash, .. } => match maps::helo_entry(hash) {
             Some((entry, now)) => block(cfg, &key, entry, Some(flow), event_kind::HELO, hash, now),
-            None => pass(counter::PASS_NOT_LISTED),
+            None => pass(Pass::NotListed),
         },
-        Scan::NotGreeting => pass(counter::PASS_NOT_GREETING),
-        Scan::ArgTooLong => pass(counter::PASS_ARG_TOO_LONG),
-        Scan::Truncated => pass(counter::PASS_TRUNCATED),
+        Scan::NotGreeting => pass(Pass::NotGreeting),
+        Scan::ArgTooLong => pass(Pass::ArgTooLong),
+        Scan::Truncated => pass(Pass::Truncated),
     }
 }
 
@@ -264,16 +257,15 @@ extern "C" fn scan_chunk(chunk: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// A listed source or greeting: drop it (or only report it in observe mode), unless the source is
 /// on the allow list.
 #[inline(always)]
-fn block(cfg: &Config, key: &FlowKey, entry: *mut BlockEntry, flow: Option<*mut FlowState>, kind: u8, hash: u64, now: u64) -> Decision {
+fn block(cfg: &Config, key: &FlowKey, entry: EntryRef, flow: Option<FlowRef>, kind: u8, hash: u64, now: u64) -> Decision {
     if cfg.flags & config_flags::ALLOW_EMPTY == 0 && maps::allow_listed(&AddrKey::from_v6(key.saddr)) {
-        return pass(counter::PASS_ALLOW_LISTED);
+        return pass(Pass::AllowListed);
     }
-    let (reason, previous_hit) = maps::record_hit(entry, now);
+    let (reason, previous_hit) = entry.record_hit(now);
     let observed = cfg.mode == mode::OBSERVE;
-    // SAFETY: `entry` came from `source_entry`/`helo_entry`: a live map value.
-    if kind == event_kind::SOURCE && !observed && unsafe { maps::take_answer(entry) } {
+    if kind == event_kind::SOURCE && !observed && entry.take_answer() {
         // Not dropped yet: the agent greets this connection with 554 and the entry's words.
-        return pass(counter::PASS_SOURCE_ANSWERED);
+        return pass(Pass::SourceAnswered);
     }
     if maps::worth_reporting(flow, previous_hit, now) {
         // One strike per refused connection (the first drop of its flow), not per packet.
@@ -290,9 +282,9 @@ fn block(cfg: &Config, key: &FlowKey, entry: *mut BlockEntry, flow: Option<*mut 
         });
     }
     match (observed, kind == event_kind::HELO) {
-        (true, true) => pass(counter::OBSERVE_HELO),
-        (true, false) => pass(counter::OBSERVE_SOURCE),
-        (false, true) => (XDP_DROP, counter::DROP_HELO),
-        (false, false) => (XDP_DROP, counter::DROP_SOURCE),
+        (true, true) => pass(Pass::ObservedHelo),
+        (true, false) => pass(Pass::ObservedSource),
+        (false, true) => Decision::Drop(Dropped::Helo),
+        (false, false) => Decision::Drop(Dropped::Source),
     }
 }
