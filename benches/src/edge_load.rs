@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{tcp::OwnedReadHalf, TcpSocket, TcpStream},
@@ -61,7 +61,7 @@ pub struct Mix {
     pub duration: Duration,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct BotTally {
     pub attempts: u64,
     /// No handshake within the connect timeout: the SYN was dropped.
@@ -79,7 +79,7 @@ pub struct BotTally {
     pub skipped: u64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct CleanTally {
     pub sent: u64,
     pub failed: u64,

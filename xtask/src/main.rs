@@ -35,10 +35,13 @@ enum Command {
     },
     /// Run the benchmarks (as root) and rewrite BENCHMARKS.md with its plot.
     Bench {
-        /// Only the Tier A reports (xdp-cost, xdp-live): rewrite their sections and plot, keep
-        /// the rest of BENCHMARKS.md as it is.
+        /// Only the Tier A reports (xdp-cost, xdp-live): the same as `--only tier-a`.
         #[arg(long)]
         tier_a: bool,
+        /// Only these parts: rewrite their sections (and plots), keep the rest of BENCHMARKS.md
+        /// as it is.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::Part>,
     },
     /// See it work: namespaces, the agent, Postfix, a mix of traffic and a live view; ARGS go to
     /// the lab (`--duration S`, `--no-tui`).
@@ -73,7 +76,12 @@ fn dispatch(command: Command) -> Result<u8> {
         // cargo test's own exit code, clamped to what a process can return.
         Command::Test { args } => test::run(&args).map(|code| u8::try_from(code).unwrap_or(1)),
         Command::Run { args } => run::run(&args).map(|()| 0),
-        Command::Bench { tier_a } => bench::run(tier_a).map(|()| 0),
+        Command::Bench { tier_a, mut only } => {
+            if tier_a && !only.contains(&bench::Part::TierA) {
+                only.push(bench::Part::TierA);
+            }
+            bench::run(&only).map(|()| 0)
+        }
         Command::Lab { args } => lab::run(&args).map(|()| 0),
     }
 }

@@ -36,7 +36,7 @@ use helo_tests::{
     netns::{enter_named, link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const DOMAIN: &str = "example.com";
@@ -80,10 +80,10 @@ impl Arm {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Run {
-    arm: &'static str,
-    load: &'static str,
+    arm: String,
+    load: String,
     seconds: f64,
     edge_cpu_s: f64,
     connections: u64,
@@ -309,8 +309,8 @@ fn measure(arm: Arm, load: &'static str, client: &Netns, edge: &Netns, e: &Edge,
     let connections = bots.attempts + clean.sent + clean.failed;
     let edge_cpu_s = edge_ns as f64 / 1e9;
     Ok(Run {
-        arm: arm.label(),
-        load,
+        arm: arm.label().to_owned(),
+        load: load.to_owned(),
         seconds,
         edge_cpu_s,
         connections,
@@ -375,6 +375,17 @@ impl Bench {
 const CLEAN_ROUNDS: usize = 4;
 
 fn main() -> Result<()> {
+    // `edge --render REPORT.json`: the tables again from a report's runs (after a fix to them).
+    if std::env::args().nth(1).as_deref() == Some("--render") {
+        let path = std::env::args().nth(2).context("--render takes a report file")?;
+        let mut report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+        let runs: Vec<Run> = serde_json::from_value(report["runs"].clone())?;
+        let ratios: Vec<(String, Vec<f64>)> = serde_json::from_value(report["clean_round_ratios"].clone())?;
+        let n = |k: &str| report[k].as_u64().context("a report without its settings");
+        report["markdown"] = json!(markdown(&runs, &ratios, n("seconds_per_run")?, n("seconds_per_clean_round")?, n("warm_up_s")?));
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
     let warm_up: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
     helo_user::limits::raise_open_files_limit();
@@ -520,7 +531,8 @@ fn markdown(runs: &[Run], ratios: &[(String, Vec<f64>)], seconds: u64, round_s: 
     }
     let bot_share = |arm: Arm| -> Option<f64> {
         let (m, c) = (find(arm, "bots + clean")?, find(arm, "clean only")?);
-        Some(m.edge_cpu_s - c.edge_cpu_s)
+        // The clean load alone ran for longer (its rounds summed): scaled to the mixed run's time.
+        Some(m.edge_cpu_s - c.edge_cpu_s * m.seconds / c.seconds)
     };
     md.push_str("\n| goal | measured | |\n|---|---:|---|\n");
     if let (Some(a), Some(c)) = (bot_share(Arm::Postscreen), bot_share(Arm::Helo)) {
@@ -532,7 +544,7 @@ fn markdown(runs: &[Run], ratios: &[(String, Vec<f64>)], seconds: u64, round_s: 
             (format!("(a) {a:.2} s; (c) {c:.2} s, below the runs' noise: > 10× while (a) > 10 × the noise"), a > 0.0)
         };
         md.push_str(&format!(
-            "| CPU of the bot share (mixed − clean only), (a) ÷ (c) ≥ 10× | {measured} | {} |\n",
+            "| CPU of the bot share (mixed − clean only over the same time), (a) ÷ (c) ≥ 10× | {measured} | {} |\n",
             if met { "met" } else { "MISSED" }
         ));
     }

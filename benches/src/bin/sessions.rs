@@ -1,7 +1,7 @@
 //! Tier B: what a session costs. Prints one JSON report with three parts:
-//! - `reject`: first-seen bogus greetings, rejected by the agent (user space), by Postfix's
-//!   `smtp-sink -Q helo` (the floor: it answers 421 to any HELO) and by Postfix smtpd with
-//!   `check_helo_access`. Load from smtp-source; CPU from a cpuacct cgroup holding every process
+//! - `reject`: bogus greetings, rejected by the agent (user space), by Postfix's
+//!   `smtp-sink -Q helo` (the floor: it answers 421 to any HELO), by Postfix smtpd with
+//!   `check_helo_access`, and the repeat of a listed name, dropped by XDP and answered by the agent. Load from smtp-source; CPU from a cpuacct cgroup holding every process
 //!   of the server's namespace.
 //! - `flood`: clean sessions through the agent into a real Postfix, their rate and latency, while
 //!   frames with a listed greeting flood the same veth at 0 to 1 Mpps; helo with XDP, helo with XDP
@@ -39,7 +39,7 @@ use helo_tests::{
     frames::{Frame, TCP_SYN},
     inject::Injector,
     kernel_state,
-    lab::{agent_admin_socket, agent_args, agent_state_dir, BpfFs},
+    lab::{agent_admin_socket, agent_args, agent_state_dir, one_source_many_names, BpfFs},
     netns::{enter_named, link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
 };
@@ -171,6 +171,8 @@ mod reject {
         ns: String,
         cpu: CpuGroup,
         smtp_source: bool,
+        /// The XDP program that must drop every session's greeting (the kernel-drop arm).
+        dropped_by: Option<u32>,
     }
 
     #[derive(Default)]
@@ -239,6 +241,8 @@ mod reject {
         let (_, sink_end) = link(&client, &sink_ns, 71)?;
         let (_, pf_end) = link(&client, &pf_ns, 72)?;
         let (_, agent_end) = link(&client, &agent_ns, 73)?;
+        let drop_ns = Netns::new("rd")?;
+        let (_, drop_end) = link(&client, &drop_ns, 74)?;
 
         let sink_addr: SocketAddr = format!("{}:25", sink_end.v4).parse()?;
         let _sink = Guarded(
@@ -262,6 +266,13 @@ mod reject {
             ],
         )?;
         let agent = Agent::start(&agent_ns, &agent_end, false, &[])?;
+        // The repeat of a listed name: XDP drops the greeting, the agent answers the flow from its
+        // drop event. One client address sends every session, so the ladder (which would soon
+        // drop its SYNs instead) is off and the per-source session cap raised.
+        let config_dir = tempfile::tempdir()?;
+        let one_source = one_source_many_names(config_dir.path())?;
+        let dropper = Agent::start(&drop_ns, &drop_end, true, &one_source.iter().map(String::as_str).collect::<Vec<_>>())?;
+        dropper.blocklist_add(BOGUS)?;
 
         let arms = vec![
             Arm {
@@ -271,6 +282,7 @@ mod reject {
                 ns: sink_ns.name.clone(),
                 cpu: CpuGroup::new("sink")?,
                 smtp_source: true,
+                dropped_by: None,
             },
             Arm {
                 label: "Postfix smtpd, check_helo_access",
@@ -279,6 +291,7 @@ mod reject {
                 ns: pf_ns.name.clone(),
                 cpu: CpuGroup::new("postfix")?,
                 smtp_source: true,
+                dropped_by: None,
             },
             Arm {
                 label: "helo agent (user space, --no-xdp)",
@@ -287,6 +300,16 @@ mod reject {
                 ns: agent_ns.name.clone(),
                 cpu: CpuGroup::new("agent")?,
                 smtp_source: false,
+                dropped_by: None,
+            },
+            Arm {
+                label: "kernel-dropped repeat: helo agent, name listed, XDP native",
+                reply: "550 5.7.1 Bogus HELO",
+                addr: format!("{}:25", drop_end.v4).parse()?,
+                ns: drop_ns.name.clone(),
+                cpu: CpuGroup::new("dropper")?,
+                smtp_source: false,
+                dropped_by: Some(dropper.program_id()?),
             },
         ];
         for arm in &arms {
@@ -296,7 +319,12 @@ mod reject {
         let mut source: Vec<Samples> = arms.iter().map(|_| Samples::default()).collect();
         for round in 0..ROUNDS {
             for (i, arm) in arms.iter().enumerate() {
+                let drops_before = arm.dropped_by.map(|id| kernel_state::counters(id).map(|c| c.get(counter::DROP_HELO))).transpose()?;
                 let (rate, per_cpu) = measure(arm, || own_client(&client, arm))?;
+                if let (Some(id), Some(before)) = (arm.dropped_by, drops_before) {
+                    let dropped = kernel_state::counters(id)?.get(counter::DROP_HELO) - before;
+                    ensure!(dropped >= SESSIONS as u64, "{}: the kernel dropped {dropped} greetings of {SESSIONS}", arm.label);
+                }
                 eprintln!("reject round {round}: {} (project client): {rate:.0} sessions/s, {per_cpu:.0} per CPU-s", arm.label);
                 own[i].rate.push(rate);
                 own[i].per_cpu.push(per_cpu);
@@ -309,6 +337,7 @@ mod reject {
             }
         }
         agent.stop()?;
+        dropper.stop()?;
         let arms: Vec<Value> = arms
             .iter()
             .zip(own.into_iter().zip(source))
