@@ -265,13 +265,16 @@ mod reject {
                 format!("smtpd_helo_restrictions = check_helo_access inline:{{ {{ {BOGUS} = REJECT Bogus HELO }} }}"),
             ],
         )?;
-        let agent = Agent::start(&agent_ns, &agent_end, false, &[])?;
-        // The repeat of a listed name: XDP drops the greeting, the agent answers the flow from its
-        // drop event. One client address sends every session, so the ladder (which would soon
-        // drop its SYNs instead) is off and the per-source session cap raised.
+        // One client address sends every session: the offender ladder (which would soon answer
+        // its connections with a 554 banner, then drop its SYNs) is off and the per-source caps
+        // raised, so that each arm does the same work every session.
         let config_dir = tempfile::tempdir()?;
         let one_source = one_source_many_names(config_dir.path())?;
-        let dropper = Agent::start(&drop_ns, &drop_end, true, &one_source.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let one_source: Vec<&str> = one_source.iter().map(String::as_str).collect();
+        let agent = Agent::start(&agent_ns, &agent_end, false, &one_source)?;
+        // The repeat of a listed name: XDP drops the greeting, the agent answers the flow from its
+        // drop event.
+        let dropper = Agent::start(&drop_ns, &drop_end, true, &one_source)?;
         dropper.blocklist_add(BOGUS)?;
 
         let arms = vec![
