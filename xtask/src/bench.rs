@@ -27,13 +27,16 @@ use crate::{compile, proc, setup};
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-pub fn run(only: &[Part]) -> Result<()> {
+pub fn run(only: &[Part], reuse: bool) -> Result<()> {
+    let root = proc::workspace_root();
+    if reuse {
+        return run_parts(&root, only, true);
+    }
     proc::require_root("the XDP benchmarks load programs into the kernel")?;
     setup::run(setup::Scope::Everything)?;
     compile::release()?;
-    let root = proc::workspace_root();
     if !only.is_empty() {
-        return run_parts(&root, only);
+        return run_parts(&root, only, reuse);
     }
     // A report that fails is written as failed, in its place, and the command fails at the end:
     // never a section silently left out.
@@ -109,7 +112,8 @@ impl Part {
         }
     }
 
-    fn render(self, root: &Path, failed: &mut Vec<String>) -> String {
+    fn render(self, root: &Path, reuse: bool, failed: &mut Vec<String>) -> String {
+        let run_report = |root: &Path, bin: &str| if reuse { kept_report(root, bin) } else { run_report(root, bin) };
         match self {
             Part::TierA => {
                 let xdp = run_report(root, "xdp-cost");
@@ -150,12 +154,12 @@ fn render_edge(e: &Value) -> Result<String> {
 /// `cargo xtask bench --only PART,...`: reruns those parts and replaces their sections (from the
 /// part's first heading to the next heading that is not the part's) in the existing BENCHMARKS.md;
 /// the other sections keep their numbers from their own last run.
-fn run_parts(root: &Path, parts: &[Part]) -> Result<()> {
+fn run_parts(root: &Path, parts: &[Part], reuse: bool) -> Result<()> {
     let path = root.join("BENCHMARKS.md");
     let mut old = fs::read_to_string(&path).context("reading BENCHMARKS.md (run `cargo xtask bench` once first)")?;
     let mut failed = Vec::new();
     for &part in parts {
-        let text = part.render(root, &mut failed);
+        let text = part.render(root, reuse, &mut failed);
         let start = old.find(part.heading()).with_context(|| format!("BENCHMARKS.md has no {:?} section", part.heading()))?;
         let end = old[start..]
             .match_indices("\n## ")
@@ -213,6 +217,14 @@ fn run_report(root: &Path, bin: &str) -> Result<Value> {
         bail!("{bin} failed: {}", why.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" | "));
     }
     serde_json::from_slice(&out.stdout).with_context(|| format!("{bin} printed no JSON report"))
+}
+
+/// The report a part's last run kept (see [`run_report`]), for rendering it again after a change
+/// to the tables or plots.
+fn kept_report(root: &Path, bin: &str) -> Result<Value> {
+    let path = target_dir(root).join("bench-reports").join(format!("{bin}.json"));
+    serde_json::from_slice(&fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("{} is not a report", path.display()))
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -458,11 +470,23 @@ fn render_criterion(criterion: &[(String, f64)]) -> Result<String> {
     Ok(md)
 }
 
-fn plot(xdp: &Value, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
+/// The plots' font, registered once for every plot of the run.
+fn register_font() -> Result<()> {
+    static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if REGISTERED.get().is_some() {
+        return Ok(());
+    }
     let font = fs::read(FONT).with_context(|| format!("reading {FONT} (Debian package fonts-dejavu-core)"))?;
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, font).map_err(|_| anyhow::anyhow!("bad font {FONT}"))?;
+    plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, font)
+        .map_err(|_| anyhow::anyhow!("bad font {FONT}"))?;
+    let _ = REGISTERED.set(());
+    Ok(())
+}
+
+fn plot(xdp: &Value, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    register_font()?;
     let arms: Vec<(String, f64, f64, f64)> = xdp["arms"]
         .as_array()
         .context("no arms")?
@@ -658,6 +682,7 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
 /// Clean sessions per second against the flood rate, one line per arm.
 fn plot_flood(flood: &Value, path: &Path) -> Result<()> {
     use plotters::prelude::*;
+    register_font()?;
     let arms = flood["arms"].as_array().context("no flood arms")?;
     #[allow(clippy::type_complexity, reason = "a plot series: label and points")]
     let series: Vec<(String, Vec<(f64, f64, f64, f64)>)> = arms

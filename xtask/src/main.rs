@@ -42,6 +42,10 @@ enum Command {
         /// as it is.
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<bench::Part>,
+        /// With `--only`: render the reports the parts' last run kept in target/bench-reports
+        /// instead of running them (after a change to the tables or plots).
+        #[arg(long, requires = "only")]
+        reuse_reports: bool,
     },
     /// See it work: namespaces, the agent, Postfix, a mix of traffic and a live view; ARGS go to
     /// the lab (`--duration S`, `--no-tui`).
@@ -76,11 +80,11 @@ fn dispatch(command: Command) -> Result<u8> {
         // cargo test's own exit code, clamped to what a process can return.
         Command::Test { args } => test::run(&args).map(|code| u8::try_from(code).unwrap_or(1)),
         Command::Run { args } => run::run(&args).map(|()| 0),
-        Command::Bench { tier_a, mut only } => {
+        Command::Bench { tier_a, mut only, reuse_reports } => {
             if tier_a && !only.contains(&bench::Part::TierA) {
                 only.push(bench::Part::TierA);
             }
-            bench::run(&only).map(|()| 0)
+            bench::run(&only, reuse_reports).map(|()| 0)
         }
         Command::Lab { args } => lab::run(&args).map(|()| 0),
     }
