@@ -17,7 +17,7 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "helo-user", version, about = "XDP-assisted SMTP HELO edge filter")]
+#[command(name = "helo", version, about = "XDP-assisted SMTP HELO edge filter")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -1,4 +1,4 @@
-//! `helo-user`: the agent's command line. Parsing and exit codes live here; the work is in the
+//! `helo`: the agent's command line. Parsing and exit codes live here; the work is in the
 //! library.
 
 use std::{
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 }
 
 fn config_error(e: anyhow::Error) -> ExitCode {
-    eprintln!("helo-user: configuration error: {}", format!("{e:#}").replace('\n', " "));
+    eprintln!("helo: configuration error: {}", format!("{e:#}").replace('\n', " "));
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -77,7 +77,7 @@ fn exit_with(r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("helo-user: error: {e:#}");
+            eprintln!("helo: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -154,7 +154,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
             if pin::pinned_link_mode(&config.pin_dir).is_some() {
                 log::warn!(
                     "--no-xdp, but an XDP link is still pinned in {}: it keeps filtering with these maps \
-                     (`helo-user detach` removes it)",
+                     (`helo detach` removes it)",
                     config.pin_dir.display()
                 );
             }
@@ -250,7 +250,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
                     }
                 }
             }
-            log::info!("signal received: stopping (the pinned filter stays attached; `helo-user detach` removes it)");
+            log::info!("signal received: stopping (the pinned filter stays attached; `helo detach` removes it)");
             let _ = stop_tx.send(true);
         });
     }

@@ -1,4 +1,4 @@
-//! The real `helo-user` binary, run inside a test namespace, stopped on drop.
+//! The real `helo` binary, run inside a test namespace, stopped on drop.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -12,12 +12,20 @@ use anyhow::{bail, Context, Result};
 
 use crate::netns::Netns;
 
-/// `target/<profile>/helo-user`: beside this executable (the lab), or beside the `deps/`
+/// The agent's executable name, as operators type it and as `ss -p` reports its sockets.
+pub const BINARY_NAME: &str = "helo";
+
+/// Whether a line of `ss -p` output is a socket the agent process holds (`users:(("helo",pid=…`).
+pub fn ss_line_is_agent(line: &str) -> bool {
+    line.contains(&format!("((\"{BINARY_NAME}\","))
+}
+
+/// `target/<profile>/helo`: beside this executable (the lab), or beside the `deps/`
 /// directory a test binary runs from.
 pub fn binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no directory")?;
-    let candidates = [dir.join("helo-user"), dir.parent().map(|p| p.join("helo-user")).unwrap_or_default()];
+    let candidates = [dir.join(BINARY_NAME), dir.parent().map(|p| p.join(BINARY_NAME)).unwrap_or_default()];
     candidates
         .iter()
         .find(|p| p.is_file())
@@ -31,7 +39,7 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `helo-user ARGS` in `ns` and waits until `ready` accepts TCP connections (probed from
+    /// Starts `helo ARGS` in `ns` and waits until `ready` accepts TCP connections (probed from
     /// inside the namespace).
     pub fn start(ns: &Netns, args: &[String], ready: SocketAddr, log: PathBuf) -> Result<Self> {
         Self::start_logging(ns, args, ready, log, "debug")
@@ -48,19 +56,19 @@ impl AgentProcess {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .context("spawning helo-user")?;
+            .context("spawning helo")?;
         let mut agent = Self { child, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = agent.child.try_wait()? {
-                bail!("helo-user exited early ({status}): {}", agent.log_text());
+                bail!("helo exited early ({status}): {}", agent.log_text());
             }
             let up = ns.enter(move || TcpStream::connect_timeout(&ready, Duration::from_millis(200)).is_ok())?;
             if up {
                 return Ok(agent);
             }
             if Instant::now() > deadline {
-                bail!("helo-user did not listen on {ready} within 20 s: {}", agent.log_text());
+                bail!("helo did not listen on {ready} within 20 s: {}", agent.log_text());
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -85,7 +93,7 @@ impl AgentProcess {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                bail!("helo-user ignored SIGTERM for 40 s");
+                bail!("helo ignored SIGTERM for 40 s");
             }
             thread::sleep(Duration::from_millis(50));
         }

@@ -1,5 +1,5 @@
 //! A whole edge box in namespaces, for the end-to-end tests: a client namespace and an edge
-//! namespace joined by a veth, `helo-user run` in the edge namespace with XDP attached natively to
+//! namespace joined by a veth, `helo run` in the edge namespace with XDP attached natively to
 //! its veth, its pins on a private bpffs, and (optionally) a real Postfix behind it.
 
 use std::{
@@ -59,7 +59,7 @@ impl Drop for BpfFs {
     }
 }
 
-/// `helo-user run` for an agent on `end`: listening on port 25, handing clean sessions to a
+/// `helo run` for an agent on `end`: listening on port 25, handing clean sessions to a
 /// Postfix on `end`:10025, with XDP attached natively to `end`'s interface (or `--no-xdp`), its
 /// state and admin socket under `dir`, its pins on the bpffs to be mounted at `dir/bpffs`.
 pub fn agent_args(end: &Endpoint, dir: &Path, xdp: bool) -> Vec<String> {
@@ -226,12 +226,12 @@ impl Lab {
         agent_state_dir(self.dir.path())
     }
 
-    /// `helo-user ARGS` from the root namespace (admin commands use the socket, not the network).
+    /// `helo ARGS` from the root namespace (admin commands use the socket, not the network).
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
         Ok(Command::new(crate::agent::binary()?).args(args).output()?)
     }
 
-    /// `helo-user blocklist ARGS` against this lab's agent (or its store when it is down).
+    /// `helo blocklist ARGS` against this lab's agent (or its store when it is down).
     pub fn blocklist(&self, args: &[&str]) -> Result<Output> {
         let mut full = vec![
             "blocklist".to_string(),
@@ -291,7 +291,7 @@ impl Lab {
     pub fn agent_holds(&self, client_port: u64) -> Result<bool> {
         let out = self.edge.command("ss").args(["-tnpH"]).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && l.contains("helo-user")))
+        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && crate::agent::ss_line_is_agent(l)))
     }
 }
 

@@ -46,9 +46,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, build, then run `helo-user` as root; ARGS go to it (`run` is implied for flags).
+    /// Setup, build, then run `helo` as root; ARGS go to it (`run` is implied for flags).
     Run {
-        /// Arguments for `helo-user`, e.g. `--iface eth1 --hostname mx1.example.net`.
+        /// Arguments for `helo`, e.g. `--iface eth1 --hostname mx1.example.net`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
