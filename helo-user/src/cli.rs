@@ -51,6 +51,12 @@ pub enum Command {
         /// The TOML file, as given to `run --config`.
         file: PathBuf,
     },
+    /// Write the man pages and the bash, zsh and fish completions under DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Where `man/` and `completions/` are written.
+        dir: PathBuf,
+    },
 }
 
 /// Where to find the agent, or its store.
