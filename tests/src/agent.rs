@@ -33,6 +33,16 @@ pub fn binary() -> Result<PathBuf> {
         .with_context(|| format!("{} is missing: build it first (`cargo xtask test` does)", candidates[1].display()))
 }
 
+/// How the agent is started beyond its arguments: what the tests of the systemd unit need.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// Extra environment (`NOTIFY_SOCKET`, say).
+    pub env: Vec<(String, String)>,
+    /// A program (and its arguments) that execs the agent: `setpriv --bounding-set=…` runs it with
+    /// only the unit's capabilities.
+    pub wrapper: Vec<String>,
+}
+
 pub struct AgentProcess {
     child: Child,
     pub log: PathBuf,
@@ -48,10 +58,24 @@ impl AgentProcess {
     /// [`AgentProcess::start`] with `RUST_LOG=level` (benchmarks run at the production default,
     /// `info`, since logging is part of what a session costs).
     pub fn start_logging(ns: &Netns, args: &[String], ready: SocketAddr, log: PathBuf, level: &str) -> Result<Self> {
+        Self::start_with(ns, args, ready, log, level, &Launch::default())
+    }
+
+    /// [`AgentProcess::start_logging`], started as `launch` says.
+    pub fn start_with(ns: &Netns, args: &[String], ready: SocketAddr, log: PathBuf, level: &str, launch: &Launch) -> Result<Self> {
         let log_file = std::fs::File::create(&log)?;
-        let child = ns
-            .command(binary()?.to_str().unwrap())
+        let binary = binary()?;
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = ns.command(program);
+                c.args(wrapper_args).arg(&binary);
+                c
+            }
+            None => ns.command(binary.to_str().unwrap()),
+        };
+        let child = command
             .args(args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(log_file)

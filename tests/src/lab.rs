@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::{
-    agent::AgentProcess,
+    agent::{AgentProcess, Launch},
     kernel_state,
     netns::{link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
@@ -37,6 +37,7 @@ pub struct Lab {
     pub edge_end: Endpoint,
     pub dir: tempfile::TempDir,
     pub args: Vec<String>,
+    pub launch: Launch,
 }
 
 /// A private bpf filesystem for one lab's pins, unmounted on drop (which also drops what was
@@ -134,6 +135,8 @@ pub struct LabOptions {
     pub backend_main_cf: Vec<String>,
     /// Put the agent's state directory on a tmpfs of this size (`2m`), to fill it.
     pub state_fs: Option<String>,
+    /// The agent's environment and wrapper (the systemd unit's tests).
+    pub launch: Launch,
 }
 
 impl Default for LabOptions {
@@ -148,6 +151,7 @@ impl Default for LabOptions {
             backend_users: vec![],
             backend_main_cf: vec![],
             state_fs: None,
+            launch: Launch::default(),
         }
     }
 }
@@ -184,8 +188,9 @@ impl Lab {
         }
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
         let state_fs = opts.state_fs.map(|size| Tmpfs::mount(agent_state_dir(dir.path()), &size)).transpose()?;
-        let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
-        Ok(Self { agent, state_fs, postfix, pins, client, edge, client_end, edge_end, dir, args })
+        let launch = opts.launch;
+        let agent = AgentProcess::start_with(&edge, &args, listen, dir.path().join("agent.log"), "debug", &launch)?;
+        Ok(Self { agent, state_fs, postfix, pins, client, edge, client_end, edge_end, dir, args, launch })
     }
 
     /// A box of a fleet: its edge namespace also gets a veth to `redis_ns` on subnet `subnet`
@@ -210,7 +215,7 @@ impl Lab {
     /// Starts the agent again with the same arguments (after a stop or a kill).
     pub fn restart_agent(&mut self, log_name: &str) -> Result<()> {
         let listen: SocketAddr = format!("{}:25", self.edge_end.v4).parse()?;
-        self.agent = AgentProcess::start(&self.edge, &self.args, listen, self.dir.path().join(log_name))?;
+        self.agent = AgentProcess::start_with(&self.edge, &self.args, listen, self.dir.path().join(log_name), "debug", &self.launch)?;
         Ok(())
     }
 
