@@ -1,4 +1,4 @@
-//! What the XDP program (`helo-ebpf`) and the agent (`helo-user`) must agree on, bit for bit.
+//! What the XDP program (`helo-ebpf`) and the agent (`helo`) must agree on, bit for bit.
 //!
 //! Everything here is `no_std`, allocation-free and written so that the eBPF verifier accepts it:
 //! loops have constant bounds and buffers have fixed sizes. The kernel and user space call the very

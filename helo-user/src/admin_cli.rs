@@ -1,4 +1,4 @@
-//! What `helo-user blocklist …` and `helo-user stats` print: tables for people, JSON for tools.
+//! What `helo blocklist …` and `helo stats` print: tables for people, JSON for tools.
 
 use std::{io::BufRead, net::IpAddr, time::Duration};
 

@@ -26,7 +26,7 @@ pub struct Agent {
     pub recent: Arc<RecentHits>,
     /// How full the session slots are: timeouts shrink under load.
     pub load: Arc<Load>,
-    /// How to re-read the configuration on SIGHUP or `helo-user reload`.
+    /// How to re-read the configuration on SIGHUP or `helo reload`.
     pub reloader: crate::reload::Reloader,
 }
 

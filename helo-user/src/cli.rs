@@ -17,7 +17,7 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "helo-user", version, about = "XDP-assisted SMTP HELO edge filter")]
+#[command(name = "helo", version, about = "XDP-assisted SMTP HELO edge filter")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +50,12 @@ pub enum Command {
     CheckConfig {
         /// The TOML file, as given to `run --config`.
         file: PathBuf,
+    },
+    /// Write the man pages and the bash, zsh and fish completions under DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Where `man/` and `completions/` are written.
+        dir: PathBuf,
     },
 }
 

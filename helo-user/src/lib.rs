@@ -7,7 +7,8 @@
 //! 4. a rejection is replied to and listed ([`blocklist`]) so the kernel drops the next one;
 //! 5. a clean session is handed to the MTA ([`proxy`]).
 //!
-//! Around it: the durable [`store`], the operators' [`admin`] socket and [`metrics`].
+//! Around it: the durable [`store`], the operators' [`admin`] socket and [`metrics`]; what systemd is
+//! told ([`service`]); the man pages and completions ([`generate`]).
 
 pub mod admin;
 pub mod admin_cli;
@@ -17,6 +18,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod generate;
 pub mod kernel;
 pub mod limits;
 pub mod load;
@@ -27,6 +29,7 @@ pub mod recent;
 pub mod registry;
 pub mod reload;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod session_id;
 pub mod smtp;

@@ -1,4 +1,4 @@
-//! `helo-user`: the agent's command line. Parsing and exit codes live here; the work is in the
+//! `helo`: the agent's command line. Parsing and exit codes live here; the work is in the
 //! library.
 
 use std::{
@@ -65,11 +65,16 @@ fn main() -> ExitCode {
             },
             Err(e) => config_error(e),
         },
+        Command::Generate { dir } => exit_with(helo_user::generate::write_all(&dir).map(|written| {
+            for path in written {
+                println!("{}", path.display());
+            }
+        })),
     }
 }
 
 fn config_error(e: anyhow::Error) -> ExitCode {
-    eprintln!("helo-user: configuration error: {}", format!("{e:#}").replace('\n', " "));
+    eprintln!("helo: configuration error: {}", format!("{e:#}").replace('\n', " "));
     ExitCode::from(EXIT_CONFIG)
 }
 
@@ -77,7 +82,7 @@ fn exit_with(r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("helo-user: error: {e:#}");
+            eprintln!("helo: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -154,7 +159,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
             if pin::pinned_link_mode(&config.pin_dir).is_some() {
                 log::warn!(
                     "--no-xdp, but an XDP link is still pinned in {}: it keeps filtering with these maps \
-                     (`helo-user detach` removes it)",
+                     (`helo detach` removes it)",
                     config.pin_dir.display()
                 );
             }
@@ -169,7 +174,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         Blocklist::open(Arc::clone(&kernel), store, key, Duration::from_secs(config.helo_ttl_s), Duration::from_secs(config.source_ttl_s))?
             .with_learned_quota(config.learned_per_source_per_hour),
     );
-    let metrics = Arc::new(Metrics::new(mode_label, if mode_label == "off" { 0 } else { program_id }));
+    let metrics =
+        Arc::new(Metrics::new(mode_label, if mode_label == "off" { 0 } else { program_id }).watching_interface(config.iface.as_deref()));
     metrics.set_filter_mode(config.mode);
     if fleet_url.is_some() {
         metrics.register_fleet();
@@ -246,11 +252,14 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
                     _ = hup.recv() => {
                         log::info!("SIGHUP: reloading the configuration");
                         let agent = Arc::clone(&agent);
+                        helo_user::service::reloading();
                         let _ = tokio::task::spawn_blocking(move || helo_user::reload::reload_logged(&agent)).await;
+                        helo_user::service::reloaded();
                     }
                 }
             }
-            log::info!("signal received: stopping (the pinned filter stays attached; `helo-user detach` removes it)");
+            log::info!("signal received: stopping (the pinned filter stays attached; `helo detach` removes it)");
+            helo_user::service::stopping();
             let _ = stop_tx.send(true);
         });
     }
@@ -265,6 +274,12 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         admin_path.display()
     );
     let listeners = smtp_sockets.into_iter().map(|s| s.listen(1024)).collect::<std::io::Result<Vec<_>>>()?;
+    // Only now is the start complete: the filter attached, SMTP listened on, the admin socket served.
+    let filter_status = match agent.config.iface.as_deref() {
+        Some(iface) => format!("XDP on {iface} ({mode_label})"),
+        None => "no XDP (user space only)".to_owned(),
+    };
+    helo_user::service::ready(&format!("{filter_status}, {:?} mode, SMTP on {:?}", agent.config.mode, agent.config.listen));
     let blocklist = Arc::clone(&agent.blocklist);
     let result = server::serve(agent, listeners, stop_rx).await;
     // Listings still queued (observe mode does not wait for them) reach the disk before exit.

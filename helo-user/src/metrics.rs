@@ -106,6 +106,8 @@ pub struct Metrics {
     /// 1 while an XDP link runs this agent's program; registered only when one was attached.
     xdp_attached: Gauge,
     xdp_program_id: u32,
+    /// The interface the program was attached to (0: unknown, the kernel's links are walked).
+    xdp_ifindex: u32,
     process: Mutex<Registry>,
     process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     process_cpu_seen: Mutex<f64>,
@@ -120,6 +122,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `helo_xdp_attached` asks the interface `iface` which program it runs, which needs no
+    /// capability (walking the kernel's links needs CAP_SYS_ADMIN, which the systemd unit withholds).
+    pub fn watching_interface(mut self, iface: Option<&str>) -> Self {
+        self.xdp_ifindex = iface.and_then(crate::kernel::xdp_query::ifindex).unwrap_or(0);
+        self
+    }
+
     pub fn new(xdp_mode: &str, program_id: u32) -> Self {
         let m = Self {
             registry: Mutex::new(Registry::with_prefix("helo")),
@@ -152,6 +161,7 @@ impl Metrics {
             filter_mode: Family::default(),
             xdp_attached: Gauge::default(),
             xdp_program_id: program_id,
+            xdp_ifindex: 0,
             process: Mutex::new(Registry::default()),
             process_cpu_seconds: Counter::default(),
             process_cpu_seen: Mutex::new(0.0),
@@ -319,7 +329,12 @@ impl Metrics {
             return;
         }
         let id = self.xdp_program_id;
-        let attached = aya::programs::loaded_links().filter_map(|l| l.ok()).any(|l| l.program_id() == id);
+        let attached = if self.xdp_ifindex != 0 {
+            // What the interface runs: detached, or replaced by another program, reads 0.
+            crate::kernel::xdp_query::attached_program_ids(self.xdp_ifindex).is_ok_and(|ids| ids.contains(&id))
+        } else {
+            aya::programs::loaded_links().filter_map(|l| l.ok()).any(|l| l.program_id() == id)
+        };
         self.xdp_attached.set(attached as i64);
     }
 

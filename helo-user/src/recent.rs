@@ -1,4 +1,4 @@
-//! Recent kernel hits per listed entry, from the drop events: what `helo-user top` shows as the
+//! Recent kernel hits per listed entry, from the drop events: what `helo top` shows as the
 //! top blocked names and sources. Counts are kept per second for the last minute, so the top list
 //! follows what is being dropped now rather than what was dropped most since the start.
 

@@ -170,7 +170,7 @@ fn decode(key: &str, bytes: &[u8]) -> Result<Entry> {
 /// are pinned, so the kernel holds hashes made with the key this store kept.
 ///
 /// - no file, no pins: a first start, the store is created;
-/// - no file, pins: refused (restore the store, or `helo-user detach` to start afresh);
+/// - no file, pins: refused (restore the store, or `helo detach` to start afresh);
 /// - an empty (0-byte) file: refused, pins or not. redb would take it as a new database, and an
 ///   empty file is what a failed restore or a truncation leaves, not a first start.
 pub fn refuse_reset(state_dir: &Path, pins_present: bool, pin_dir: &Path) -> Result<()> {
@@ -185,7 +185,7 @@ pub fn refuse_reset(state_dir: &Path, pins_present: bool, pin_dir: &Path) -> Res
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound && pins_present => bail!(
             "the store {} is missing but maps are pinned in {}: their entries were hashed with a key only \
-             that store held. Restore the store, or run `helo-user detach --pin-dir {}` to start afresh",
+             that store held. Restore the store, or run `helo detach --pin-dir {}` to start afresh",
             path.display(),
             pin_dir.display(),
             pin_dir.display()

@@ -1,4 +1,4 @@
-//! `helo-user top`: a live view of a running agent, read over the admin socket once a second.
+//! `helo top`: a live view of a running agent, read over the admin socket once a second.
 //!
 //! Rates are the difference between two readings. It fits an 80×24 terminal, and quits on `q`,
 //! Esc or Ctrl-C.

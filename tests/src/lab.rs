@@ -1,5 +1,5 @@
 //! A whole edge box in namespaces, for the end-to-end tests: a client namespace and an edge
-//! namespace joined by a veth, `helo-user run` in the edge namespace with XDP attached natively to
+//! namespace joined by a veth, `helo run` in the edge namespace with XDP attached natively to
 //! its veth, its pins on a private bpffs, and (optionally) a real Postfix behind it.
 
 use std::{
@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::{
-    agent::AgentProcess,
+    agent::{AgentProcess, Launch},
     kernel_state,
     netns::{link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
@@ -37,6 +37,7 @@ pub struct Lab {
     pub edge_end: Endpoint,
     pub dir: tempfile::TempDir,
     pub args: Vec<String>,
+    pub launch: Launch,
 }
 
 /// A private bpf filesystem for one lab's pins, unmounted on drop (which also drops what was
@@ -59,7 +60,7 @@ impl Drop for BpfFs {
     }
 }
 
-/// `helo-user run` for an agent on `end`: listening on port 25, handing clean sessions to a
+/// `helo run` for an agent on `end`: listening on port 25, handing clean sessions to a
 /// Postfix on `end`:10025, with XDP attached natively to `end`'s interface (or `--no-xdp`), its
 /// state and admin socket under `dir`, its pins on the bpffs to be mounted at `dir/bpffs`.
 pub fn agent_args(end: &Endpoint, dir: &Path, xdp: bool) -> Vec<String> {
@@ -134,6 +135,8 @@ pub struct LabOptions {
     pub backend_main_cf: Vec<String>,
     /// Put the agent's state directory on a tmpfs of this size (`2m`), to fill it.
     pub state_fs: Option<String>,
+    /// The agent's environment and wrapper (the systemd unit's tests).
+    pub launch: Launch,
 }
 
 impl Default for LabOptions {
@@ -148,6 +151,7 @@ impl Default for LabOptions {
             backend_users: vec![],
             backend_main_cf: vec![],
             state_fs: None,
+            launch: Launch::default(),
         }
     }
 }
@@ -184,8 +188,9 @@ impl Lab {
         }
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
         let state_fs = opts.state_fs.map(|size| Tmpfs::mount(agent_state_dir(dir.path()), &size)).transpose()?;
-        let agent = AgentProcess::start(&edge, &args, listen, dir.path().join("agent.log"))?;
-        Ok(Self { agent, state_fs, postfix, pins, client, edge, client_end, edge_end, dir, args })
+        let launch = opts.launch;
+        let agent = AgentProcess::start_with(&edge, &args, listen, dir.path().join("agent.log"), "debug", &launch)?;
+        Ok(Self { agent, state_fs, postfix, pins, client, edge, client_end, edge_end, dir, args, launch })
     }
 
     /// A box of a fleet: its edge namespace also gets a veth to `redis_ns` on subnet `subnet`
@@ -210,7 +215,7 @@ impl Lab {
     /// Starts the agent again with the same arguments (after a stop or a kill).
     pub fn restart_agent(&mut self, log_name: &str) -> Result<()> {
         let listen: SocketAddr = format!("{}:25", self.edge_end.v4).parse()?;
-        self.agent = AgentProcess::start(&self.edge, &self.args, listen, self.dir.path().join(log_name))?;
+        self.agent = AgentProcess::start_with(&self.edge, &self.args, listen, self.dir.path().join(log_name), "debug", &self.launch)?;
         Ok(())
     }
 
@@ -226,12 +231,12 @@ impl Lab {
         agent_state_dir(self.dir.path())
     }
 
-    /// `helo-user ARGS` from the root namespace (admin commands use the socket, not the network).
+    /// `helo ARGS` from the root namespace (admin commands use the socket, not the network).
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
         Ok(Command::new(crate::agent::binary()?).args(args).output()?)
     }
 
-    /// `helo-user blocklist ARGS` against this lab's agent (or its store when it is down).
+    /// `helo blocklist ARGS` against this lab's agent (or its store when it is down).
     pub fn blocklist(&self, args: &[&str]) -> Result<Output> {
         let mut full = vec![
             "blocklist".to_string(),
@@ -291,7 +296,7 @@ impl Lab {
     pub fn agent_holds(&self, client_port: u64) -> Result<bool> {
         let out = self.edge.command("ss").args(["-tnpH"]).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && l.contains("helo-user")))
+        Ok(text.lines().any(|l| l.contains(&format!(":{client_port} ")) && crate::agent::ss_line_is_agent(l)))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The agent end to end: a client namespace, an edge namespace running `helo-user` with XDP attached
+//! The agent end to end: a client namespace, an edge namespace running `helo` with XDP attached
 //! natively to its veth, and a real Postfix behind it (PROXY v2 port), started by the test.
 //! Clients are real: Python's smtplib and raw sockets, swaks, Postfix's smtp-source.
 

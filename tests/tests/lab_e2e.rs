@@ -1,5 +1,5 @@
 //! The lab (`cargo xtask lab` runs the same `helo-lab` binary after its setup and build) and the
-//! live view, `helo-user top`, under tmux.
+//! live view, `helo top`, under tmux.
 
 use std::{
     net::IpAddr,

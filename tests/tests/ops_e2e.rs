@@ -384,7 +384,7 @@ fn stock_prometheus_scrapes_the_agent_and_promtool_accepts_it() -> Result<()> {
     Ok(())
 }
 
-/// Runs `helo-user ARGS` in `ns` and waits (bounded) for it to exit; (exit code, stderr).
+/// Runs `helo ARGS` in `ns` and waits (bounded) for it to exit; (exit code, stderr).
 fn run_to_exit(ns: &helo_tests::netns::Netns, args: &[String], within: Duration) -> Result<(Option<i32>, String)> {
     let bin = helo_tests::agent::binary()?;
     let dir = tempfile::tempdir()?;
@@ -409,7 +409,7 @@ fn run_to_exit(ns: &helo_tests::netns::Netns, args: &[String], within: Duration)
         thread::sleep(Duration::from_millis(50));
     };
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-    anyhow::ensure!(status.is_some(), "helo-user did not exit within {within:?}: {err}");
+    anyhow::ensure!(status.is_some(), "helo did not exit within {within:?}: {err}");
     Ok((status.and_then(|s| s.code()), err))
 }
 
@@ -540,7 +540,7 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
     }
     assert_eq!(greet(&lab, "ok.example.org")?, "550 5.7.1 Bogus HELO, see https://helo.example/why\r\n");
     assert!(listed_names(&lab)?.contains("ok.example.org"));
-    // `helo-user reload`: the allow lists, the kernel's included. The name comes off the blocklist,
+    // `helo reload`: the allow lists, the kernel's included. The name comes off the blocklist,
     // and the client network is allowed in the kernel: a greeting listed in the kernel passes it.
     assert!(lab.blocklist(&["add", "localhost"])?.status.success());
     assert_eq!(greet(&lab, "localhost")?, "550 5.7.1 Bogus HELO\r\n");
@@ -702,7 +702,7 @@ fn every_flag_has_help_and_names_its_default() {
         }
     }
     let mut missing = vec![];
-    walk(&helo_user::cli::Cli::command(), "helo-user", &mut missing);
+    walk(&helo_user::cli::Cli::command(), "helo", &mut missing);
     assert!(missing.is_empty(), "{missing:#?}");
 }
 

@@ -233,7 +233,7 @@ fn quick_timeouts(lab_dir: &std::path::Path) -> Result<String> {
 /// Sockets the agent process holds that are not listening.
 fn agent_sockets(lab: &Lab) -> Result<usize> {
     let out = lab.edge.command("ss").args(["-tnpH"]).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("helo-user")).count())
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| helo_tests::agent::ss_line_is_agent(l)).count())
 }
 
 #[test]

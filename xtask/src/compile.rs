@@ -1,4 +1,4 @@
-//! The release build. Building `helo-user` also builds the XDP program: its build.rs runs
+//! The release build. Building `helo-user` (the `helo` binary) also builds the XDP program: its build.rs runs
 //! aya-build, which compiles `helo-ebpf` with the nightly toolchain and bpf-linker and embeds it.
 
 use anyhow::Result;

@@ -1,6 +1,6 @@
 //! `cargo xtask lab [--duration S] [--no-tui]`: setup, build, then replace this process with the
 //! lab (`helo-lab`, in the tests crate), which builds its namespaces, runs the agent, Postfix and
-//! a mix of traffic, shows `helo-user top`, and removes everything it made when it ends.
+//! a mix of traffic, shows `helo top`, and removes everything it made when it ends.
 
 use std::{os::unix::process::CommandExt, process::Command};
 

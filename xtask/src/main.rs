@@ -6,6 +6,7 @@
 mod bench;
 mod compile;
 mod lab;
+mod package;
 mod proc;
 mod run;
 mod setup;
@@ -53,9 +54,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Setup, build, then run `helo-user` as root; ARGS go to it (`run` is implied for flags).
+    /// Setup, build, then the Debian package (target/debian/helo_VERSION-1_ARCH.deb): the binary,
+    /// the systemd unit, /etc/helo/helo.toml, man pages, completions, licences.
+    Package,
+    /// Setup, build, then run `helo` as root; ARGS go to it (`run` is implied for flags).
     Run {
-        /// Arguments for `helo-user`, e.g. `--iface eth1 --hostname mx1.example.net`.
+        /// Arguments for `helo`, e.g. `--iface eth1 --hostname mx1.example.net`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -87,6 +91,7 @@ fn dispatch(command: Command) -> Result<u8> {
             bench::run(&only, reuse_reports).map(|()| 0)
         }
         Command::Lab { args } => lab::run(&args).map(|()| 0),
+        Command::Package => package::run().map(|_| 0),
     }
 }
 
@@ -99,7 +104,7 @@ mod tests {
     fn args_of(argv: &[&str]) -> Vec<String> {
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Test { args } | Command::Run { args } | Command::Lab { args } => args,
-            Command::Setup | Command::Bench { .. } => panic!("not a command with args"),
+            Command::Setup | Command::Bench { .. } | Command::Package => panic!("not a command with args"),
         }
     }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask run -- ARGS`: setup (the build tools only), release build, then replace this
-//! process with `target/release/helo-user ARGS`, so signals (Ctrl-C, SIGTERM) reach the agent
+//! process with `target/release/helo ARGS`, so signals (Ctrl-C, SIGTERM) reach the agent
 //! directly and it can detach the filter cleanly.
 
 use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
@@ -8,14 +8,14 @@ use anyhow::Result;
 
 use crate::{compile, proc, setup};
 
-/// helo-user's subcommands take flags; a first argument that is a flag means the agent, `run`.
+/// helo's subcommands take flags; a first argument that is a flag means the agent, `run`.
 pub fn run(args: &[String]) -> Result<()> {
     // Checked first: attaching XDP needs root, and there is no point building for a minute first.
     proc::require_root("`cargo xtask run` (attaching the XDP program)")?;
     setup::run(setup::Scope::Build)?;
     compile::release()?;
 
-    let mut cmd = Command::new(target_dir().join("release/helo-user"));
+    let mut cmd = Command::new(target_dir().join("release/helo"));
     if args.first().is_none_or(|a| a.starts_with("--")) {
         cmd.arg("run");
     }

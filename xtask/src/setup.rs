@@ -17,6 +17,14 @@ use crate::proc;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Builds the Debian package from `[package.metadata.deb]`; 3.8.0 builds with our stable rustc.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// What packaging uses from Debian: dpkg-shlibdeps (dpkg-dev) for the package's library
+/// dependencies, strip (binutils), and for the package test `systemd-analyze verify` (systemd;
+/// it checks a unit offline, with no systemd running).
+const PACKAGING_PACKAGES: &[&str] = &["dpkg-dev", "binutils", "systemd"];
+
 /// What building the agent needs from Debian: OpenSSL's headers and pkg-config, for the fleet's
 /// `rediss://` (redis-rs through native-tls and openssl-sys).
 const BUILD_PACKAGES: &[&str] = &["libssl-dev", "pkg-config"];
@@ -67,7 +75,29 @@ pub fn run(scope: Scope) -> Result<()> {
     debian_packages("building", BUILD_PACKAGES)?;
     if scope == Scope::Everything {
         debian_packages("the tests", TEST_PACKAGES)?;
+        packaging()?;
     }
+    Ok(())
+}
+
+/// What `cargo xtask package` (and the test of its package) needs beyond the build.
+pub fn packaging() -> Result<()> {
+    debian_packages("packaging", PACKAGING_PACKAGES)?;
+    cargo_deb()
+}
+
+fn cargo_deb() -> Result<()> {
+    let version = proc::probe(Command::new("cargo-deb").arg("--version")).unwrap_or_default();
+    if version.split_whitespace().any(|w| w == CARGO_DEB_VERSION) {
+        println!("setup: cargo-deb {CARGO_DEB_VERSION}: already installed");
+        return Ok(());
+    }
+    let mut install = proc::cargo();
+    // Outside the workspace, so its .cargo/config.toml does not apply to a crates.io build;
+    // --force replaces another version.
+    install.args(["install", &format!("cargo-deb@{CARGO_DEB_VERSION}"), "--locked", "--force"]).current_dir(std::env::temp_dir());
+    proc::run(&mut install)?;
+    println!("setup: cargo-deb {CARGO_DEB_VERSION}: built and installed");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: setup, release build (eBPF included), `cargo fmt --check` and `cargo clippy
 //! -D warnings`, then every test in the workspace:
-//! unit, kernel (BPF_PROG_TEST_RUN) and end-to-end (namespaces, native XDP on veth, Postfix).
+//! unit, kernel (BPF_PROG_TEST_RUN), end-to-end (namespaces, native XDP on veth, Postfix) and the
+//! Debian package's (built here first).
 //!
 //! The tests that need root run with the privileges we have; under `CI=true` the tests themselves
 //! fail rather than skip, and the environment passes through unchanged.
@@ -13,12 +14,14 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::{compile, proc, setup};
+use crate::{compile, package, proc, setup};
 
 /// Runs everything and returns the exit code to leave with (cargo test's).
 pub fn run(extra: &[String]) -> Result<i32> {
     setup::run(setup::Scope::Everything)?;
     compile::release()?;
+    // The package test installs what `cargo xtask package` builds, from this build.
+    package::build()?;
     // The code is formatted and lint-free (workspace lints, warnings denied) before it is tested:
     // a red gate here is as real a failure as a red test.
     proc::run(proc::cargo().args(["fmt", "--all", "--check"]))?;

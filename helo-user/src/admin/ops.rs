@@ -1,4 +1,4 @@
-//! The operations behind `helo-user blocklist …`, on the live blocklist (agent running: store and
+//! The operations behind `helo blocklist …`, on the live blocklist (agent running: store and
 //! kernel together) or offline (agent stopped: the store and the maps still pinned, if any).
 
 use std::time::Duration;

@@ -73,7 +73,7 @@ fn attach_hint(e: &anyhow::Error, iface: &str) -> Option<String> {
     Some(match errno {
         libc::EBUSY | libc::EEXIST => format!(
             "another XDP program is already attached to {iface} (`ip link show {iface}` shows it; `ip link set dev {iface} xdp off` \
-             removes one attached by netlink, `helo-user detach` one helo pinned)"
+             removes one attached by netlink, `helo detach` one helo pinned)"
         ),
         libc::EOPNOTSUPP | libc::EINVAL => {
             format!("the driver of {iface} refused native XDP: use --xdp-mode skb (slower), or auto to fall back by itself")
@@ -180,7 +180,7 @@ impl KernelFilter {
             if wanted != AttachMode::Auto && wanted != mode {
                 bail!(
                     "--xdp-mode {} asked for, but the filter pinned in {} is attached in {} mode: start with \
-                     --xdp-mode {} (or auto), or `helo-user detach` it first (the box is unfiltered until the new start)",
+                     --xdp-mode {} (or auto), or `helo detach` it first (the box is unfiltered until the new start)",
                     wanted.as_str(),
                     dir.display(),
                     mode.as_str(),

@@ -4,7 +4,8 @@
 //! - [`filter`]: loading, configuring and attaching the program;
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
-//! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys.
+//! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys;
+//! - [`xdp_query`]: which XDP program an interface runs (rtnetlink, no capability needed).
 
 pub mod addr;
 pub mod blocks;
@@ -13,6 +14,7 @@ pub mod filter;
 
 pub mod maps;
 pub mod pin;
+pub mod xdp_query;
 
 pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};
 pub use maps::{Counters, KernelMaps};

@@ -96,12 +96,13 @@ pub fn pins_outlive_process(dir: &Path) -> Option<bool> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
             continue;
         }
-        let Ok(ns) = std::fs::read_link(entry.path().join("ns/mnt")) else { continue };
-        if ns == ours {
-            return Some(true);
-        }
-        if !seen.insert(ns) {
-            continue;
+        // Reading another process's namespace link needs ptrace access, which a service with
+        // bounded capabilities lacks towards a fully privileged process (pid 1, say); its
+        // mountinfo is readable all the same, so that is still looked at.
+        match std::fs::read_link(entry.path().join("ns/mnt")) {
+            Ok(ns) if ns == ours => return Some(true),
+            Ok(ns) if !seen.insert(ns.clone()) => continue,
+            _ => {}
         }
         let Ok(info) = std::fs::read_to_string(entry.path().join("mountinfo")) else { continue };
         // `id parent MAJOR:MINOR root mountpoint … - fstype source options`

@@ -2,7 +2,7 @@
 //!
 //! Builds a sender namespace and an edge namespace (the agent with XDP attached natively to its
 //! veth, a real Postfix behind it), drives a mix of traffic for `--duration` seconds while
-//! `helo-user top` shows it, then prints a summary and removes everything it made, on Ctrl-C too.
+//! `helo top` shows it, then prints a summary and removes everything it made, on Ctrl-C too.
 
 use std::{
     net::IpAddr,
@@ -30,7 +30,7 @@ struct Args {
     /// How long to drive traffic, in seconds.
     #[arg(long, default_value_t = 30)]
     duration: u64,
-    /// Print progress lines instead of running `helo-user top`.
+    /// Print progress lines instead of running `helo top`.
     #[arg(long)]
     no_tui: bool,
     /// Kernel-dropped flood frames per second (injected as XDP frames).
@@ -103,7 +103,7 @@ fn main() -> Result<()> {
             .arg(lab.state_dir())
             .args(["--exit-after", &args.duration.to_string()])
             .spawn()
-            .context("running helo-user top")?;
+            .context("running helo top")?;
         let status = loop {
             if let Some(status) = top.try_wait()? {
                 break status;
