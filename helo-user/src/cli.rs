@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     config::{Config, KernelDropReply, MetricsAddr, DEFAULT_ADMIN_SOCKET, DEFAULT_STATE_DIR},
     kernel::{AttachMode, FilterMode},
+    logging::LogFormat,
 };
 
 #[derive(Parser, Debug)]
@@ -21,6 +22,14 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines look on stderr: `text` (one line per event, `session=<id> word key=value`) or
+    /// `json` (one object per line). Under systemd, lines carry journald priorities either way.
+    #[arg(long = "log-format", value_enum, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    /// What to log: `error`, `warn`, `info`, `debug`, or `tracing` directives
+    /// (`info,helo_user::fleet=debug`) [default: RUST_LOG, else info].
+    #[arg(long = "log-level", global = true)]
+    pub log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

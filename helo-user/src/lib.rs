@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod kernel;
 pub mod limits;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -6,7 +6,7 @@
 //! use helo_user::ratelimit::RateLimit;
 //! static OVERLONG: RateLimit = RateLimit::new(10, 60);
 //! if let Some(suppressed) = OVERLONG.allow() {
-//!     log::info!("overlong greeting from 203.0.113.9 ({suppressed} more not logged)");
+//!     tracing::info!("overlong greeting from 203.0.113.9 ({suppressed} more not logged)");
 //! }
 //! ```
 

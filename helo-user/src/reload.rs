@@ -95,7 +95,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
         for net in &del {
             // Only a network the trie no longer holds can fail here: nothing to undo.
             if let Err(e) = kernel.maps.disallow(net.addr(), net.prefix_len()) {
-                log::warn!("reload: removing {net} from the kernel's allow list: {e:#}");
+                tracing::warn!("reload: removing {net} from the kernel's allow list: {e:#}");
             }
         }
     }
@@ -118,7 +118,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
         match agent.blocklist.remove(&newly_allowed) {
             Ok(removed) => removed.len(),
             Err(e) => {
-                log::warn!("reload: taking newly allowed names off the blocklist: {e:#}");
+                tracing::warn!("reload: taking newly allowed names off the blocklist: {e:#}");
                 0
             }
         }
@@ -131,14 +131,14 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
 pub fn reload_logged(agent: &Agent) -> Result<Outcome> {
     match reload(agent) {
         Ok(outcome) => {
-            log::info!("{outcome}");
+            tracing::info!("{outcome}");
             if !outcome.needs_restart.is_empty() {
-                log::warn!("reload: {} changed; restart the agent to apply", outcome.needs_restart.join(", "));
+                tracing::warn!("reload: {} changed; restart the agent to apply", outcome.needs_restart.join(", "));
             }
             Ok(outcome)
         }
         Err(e) => {
-            log::error!("reload refused, the old configuration stays in force: {e:#}");
+            tracing::error!("reload refused, the old configuration stays in force: {e:#}");
             Err(e)
         }
     }

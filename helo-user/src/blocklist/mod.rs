@@ -186,10 +186,10 @@ impl Outcome for CommitOutcome {
             for e in entries.iter().filter(|e| !e.expired(now)) {
                 match self.tables.to_kernel(e) {
                     Ok(()) => back += 1,
-                    Err(err) => log::error!("blocklist: {} stored but not put back in the kernel: {err:#}", e.key()),
+                    Err(err) => tracing::error!("blocklist: {} stored but not put back in the kernel: {err:#}", e.key()),
                 }
             }
-            log::debug!("store: {} listings that had failed are stored, {back} back in the kernel", entries.len());
+            tracing::debug!("store: {} listings that had failed are stored, {back} back in the kernel", entries.len());
         }
     }
 
@@ -198,12 +198,12 @@ impl Outcome for CommitOutcome {
         // be answered all the same), and comes back once the entries are stored.
         for e in entries {
             if let Err(err) = self.tables.withdraw_from_kernel(e) {
-                log::error!("blocklist: could not withdraw {} from the kernel: {err:#}", e.key());
+                tracing::error!("blocklist: could not withdraw {} from the kernel: {err:#}", e.key());
             }
         }
         self.tables.changes.lock().unwrap().store_errors += 1;
         if first {
-            log::error!(
+            tracing::error!(
                 "store: cannot commit listings ({error:#}); {} withdrawn from the kernel and kept to retry every \
                  second. Further failures are counted (helo_store_errors_total), not logged, until it works again",
                 entries.len()
@@ -212,7 +212,7 @@ impl Outcome for CommitOutcome {
     }
 
     fn recovered(&self, failures: u64, lasted: Duration) {
-        log::warn!(
+        tracing::warn!(
             "store: working again; {failures} listing transactions failed over {}s, every listing kept for a retry is \
              stored and back in the kernel",
             lasted.as_secs()
@@ -295,7 +295,7 @@ impl Blocklist {
             kernel_side::retain_only(&mut k.maps.blocks, &list.tables.key, &live)?
         };
         list.tables.changes.lock().unwrap().reconciled_from_kernel += ghosts.total() as u64;
-        log::info!(
+        tracing::info!(
             "blocklist: {} entries loaded into the kernel, {} expired ones removed, {} kernel entries the store did \
              not hold removed ({} helo, {} source, {} network)",
             live.len(),
@@ -425,7 +425,7 @@ impl Blocklist {
         let already = self.tables.helo_index.lock().unwrap().contains_key(&kernel_side::helo_hash(&self.tables.key, &name));
         if !already && !self.learned.admit(client, unix_now()) {
             self.count(|c| c.learned_limited += 1);
-            log::debug!("{client}: over its quota of new listings; {name} is not listed");
+            tracing::debug!("{client}: over its quota of new listings; {name} is not listed");
             return Ok(Committed::resolved(true));
         }
         self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, "agent"))

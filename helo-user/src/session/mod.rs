@@ -42,12 +42,12 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
 pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
     let started = std::time::Instant::now();
     let id = SessionId::next();
-    log::info!("session={id} connect client={peer}");
+    tracing::info!(session = %id, event = "connect", client = %peer);
     let _active = agent.load.enter();
     agent.metrics.sessions.inc();
     agent.metrics.sessions_active.inc();
     serve(&agent, id, stream, peer, shutdown).await;
-    log::info!("session={id} close after={}ms", started.elapsed().as_millis());
+    tracing::info!(session = %id, event = "close", after_ms = started.elapsed().as_millis() as u64);
     agent.metrics.sessions_active.dec();
     agent.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
 }
@@ -97,7 +97,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             }
         }
         if pregreets(&stream, Duration::from_millis(config.pregreet_ms)).await {
-            tracing_pregreet(agent, peer);
+            tracing_pregreet(agent, id, peer);
         }
         let (r, mut out) = stream.into_split();
         if reply::send(&mut out, &reply::banner(config.hostname()), write).await.is_err() {
@@ -117,7 +117,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
         match first {
             FirstBytes::Arrived => {}
             FirstBytes::Dropped(text) => {
-                log::info!("session={id} kernel-drop client={peer}");
+                tracing::info!(session = %id, event = "kernel-drop", client = %peer);
                 // The client's greeting never reaches us: it reads our reply to its EHLO, falls
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
@@ -224,7 +224,7 @@ async fn drain(mut r: tokio::net::tcp::OwnedReadHalf, limit: Duration) {
     let _ = timeout(limit, async { while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
 
-fn tracing_pregreet(agent: &Agent, peer: SocketAddr) {
-    log::info!("{peer} talked before the banner (pregreet)");
+fn tracing_pregreet(agent: &Agent, id: SessionId, peer: SocketAddr) {
+    tracing::info!(session = %id, event = "pregreet", client = %peer, "talked before the banner");
     judge::observe_pregreet(agent);
 }
