@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     kernel::KernelFilter,
     load::Load,
+    logging::client_lines::ClientLines,
     metrics::Metrics,
     recent::RecentHits,
     registry::Registry,
@@ -28,6 +29,8 @@ pub struct Agent {
     pub load: Arc<Load>,
     /// How to re-read the configuration on SIGHUP or `helo-user reload`.
     pub reloader: crate::reload::Reloader,
+    /// The budget of log lines about what clients sent.
+    pub client_lines: ClientLines,
 }
 
 /// The classifier in force, swapped whole by a reload: a greeting is judged entirely by the old

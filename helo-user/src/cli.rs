@@ -266,6 +266,11 @@ pub struct RunArgs {
     /// Hold the banner this long to catch clients that talk first [default: 0].
     #[arg(long = "pregreet-ms")]
     pub pregreet_ms: Option<u64>,
+    /// Log lines a minute that may quote what clients sent (greetings, bad commands); past that,
+    /// protocol errors go unlogged and rejections are logged without the client's bytes, and a
+    /// summary counts them [default: 600].
+    #[arg(long = "log-client-lines-per-minute")]
+    pub log_client_lines_per_minute: Option<u64>,
     /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
     #[arg(long = "command-timeout-s")]
     pub command_timeout_s: Option<u64>,
@@ -354,6 +359,7 @@ impl RunArgs {
         set(&mut c.max_sessions, self.max_sessions);
         set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
         set(&mut c.pregreet_ms, self.pregreet_ms);
+        set(&mut c.log_client_lines_per_minute, self.log_client_lines_per_minute);
         set(&mut c.timeouts.command_s, self.command_timeout_s);
         set(&mut c.pin_dir, self.pin_dir);
         set(&mut c.metrics, self.metrics);

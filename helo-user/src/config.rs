@@ -182,6 +182,9 @@ pub struct Config {
     pub stress_percent: u8,
     /// How long to hold the banner to see whether the client talks first.
     pub pregreet_ms: u64,
+    /// Log lines a minute that may quote what clients sent (or exist only because a client sent
+    /// junk); see [`crate::logging::client_lines`].
+    pub log_client_lines_per_minute: u64,
     /// Time to live of a listed greeting, and of a listed source.
     pub helo_ttl_s: u64,
     pub source_ttl_s: u64,
@@ -231,6 +234,7 @@ impl Default for Config {
             learned_per_source_per_hour: crate::blocklist::learned::PER_SOURCE_PER_HOUR,
             stress_percent: 80,
             pregreet_ms: 0,
+            log_client_lines_per_minute: 600,
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,

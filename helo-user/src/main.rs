@@ -189,6 +189,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let reloader = helo_user::reload::Reloader::new(move || args.clone().config(), config.clone());
     let load =
         Arc::new(helo_user::load::Load::new(config.max_sessions, config.stress_percent, Duration::from_secs(config.timeouts.stress_s)));
+    let client_lines = helo_user::logging::client_lines::ClientLines::new(config.log_client_lines_per_minute);
     let agent = Arc::new(Agent {
         load,
         config,
@@ -199,6 +200,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         metrics: Arc::clone(&metrics),
         recent: Arc::clone(&recent),
         reloader,
+        client_lines,
     });
     if let Some(url) = &fleet_url {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
@@ -243,6 +245,17 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         })
     });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
+    tokio::spawn({
+        let agent = Arc::clone(&agent);
+        async move {
+            let mut minute = tokio::time::interval(Duration::from_secs(60));
+            minute.tick().await;
+            loop {
+                minute.tick().await;
+                agent.client_lines.report();
+            }
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let (mut term, mut int, mut hup) = signals;
@@ -275,7 +288,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     );
     let listeners = smtp_sockets.into_iter().map(|s| s.listen(1024)).collect::<std::io::Result<Vec<_>>>()?;
     let blocklist = Arc::clone(&agent.blocklist);
-    let result = server::serve(agent, listeners, stop_rx).await;
+    let result = server::serve(Arc::clone(&agent), listeners, stop_rx).await;
+    agent.client_lines.report();
     // Listings still queued (observe mode does not wait for them) reach the disk before exit.
     tokio::task::block_in_place(|| blocklist.sync());
     let _ = std::fs::remove_file(&admin_path);

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use helo_tests::{
-    lab::{reply, Lab, LabOptions},
+    lab::{one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
 };
 use serde_json::Value;
@@ -44,7 +44,7 @@ fn json_lines_parse_and_carry_the_session_and_the_event() -> Result<()> {
     let reject = rejected.iter().find(|l| l["event"] == "reject").unwrap();
     assert_eq!(
         (reject["rule"].as_str(), reject["helo"].as_str(), reject["level"].as_str()),
-        (Some("bogus_helo"), Some("\"localhost\""), Some("INFO"))
+        (Some("bogus_helo"), Some("localhost"), Some("INFO"))
     );
     assert!(reject["client"].as_str().unwrap_or("").starts_with("198.18."), "{reject}");
     let handed = sessions.values().find(|s| s.iter().any(|l| l["event"] == "hand-off")).context("no hand-off line")?;
@@ -105,5 +105,54 @@ fn under_journald_each_line_carries_its_syslog_priority() -> Result<()> {
     // JOURNAL_STREAM inherited, but stderr is not that stream: plain lines.
     let err = run_to_exit_logging(&lab.edge, &args, false)?;
     assert!(err.contains("no interface named nosuch0") && !err.contains("<3>"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_flood_of_bad_commands_and_greetings_cannot_choose_the_level_or_the_volume_of_its_lines() -> Result<()> {
+    if !require_root("a_flood_of_bad_commands_and_greetings_cannot_choose_the_level_or_the_volume_of_its_lines") {
+        return Ok(());
+    }
+    const SESSIONS: usize = 150;
+    const PER_MINUTE: usize = 50;
+    let dir = tempfile::tempdir()?;
+    let mut agent_args = one_source_many_names(dir.path())?;
+    agent_args.extend(["--log-client-lines-per-minute".into(), PER_MINUTE.to_string()]);
+    let mut lab = Lab::new(LabOptions { agent_args, with_postfix: false, ..Default::default() })?;
+    // Each session: a bad command (quoted), an over-long line, then a bogus greeting (quoted in
+    // its reject line): three lines' worth of client input each.
+    let long = format!("NOOP {}\r\n", "x".repeat(2000));
+    let out = lab
+        .client
+        .command("python3")
+        .arg(CLIENT_SCRIPT)
+        .args(["flood", "--server", &lab.edge_end.v4, "--count", &SESSIONS.to_string(), "--timeout", "10"])
+        .args(["--helo-template", "flood{i}", "--line", "XYZZY <script>\r\n", "--line", &long])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replies: Value = serde_json::from_slice(&out.stdout)?;
+    let refused =
+        replies["replies"].as_array().context("no replies")?.iter().filter(|r| r.as_str().is_some_and(|r| r.starts_with("550"))).count();
+    assert_eq!(refused, SESSIONS, "{replies}");
+    // The summary of what was held back is written at stop (and each minute).
+    lab.agent.stop()?;
+    let log = lab.agent.log_text();
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    // Every decision is logged, whatever the budget.
+    assert_eq!(lines(" reject client="), SESSIONS, "{log}");
+    let quoted = lines(" helo=") + lines(" protocol-error ");
+    let held_back: usize = log
+        .lines()
+        .find_map(|l| l.split(" INFO  ").nth(1)?.split(" log lines about what clients sent").next()?.parse().ok())
+        .with_context(|| format!("no summary of held-back lines: {log}"))?;
+    println!("{SESSIONS} sessions of client junk: {quoted} lines quoted clients, {held_back} held back or shortened");
+    assert_eq!(quoted + held_back, 3 * SESSIONS, "{log}");
+    // One budget a minute; a run across a minute's boundary gets two.
+    assert!((PER_MINUTE..=2 * PER_MINUTE).contains(&quoted), "{quoted} lines quoted clients");
+    // Nothing a client sent is logged above info.
+    for l in log.lines().filter(|l| l.contains("flood") || l.contains("XYZZY") || l.contains("protocol-error")) {
+        assert!(l.contains(" INFO ") || l.contains(" DEBUG "), "{l}");
+    }
+    assert_eq!(lines(" ERROR "), 0, "{log}");
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! `--log-level` (or, without it, `RUST_LOG`) takes `tracing` filter directives: `debug`, or
 //! `info,helo_user::fleet=debug`.
 
+pub mod client_lines;
 pub mod journal;
 pub mod text;
 

@@ -66,7 +66,7 @@ fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8],
         session = %id,
         event = "reject",
         client = %client,
-        helo = ?client_text(arg),
+        helo = agent.client_lines.quote(arg),
         rule = %rejection.rule,
         scope = rejection.scope.as_str(),
         mode = observe_note(agent)
@@ -127,11 +127,6 @@ fn observe_note(agent: &Agent) -> Option<&'static str> {
     (agent.config.mode == FilterMode::Observe).then_some("observe")
 }
 
-/// The sender chose these bytes: at most 100 of them reach the log, escaped.
-fn client_text(arg: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(&arg[..arg.len().min(100)])
-}
-
 /// Judges a greeting: the blocklist first (a listed name is refused with its entry's reply,
 /// whatever path its bytes took past the kernel) unless the client is `exempt`, then the
 /// classifier. `Some` when refused.
@@ -142,7 +137,7 @@ pub fn greeting(agent: &Agent, id: SessionId, arg: &[u8], client: IpAddr, exempt
             session = %id,
             event = "reject",
             client = %client,
-            helo = ?client_text(arg),
+            helo = agent.client_lines.quote(arg),
             rule = "listed_helo",
             mode = observe_note(agent)
         );

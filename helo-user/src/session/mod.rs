@@ -165,6 +165,9 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             Ok(Err(_)) | Ok(Ok(Line::Closed)) => return,
             Ok(Ok(Line::TooLong)) => {
                 errors += 1;
+                if agent.client_lines.allow() {
+                    tracing::info!(session = %id, event = "protocol-error", client = %peer, error = "line too long");
+                }
                 let _ = reply::send(&mut out, reply::LINE_TOO_LONG, write).await;
                 continue;
             }
@@ -178,6 +181,9 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             Command::Greeting { .. } => break line,
             _ => {
                 errors += 1;
+                if let Some(command) = agent.client_lines.quote(line.trim_ascii_end()) {
+                    tracing::info!(session = %id, event = "protocol-error", client = %peer, error = "not a greeting", command);
+                }
                 let _ = reply::send(&mut out, reply::NEED_GREETING, write).await;
             }
         }
