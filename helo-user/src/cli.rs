@@ -271,6 +271,10 @@ pub struct RunArgs {
     /// summary counts them [default: 600].
     #[arg(long = "log-client-lines-per-minute")]
     pub log_client_lines_per_minute: Option<u64>,
+    /// A last line for every rejection reply, like Postfix's smtpd_reject_footer (`\n` starts
+    /// another line) [default: none].
+    #[arg(long = "reply-footer")]
+    pub reply_footer: Option<String>,
     /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
     #[arg(long = "command-timeout-s")]
     pub command_timeout_s: Option<u64>,
@@ -360,6 +364,9 @@ impl RunArgs {
         set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
         set(&mut c.pregreet_ms, self.pregreet_ms);
         set(&mut c.log_client_lines_per_minute, self.log_client_lines_per_minute);
+        if self.reply_footer.is_some() {
+            c.reply_footer = self.reply_footer;
+        }
         set(&mut c.timeouts.command_s, self.command_timeout_s);
         set(&mut c.pin_dir, self.pin_dir);
         set(&mut c.metrics, self.metrics);

@@ -185,6 +185,9 @@ pub struct Config {
     /// Log lines a minute that may quote what clients sent (or exist only because a client sent
     /// junk); see [`crate::logging::client_lines`].
     pub log_client_lines_per_minute: u64,
+    /// Appended to every rejection the agent writes as its last reply line (`\n` for more lines),
+    /// like Postfix's `smtpd_reject_footer`: a link to the operator's own page, say.
+    pub reply_footer: Option<String>,
     /// Time to live of a listed greeting, and of a listed source.
     pub helo_ttl_s: u64,
     pub source_ttl_s: u64,
@@ -235,6 +238,7 @@ impl Default for Config {
             stress_percent: 80,
             pregreet_ms: 0,
             log_client_lines_per_minute: 600,
+            reply_footer: None,
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
@@ -286,6 +290,13 @@ impl Config {
         }
         if self.max_sessions == 0 || self.max_sessions_per_source == 0 {
             bail!("max-sessions and max-sessions-per-source must be above 0");
+        }
+        if let Some(footer) = &self.reply_footer {
+            // Written to clients as reply lines: no control characters, and each line well
+            // within the 512 octets of a reply line (RFC 5321 4.5.3.1.5).
+            if footer.chars().any(|c| c.is_control()) || footer.split("\\n").any(|l| l.len() > 400) {
+                bail!("reply-footer must be printable, lines (split at \\n) of at most 400 bytes");
+            }
         }
         Ok(())
     }

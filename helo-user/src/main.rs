@@ -190,6 +190,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let load =
         Arc::new(helo_user::load::Load::new(config.max_sessions, config.stress_percent, Duration::from_secs(config.timeouts.stress_s)));
     let client_lines = helo_user::logging::client_lines::ClientLines::new(config.log_client_lines_per_minute);
+    let reply_footer = std::sync::RwLock::new(config.reply_footer.clone());
     let agent = Arc::new(Agent {
         load,
         config,
@@ -201,6 +202,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         recent: Arc::clone(&recent),
         reloader,
         client_lines,
+        reply_footer,
     });
     if let Some(url) = &fleet_url {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());

@@ -1,8 +1,8 @@
 //! SIGHUP and `helo-user reload`: re-read the configuration and apply, all at once, what can change
 //! while the agent runs, or keep the old configuration and say why.
 //!
-//! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks)
-//! and the allow lists, including the kernel's allow trie (networks added first, then the ones
+//! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks),
+//! the reply footer and the allow lists, including the kernel's allow trie (networks added first, then the ones
 //! dropped removed; on a kernel error the additions are undone and the old rules stay), and
 //! greeting names newly allowed are taken off the blocklist so the kernel stops dropping them.
 //! Everything else (interface, listeners, backend, mode, TTLs, paths, limits, fleet) is read at
@@ -60,7 +60,7 @@ fn networks(c: &crate::classify::Classifier) -> BTreeSet<IpNet> {
 
 /// Top-level keys (as in the file) whose values differ, except the ones a reload applies.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    const LIVE: [&str; 3] = ["classifier", "server-ip", "domain"];
+    const LIVE: [&str; 4] = ["classifier", "server-ip", "domain", "reply-footer"];
     let table = |c: &Config| match toml::Value::try_from(c) {
         Ok(toml::Value::Table(t)) => t,
         _ => Default::default(),
@@ -112,6 +112,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
             .collect()
     };
     agent.classifier.replace(classifier);
+    *agent.reply_footer.write().unwrap_or_else(|e| e.into_inner()) = new.reply_footer.clone();
     let unlisted = if newly_allowed.is_empty() {
         0
     } else {

@@ -217,7 +217,7 @@ impl<'a> RelayJudge<'a> {
 
     /// In observe mode a rejection is only logged and counted: the session goes on.
     fn enforce(&self, refusal: Refusal) -> Option<String> {
-        (self.agent.config.mode == FilterMode::Enforce).then(|| refusal.durable_blocking())
+        (self.agent.config.mode == FilterMode::Enforce).then(|| self.agent.refusal_text(&refusal.durable_blocking()))
     }
 }
 

@@ -85,10 +85,10 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             if let Some(entry_reply) = judge::listed_source(agent, id, peer.ip()) {
                 if enforce {
                     let (r, mut out) = stream.into_split();
-                    let banner = reply::refusal_banner(&entry_reply);
+                    let banner = agent.refusal_text(&reply::refusal_banner(&entry_reply));
                     if reply::send(&mut out, &banner, write).await.is_ok() {
                         // RFC 5321 3.1: after a 554 banner, wait for QUIT, answering 503.
-                        let answer = reply::line(&format!("503 5.7.1 {}", reply::text_of(&entry_reply)));
+                        let answer = reply::line(&agent.refusal_text(&format!("503 5.7.1 {}", reply::text_of(&entry_reply))));
                         let mut input = LineReader::new(r, COMMAND_LINE);
                         refused::answer_until_quit(&mut input, &mut out, &answer, config.linger()).await;
                     }
@@ -121,7 +121,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
                 // The client's greeting never reaches us: it reads our reply to its EHLO, falls
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
-                if let Some(text) = text {
+                if let Some(text) = text.map(|t| agent.refusal_text(&t)) {
                     let twice = [reply::line(&text), reply::line(&text)].concat();
                     let _ = reply::write_within(&mut out, &twice, write).await;
                 }
@@ -193,7 +193,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
     let refusal = judge::greeting(agent, id, arg, peer.ip(), exempt);
     if let Some(refusal) = refusal {
         if enforce {
-            let text = refusal.durable().await;
+            let text = agent.refusal_text(&refusal.durable().await);
             let line = reply::line(&text);
             if reply::write_within(&mut out, &line, write).await.is_ok() {
                 refused::answer_until_quit(&mut input, &mut out, &line, config.linger()).await;
