@@ -275,6 +275,10 @@ pub struct RunArgs {
     /// another line) [default: none].
     #[arg(long = "reply-footer")]
     pub reply_footer: Option<String>,
+    /// The Public Suffix List file, read at start and on every reload [default:
+    /// /usr/share/publicsuffix/public_suffix_list.dat when present, else the list compiled in].
+    #[arg(long = "public-suffix-list")]
+    pub public_suffix_list: Option<PathBuf>,
     /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
     #[arg(long = "command-timeout-s")]
     pub command_timeout_s: Option<u64>,
@@ -366,6 +370,9 @@ impl RunArgs {
         set(&mut c.log_client_lines_per_minute, self.log_client_lines_per_minute);
         if self.reply_footer.is_some() {
             c.reply_footer = self.reply_footer;
+        }
+        if self.public_suffix_list.is_some() {
+            c.public_suffix_list = self.public_suffix_list;
         }
         set(&mut c.timeouts.command_s, self.command_timeout_s);
         set(&mut c.pin_dir, self.pin_dir);

@@ -188,6 +188,9 @@ pub struct Config {
     /// Appended to every rejection the agent writes as its last reply line (`\n` for more lines),
     /// like Postfix's `smtpd_reject_footer`: a link to the operator's own page, say.
     pub reply_footer: Option<String>,
+    /// The Public Suffix List file; default: the system's (/usr/share/publicsuffix/), else the
+    /// list compiled in. Read at start and on every reload.
+    pub public_suffix_list: Option<PathBuf>,
     /// Time to live of a listed greeting, and of a listed source.
     pub helo_ttl_s: u64,
     pub source_ttl_s: u64,
@@ -239,6 +242,7 @@ impl Default for Config {
             pregreet_ms: 0,
             log_client_lines_per_minute: 600,
             reply_footer: None,
+            public_suffix_list: None,
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
@@ -305,7 +309,8 @@ impl Config {
     pub fn classifier(&self) -> Result<crate::classify::Classifier> {
         let rules =
             self.classifier.clone().with_server_facts(self.server_ip.iter().copied(), self.hostname.clone(), self.domain.iter().cloned());
-        crate::classify::Classifier::new(&rules).map_err(|e| anyhow::anyhow!("classifier: {e}"))
+        let suffixes = crate::classify::suffixes::SuffixList::load(self.public_suffix_list.as_deref())?;
+        Ok(crate::classify::Classifier::new(&rules).map_err(|e| anyhow::anyhow!("classifier: {e}"))?.with_suffixes(suffixes))
     }
 
     /// The fleet's Redis URL with the password from `fleet-password-file` filled in.

@@ -114,6 +114,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         );
     }
     let classifier = config.classifier()?;
+    tracing::info!("public suffix list: {}", classifier.suffixes().source());
     let fleet_url = config.fleet_url()?;
     // Everything that can fail for want of a port or a path is taken before the kernel is touched:
     // a start that fails here leaves the box exactly as it was.

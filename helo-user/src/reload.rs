@@ -2,7 +2,8 @@
 //! while the agent runs, or keep the old configuration and say why.
 //!
 //! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks),
-//! the reply footer and the allow lists, including the kernel's allow trie (networks added first, then the ones
+//! the reply footer, the Public Suffix List (read again, whether its path changed or not) and the
+//! allow lists, including the kernel's allow trie (networks added first, then the ones
 //! dropped removed; on a kernel error the additions are undone and the old rules stay), and
 //! greeting names newly allowed are taken off the blocklist so the kernel stops dropping them.
 //! Everything else (interface, listeners, backend, mode, TTLs, paths, limits, fleet) is read at
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub allow_added: usize,
     pub allow_removed: usize,
     pub unlisted: usize,
+    /// Where the Public Suffix List now in force came from.
+    pub suffixes: String,
     /// Keys that changed but are only read at start.
     pub needs_restart: Vec<String>,
 }
@@ -36,8 +39,9 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "configuration reloaded: classifier replaced; kernel allow list +{} -{} networks; {} newly allowed names unlisted",
-            self.allow_added, self.allow_removed, self.unlisted
+            "configuration reloaded: classifier replaced (public suffix list: {}); kernel allow list +{} -{} networks; {} newly \
+             allowed names unlisted",
+            self.suffixes, self.allow_added, self.allow_removed, self.unlisted
         )?;
         if !self.needs_restart.is_empty() {
             write!(f, "; changed but applied only at the next restart: {}", self.needs_restart.join(", "))?;
@@ -60,7 +64,7 @@ fn networks(c: &crate::classify::Classifier) -> BTreeSet<IpNet> {
 
 /// Top-level keys (as in the file) whose values differ, except the ones a reload applies.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    const LIVE: [&str; 4] = ["classifier", "server-ip", "domain", "reply-footer"];
+    const LIVE: [&str; 5] = ["classifier", "server-ip", "domain", "reply-footer", "public-suffix-list"];
     let table = |c: &Config| match toml::Value::try_from(c) {
         Ok(toml::Value::Table(t)) => t,
         _ => Default::default(),
@@ -79,6 +83,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
     // The banner keeps the hostname the agent started with; so must the classifier.
     new.hostname = applied.hostname.clone();
     let classifier = new.classifier()?;
+    let suffixes = classifier.suffixes().source();
     let (old_nets, new_nets) = (networks(&agent.classifier.current()), networks(&classifier));
     let add: Vec<IpNet> = new_nets.difference(&old_nets).copied().collect();
     let del: Vec<IpNet> = old_nets.difference(&new_nets).copied().collect();
@@ -125,7 +130,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
         }
     };
     *applied = new;
-    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, needs_restart })
+    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, suffixes, needs_restart })
 }
 
 /// [`reload`] with its outcome logged: the signal handler's and the admin command's entry point.

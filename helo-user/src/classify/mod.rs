@@ -10,6 +10,7 @@
 //! - [`rules`]: the compiled [`Classifier`] and the order its rules run in;
 //! - [`verdict`]: verdicts, rule ids, scopes and observations;
 //! - [`name`], [`literal`], [`dynamic`]: host-name syntax, address literals, IP-embedding names;
+//! - [`suffixes`]: the Public Suffix List in use (the system's, a configured file, or compiled in);
 //! - [`jsonl`]: the JSON-lines front end.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod literal;
 pub mod name;
 pub mod normal;
 pub mod rules;
+pub mod suffixes;
 pub mod verdict;
 
 #[cfg(test)]
