@@ -2,14 +2,14 @@
 //! while the agent runs, or keep the old configuration and say why.
 //!
 //! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks),
-//! the reply footer, the Public Suffix List (read again, whether its path changed or not) and the
-//! allow lists, including the kernel's allow trie (networks added first, then the ones
+//! the reply footer, the Public Suffix List (read again, whether its path changed or not), the
+//! default times to live of new listings (`helo-ttl-s`, `source-ttl-s`) and the allow lists, including the kernel's allow trie (networks added first, then the ones
 //! dropped removed; on a kernel error the additions are undone and the old rules stay), and
 //! greeting names newly allowed are taken off the blocklist so the kernel stops dropping them.
-//! Everything else (interface, listeners, backend, mode, TTLs, paths, limits, fleet) is read at
+//! Everything else (interface, listeners, backend, mode, the ladder, paths, limits, fleet) is read at
 //! start: a change is logged as waiting for a restart, and the rest is applied.
 
-use std::{collections::BTreeSet, sync::Mutex};
+use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -64,7 +64,7 @@ fn networks(c: &crate::classify::Classifier) -> BTreeSet<IpNet> {
 
 /// Top-level keys (as in the file) whose values differ, except the ones a reload applies.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    const LIVE: [&str; 5] = ["classifier", "server-ip", "domain", "reply-footer", "public-suffix-list"];
+    const LIVE: [&str; 7] = ["classifier", "server-ip", "domain", "reply-footer", "public-suffix-list", "helo-ttl-s", "source-ttl-s"];
     let table = |c: &Config| match toml::Value::try_from(c) {
         Ok(toml::Value::Table(t)) => t,
         _ => Default::default(),
@@ -118,6 +118,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
     };
     agent.classifier.replace(classifier);
     *agent.reply_footer.write().unwrap_or_else(|e| e.into_inner()) = new.reply_footer.clone();
+    agent.blocklist.set_default_ttls(Duration::from_secs(new.helo_ttl_s), Duration::from_secs(new.source_ttl_s));
     let unlisted = if newly_allowed.is_empty() {
         0
     } else {
@@ -162,7 +163,10 @@ mod tests {
         new.classifier.allow.names.push("ok.example".into());
         assert!(restart_only_changes(&old, &new).is_empty());
         new.helo_ttl_s = 5;
+        new.reply_footer = Some("see https://isp.example/".into());
+        assert!(restart_only_changes(&old, &new).is_empty());
         new.backend = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(restart_only_changes(&old, &new), vec!["backend".to_string(), "helo-ttl-s".to_string()]);
+        new.max_sessions = 7;
+        assert_eq!(restart_only_changes(&old, &new), vec!["backend".to_string(), "max-sessions".to_string()]);
     }
 }

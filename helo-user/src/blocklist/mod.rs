@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -223,8 +223,9 @@ impl Outcome for CommitOutcome {
 pub struct Blocklist {
     tables: Arc<Tables>,
     store: Store,
-    pub helo_ttl: Duration,
-    pub source_ttl: Duration,
+    /// Default time to live of new listings, in seconds, per kind: a reload changes them.
+    helo_ttl_s: AtomicU64,
+    source_ttl_s: AtomicU64,
     /// Whether local changes are queued for the fleet.
     fleet: Arc<AtomicBool>,
     /// Wakes the fleet publisher when something was queued.
@@ -276,8 +277,8 @@ impl Blocklist {
         let list = Self {
             tables,
             store,
-            helo_ttl,
-            source_ttl,
+            helo_ttl_s: AtomicU64::new(helo_ttl.as_secs()),
+            source_ttl_s: AtomicU64::new(source_ttl.as_secs()),
             fleet,
             outbox_ready,
             commits,
@@ -368,11 +369,26 @@ impl Blocklist {
         Ok(committed)
     }
 
+    /// The time to live a new listing of `kind` gets unless told otherwise.
+    pub fn default_ttl(&self, kind: Kind) -> Duration {
+        Duration::from_secs(match kind {
+            Kind::Helo => self.helo_ttl_s.load(Ordering::Relaxed),
+            Kind::Source => self.source_ttl_s.load(Ordering::Relaxed),
+        })
+    }
+
+    /// New default times to live, for listings made from now on (a reload); entries already
+    /// listed keep their expiry.
+    pub fn set_default_ttls(&self, helo: Duration, source: Duration) {
+        self.helo_ttl_s.store(helo.as_secs(), Ordering::Relaxed);
+        self.source_ttl_s.store(source.as_secs(), Ordering::Relaxed);
+    }
+
     pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: &str) -> Entry {
         let now = unix_now();
         let ttl = ttl.unwrap_or(match kind {
-            Kind::Helo => self.helo_ttl,
-            Kind::Source => self.source_ttl,
+            Kind::Helo => self.default_ttl(Kind::Helo),
+            Kind::Source => self.default_ttl(Kind::Source),
         });
         Entry {
             kind,
