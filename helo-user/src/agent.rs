@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     kernel::KernelFilter,
     load::Load,
+    logging::client_lines::ClientLines,
     metrics::Metrics,
     recent::RecentHits,
     registry::Registry,
@@ -28,6 +29,17 @@ pub struct Agent {
     pub load: Arc<Load>,
     /// How to re-read the configuration on SIGHUP or `helo reload`.
     pub reloader: crate::reload::Reloader,
+    /// The budget of log lines about what clients sent.
+    pub client_lines: ClientLines,
+    /// `reply-footer`, swapped by a reload.
+    pub reply_footer: RwLock<Option<String>>,
+}
+
+impl Agent {
+    /// A rejection as the client reads it: `text` with the operator's footer, if any.
+    pub fn refusal_text(&self, text: &str) -> String {
+        crate::smtp::reply::with_footer(text, self.reply_footer.read().unwrap_or_else(|e| e.into_inner()).as_deref())
+    }
 }
 
 /// The classifier in force, swapped whole by a reload: a greeting is judged entirely by the old

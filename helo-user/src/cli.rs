@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     config::{Config, KernelDropReply, MetricsAddr, DEFAULT_ADMIN_SOCKET, DEFAULT_STATE_DIR},
     kernel::{AttachMode, FilterMode},
+    logging::LogFormat,
 };
 
 #[derive(Parser, Debug)]
@@ -21,6 +22,14 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines look on stderr: `text` (one line per event, `session=<id> word key=value`) or
+    /// `json` (one object per line). Under systemd, lines carry journald priorities either way.
+    #[arg(long = "log-format", value_enum, global = true, default_value = "text")]
+    pub log_format: LogFormat,
+    /// What to log: `error`, `warn`, `info`, `debug`, or `tracing` directives
+    /// (`info,helo_user::fleet=debug`) [default: RUST_LOG, else info].
+    #[arg(long = "log-level", global = true)]
+    pub log_level: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,6 +272,19 @@ pub struct RunArgs {
     /// Hold the banner this long to catch clients that talk first [default: 0].
     #[arg(long = "pregreet-ms")]
     pub pregreet_ms: Option<u64>,
+    /// Log lines a minute that may quote what clients sent (greetings, bad commands); past that,
+    /// protocol errors go unlogged and rejections are logged without the client's bytes, and a
+    /// summary counts them [default: 600].
+    #[arg(long = "log-client-lines-per-minute")]
+    pub log_client_lines_per_minute: Option<u64>,
+    /// A last line for every rejection reply, like Postfix's smtpd_reject_footer (`\n` starts
+    /// another line) [default: none].
+    #[arg(long = "reply-footer")]
+    pub reply_footer: Option<String>,
+    /// The Public Suffix List file, read at start and on every reload [default:
+    /// /usr/share/publicsuffix/public_suffix_list.dat when present, else the list compiled in].
+    #[arg(long = "public-suffix-list")]
+    pub public_suffix_list: Option<PathBuf>,
     /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
     #[arg(long = "command-timeout-s")]
     pub command_timeout_s: Option<u64>,
@@ -351,6 +373,13 @@ impl RunArgs {
         set(&mut c.max_sessions, self.max_sessions);
         set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
         set(&mut c.pregreet_ms, self.pregreet_ms);
+        set(&mut c.log_client_lines_per_minute, self.log_client_lines_per_minute);
+        if self.reply_footer.is_some() {
+            c.reply_footer = self.reply_footer;
+        }
+        if self.public_suffix_list.is_some() {
+            c.public_suffix_list = self.public_suffix_list;
+        }
         set(&mut c.timeouts.command_s, self.command_timeout_s);
         set(&mut c.pin_dir, self.pin_dir);
         set(&mut c.metrics, self.metrics);

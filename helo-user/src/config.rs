@@ -182,6 +182,15 @@ pub struct Config {
     pub stress_percent: u8,
     /// How long to hold the banner to see whether the client talks first.
     pub pregreet_ms: u64,
+    /// Log lines a minute that may quote what clients sent (or exist only because a client sent
+    /// junk); see [`crate::logging::client_lines`].
+    pub log_client_lines_per_minute: u64,
+    /// Appended to every rejection the agent writes as its last reply line (`\n` for more lines),
+    /// like Postfix's `smtpd_reject_footer`: a link to the operator's own page, say.
+    pub reply_footer: Option<String>,
+    /// The Public Suffix List file; default: the system's (/usr/share/publicsuffix/), else the
+    /// list compiled in. Read at start and on every reload.
+    pub public_suffix_list: Option<PathBuf>,
     /// Time to live of a listed greeting, and of a listed source.
     pub helo_ttl_s: u64,
     pub source_ttl_s: u64,
@@ -231,6 +240,9 @@ impl Default for Config {
             learned_per_source_per_hour: crate::blocklist::learned::PER_SOURCE_PER_HOUR,
             stress_percent: 80,
             pregreet_ms: 0,
+            log_client_lines_per_minute: 600,
+            reply_footer: None,
+            public_suffix_list: None,
             helo_ttl_s: 7 * 24 * 3600,
             source_ttl_s: 24 * 3600,
             helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
@@ -283,6 +295,13 @@ impl Config {
         if self.max_sessions == 0 || self.max_sessions_per_source == 0 {
             bail!("max-sessions and max-sessions-per-source must be above 0");
         }
+        if let Some(footer) = &self.reply_footer {
+            // Written to clients as reply lines: no control characters, and each line well
+            // within the 512 octets of a reply line (RFC 5321 4.5.3.1.5).
+            if footer.chars().any(|c| c.is_control()) || footer.split("\\n").any(|l| l.len() > 400) {
+                bail!("reply-footer must be printable, lines (split at \\n) of at most 400 bytes");
+            }
+        }
         Ok(())
     }
 
@@ -290,7 +309,8 @@ impl Config {
     pub fn classifier(&self) -> Result<crate::classify::Classifier> {
         let rules =
             self.classifier.clone().with_server_facts(self.server_ip.iter().copied(), self.hostname.clone(), self.domain.iter().cloned());
-        crate::classify::Classifier::new(&rules).map_err(|e| anyhow::anyhow!("classifier: {e}"))
+        let suffixes = crate::classify::suffixes::SuffixList::load(self.public_suffix_list.as_deref())?;
+        Ok(crate::classify::Classifier::new(&rules).map_err(|e| anyhow::anyhow!("classifier: {e}"))?.with_suffixes(suffixes))
     }
 
     /// The fleet's Redis URL with the password from `fleet-password-file` filled in.

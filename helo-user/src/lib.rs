@@ -22,6 +22,7 @@ pub mod generate;
 pub mod kernel;
 pub mod limits;
 pub mod load;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

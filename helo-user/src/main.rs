@@ -28,11 +28,20 @@ use helo_user::{
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Err(e) = helo_user::logging::init(cli.log_format, cli.log_level.as_deref()) {
+        return config_error(e);
+    }
     match cli.command {
         Command::Run(args) => match args.clone().config() {
-            Ok(config) => exit_with(run(config, args)),
+            Ok(config) => match run(config, args) {
+                Ok(()) => ExitCode::SUCCESS,
+                // Through the logger, so that under systemd it is stored at error priority.
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => config_error(e),
         },
         Command::Classify(args) => {
@@ -103,13 +112,14 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     // A relayed session holds two sockets.
     let needed = 2 * config.max_sessions as u64 + 64;
     if let Some(open_files) = helo_user::limits::raise_open_files_limit().filter(|&n| n < needed) {
-        log::warn!(
+        tracing::warn!(
             "open-files limit {open_files} is below the {needed} that max-sessions {} can need: raise \
              LimitNOFILE (or ulimit -n), or lower max-sessions",
             config.max_sessions
         );
     }
     let classifier = config.classifier()?;
+    tracing::info!("public suffix list: {}", classifier.suffixes().source());
     let fleet_url = config.fleet_url()?;
     // Everything that can fail for want of a port or a path is taken before the kernel is touched:
     // a start that fails here leaves the box exactly as it was.
@@ -128,7 +138,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         ..Default::default()
     })?;
     if pin::pins_outlive_process(&config.pin_dir) == Some(false) {
-        log::warn!(
+        tracing::warn!(
             "the bpf filesystem holding {} is private to this process's mount namespace (as under \
              `ip netns exec`, which remounts /sys): the pins, and the filter, vanish when the agent exits. \
              Run the agent in the host's mount namespace (`nsenter --net=/run/netns/NAME` keeps it), or \
@@ -141,12 +151,12 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     // The allow trie is pinned: made equal to the configuration, not added to.
     let stale_allowed = filter.maps.set_allow(classifier.exempt_networks())?;
     if stale_allowed > 0 {
-        log::info!("allow list: {stale_allowed} networks no longer configured were removed from the kernel");
+        tracing::info!("allow list: {stale_allowed} networks no longer configured were removed from the kernel");
     }
     let mode_label = match config.iface.as_deref() {
         Some(iface) => {
             let mode = filter.attach(iface, config.xdp_mode)?;
-            log::info!(
+            tracing::info!(
                 "XDP program {} attached to {iface} in {} mode; filtering ports {:?} ({:?} mode)",
                 filter.program_id().unwrap_or(0),
                 mode.as_str(),
@@ -157,13 +167,13 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         }
         None => {
             if pin::pinned_link_mode(&config.pin_dir).is_some() {
-                log::warn!(
+                tracing::warn!(
                     "--no-xdp, but an XDP link is still pinned in {}: it keeps filtering with these maps \
                      (`helo detach` removes it)",
                     config.pin_dir.display()
                 );
             }
-            log::warn!("--no-xdp: nothing is dropped in the kernel; every sender is judged in user space");
+            tracing::warn!("--no-xdp: nothing is dropped in the kernel; every sender is judged in user space");
             "off"
         }
     };
@@ -186,6 +196,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let reloader = helo_user::reload::Reloader::new(move || args.clone().config(), config.clone());
     let load =
         Arc::new(helo_user::load::Load::new(config.max_sessions, config.stress_percent, Duration::from_secs(config.timeouts.stress_s)));
+    let client_lines = helo_user::logging::client_lines::ClientLines::new(config.log_client_lines_per_minute);
+    let reply_footer = std::sync::RwLock::new(config.reply_footer.clone());
     let agent = Arc::new(Agent {
         load,
         config,
@@ -196,6 +208,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         metrics: Arc::clone(&metrics),
         recent: Arc::clone(&recent),
         reloader,
+        client_lines,
+        reply_footer,
     });
     if let Some(url) = &fleet_url {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
@@ -207,7 +221,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         let (registry, blocklist, recent) = (Arc::clone(&registry), Arc::clone(&blocklist), Arc::clone(&recent));
         async move {
             if let Err(e) = events::follow(ring, registry, blocklist, recent, silent).await {
-                log::error!("drop events stopped: {e:#}");
+                tracing::error!("drop events stopped: {e:#}");
             }
         }
     });
@@ -215,31 +229,42 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         let (metrics, kernel, blocklist) = (Arc::clone(&metrics), Arc::clone(&kernel), Arc::clone(&blocklist));
         tokio::spawn(async move {
             if let Err(e) = metrics::serve_on(listener, metrics, kernel, blocklist).await {
-                log::error!("metrics endpoint stopped: {e:#}");
+                tracing::error!("metrics endpoint stopped: {e:#}");
             }
         });
     }
     periodically(Duration::from_secs(agent.config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
         b.expire().map(|n| {
             if n > 0 {
-                log::info!("blocklist: {n} entries expired")
+                tracing::info!("blocklist: {n} entries expired")
             }
         })
     });
     periodically(Duration::from_secs(agent.config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
         b.reconcile().map(|(evicted, restored, ghosts)| {
             if evicted + restored > 0 {
-                log::warn!(
+                tracing::warn!(
                     "blocklist: the kernel's full maps evicted {evicted} agent listings (dropped) and {restored} operator \
                      or fleet entries (put back); raise helo-capacity?"
                 )
             }
             if ghosts > 0 {
-                log::warn!("blocklist: {ghosts} kernel entries the store did not hold were removed")
+                tracing::warn!("blocklist: {ghosts} kernel entries the store did not hold were removed")
             }
         })
     });
     tokio::spawn(admin::server::serve(admin_listener, Arc::clone(&agent)));
+    tokio::spawn({
+        let agent = Arc::clone(&agent);
+        async move {
+            let mut minute = tokio::time::interval(Duration::from_secs(60));
+            minute.tick().await;
+            loop {
+                minute.tick().await;
+                agent.client_lines.report();
+            }
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     {
         let (mut term, mut int, mut hup) = signals;
@@ -250,7 +275,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                     _ = hup.recv() => {
-                        log::info!("SIGHUP: reloading the configuration");
+                        tracing::info!("SIGHUP: reloading the configuration");
                         let agent = Arc::clone(&agent);
                         helo_user::service::reloading();
                         let _ = tokio::task::spawn_blocking(move || helo_user::reload::reload_logged(&agent)).await;
@@ -258,12 +283,12 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
                     }
                 }
             }
-            log::info!("signal received: stopping (the pinned filter stays attached; `helo detach` removes it)");
+            tracing::info!("signal received: stopping (the pinned filter stays attached; `helo detach` removes it)");
             helo_user::service::stopping();
             let _ = stop_tx.send(true);
         });
     }
-    log::info!(
+    tracing::info!(
         "accepting SMTP on {:?}, handing clean sessions to {}; metrics {}; admin socket {}",
         agent.config.listen,
         agent.config.backend,
@@ -281,7 +306,8 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     };
     helo_user::service::ready(&format!("{filter_status}, {:?} mode, SMTP on {:?}", agent.config.mode, agent.config.listen));
     let blocklist = Arc::clone(&agent.blocklist);
-    let result = server::serve(agent, listeners, stop_rx).await;
+    let result = server::serve(Arc::clone(&agent), listeners, stop_rx).await;
+    agent.client_lines.report();
     // Listings still queued (observe mode does not wait for them) reach the disk before exit.
     tokio::task::block_in_place(|| blocklist.sync());
     let _ = std::fs::remove_file(&admin_path);
@@ -318,13 +344,13 @@ impl Drop for StartUndo {
         if self.pins_were_absent {
             match pin::remove(&self.pin_dir) {
                 Ok(true) => {
-                    log::warn!("start failed: removed what it had pinned in {} (no filter is left attached)", self.pin_dir.display())
+                    tracing::warn!("start failed: removed what it had pinned in {} (no filter is left attached)", self.pin_dir.display())
                 }
                 Ok(false) => {}
-                Err(e) => log::error!("start failed, and removing its pins in {} failed too: {e:#}", self.pin_dir.display()),
+                Err(e) => tracing::error!("start failed, and removing its pins in {} failed too: {e:#}", self.pin_dir.display()),
             }
         } else {
-            log::warn!(
+            tracing::warn!(
                 "start failed: the pins in {} were there before this start and stay (the filter keeps running on them)",
                 self.pin_dir.display()
             );
@@ -343,8 +369,8 @@ fn periodically(every: Duration, blocklist: Arc<Blocklist>, what: &'static str, 
             let b = Arc::clone(&blocklist);
             match tokio::task::spawn_blocking(move || job(&b)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("blocklist {what} failed: {e:#}"),
-                Err(e) => log::error!("blocklist {what} panicked: {e}"),
+                Ok(Err(e)) => tracing::error!("blocklist {what} failed: {e:#}"),
+                Err(e) => tracing::error!("blocklist {what} panicked: {e}"),
             }
         }
     });

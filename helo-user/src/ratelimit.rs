@@ -1,13 +1,14 @@
 //! A log-line budget for lines an attacker can cause (a greeting they chose, a flood of bad
-//! requests): at most `burst` lines per `per`, then silence, with the number held back reported on
-//! the next line let through. Lock-free; cheap enough to ask on every event.
+//! requests): at most `burst` lines per `per`, then silence; the lines held back are counted for a
+//! summary. Lock-free; cheap enough to ask on every event.
 //!
 //! ```
 //! use helo_user::ratelimit::RateLimit;
 //! static OVERLONG: RateLimit = RateLimit::new(10, 60);
-//! if let Some(suppressed) = OVERLONG.allow() {
-//!     log::info!("overlong greeting from 203.0.113.9 ({suppressed} more not logged)");
+//! if OVERLONG.allow() {
+//!     tracing::info!("overlong greeting from 203.0.113.9");
 //! }
+//! let held_back = OVERLONG.take_suppressed();
 //! ```
 
 use std::{
@@ -31,13 +32,23 @@ impl RateLimit {
         Self { burst, per_s, window: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
-    /// `Some(lines held back since the last one let through)` when this line may be logged.
-    pub fn allow(&self) -> Option<u64> {
+    /// Whether this line may be logged; a line refused is counted.
+    pub fn allow(&self) -> bool {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.allow_at(now)
     }
 
-    fn allow_at(&self, now_s: u64) -> Option<u64> {
+    /// The lines held back since the last call.
+    pub fn take_suppressed(&self) -> u64 {
+        self.suppressed.swap(0, Ordering::Relaxed)
+    }
+
+    /// At most this many lines a window.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    fn allow_at(&self, now_s: u64) -> bool {
         let mut cur = self.window.load(Ordering::Relaxed);
         loop {
             let (start, count) = (cur >> COUNT_BITS, cur & ((1 << COUNT_BITS) - 1));
@@ -47,10 +58,10 @@ impl RateLimit {
                 cur + 1
             } else {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
-                return None;
+                return false;
             };
             match self.window.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Some(self.suppressed.swap(0, Ordering::Relaxed)),
+                Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
         }
@@ -64,12 +75,15 @@ mod tests {
     #[test]
     fn lets_a_burst_through_per_window_and_counts_the_rest() {
         let r = RateLimit::new(2, 10);
-        assert_eq!(r.allow_at(1000), Some(0));
-        assert_eq!(r.allow_at(1001), Some(0));
-        assert_eq!(r.allow_at(1002), None);
-        assert_eq!(r.allow_at(1009), None);
-        assert_eq!(r.allow_at(1010), Some(2));
-        assert_eq!(r.allow_at(1011), Some(0));
-        assert_eq!(r.allow_at(1011), None);
+        assert!(r.allow_at(1000));
+        assert!(r.allow_at(1001));
+        assert!(!r.allow_at(1002));
+        assert!(!r.allow_at(1009));
+        assert!(r.allow_at(1010));
+        assert_eq!(r.take_suppressed(), 2);
+        assert!(r.allow_at(1011));
+        assert!(!r.allow_at(1011));
+        assert_eq!(r.take_suppressed(), 1);
+        assert_eq!(r.take_suppressed(), 0);
     }
 }

@@ -1,14 +1,15 @@
-//! SIGHUP and `helo-user reload`: re-read the configuration and apply, all at once, what can change
+//! SIGHUP and `helo reload`: re-read the configuration and apply, all at once, what can change
 //! while the agent runs, or keep the old configuration and say why.
 //!
-//! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks)
-//! and the allow lists, including the kernel's allow trie (networks added first, then the ones
+//! Applied at run time: the classifier (rules, reply texts, server IPs and domains, relay networks),
+//! the reply footer, the Public Suffix List (read again, whether its path changed or not), the
+//! default times to live of new listings (`helo-ttl-s`, `source-ttl-s`) and the allow lists, including the kernel's allow trie (networks added first, then the ones
 //! dropped removed; on a kernel error the additions are undone and the old rules stay), and
 //! greeting names newly allowed are taken off the blocklist so the kernel stops dropping them.
-//! Everything else (interface, listeners, backend, mode, TTLs, paths, limits, fleet) is read at
+//! Everything else (interface, listeners, backend, mode, the ladder, paths, limits, fleet) is read at
 //! start: a change is logged as waiting for a restart, and the rest is applied.
 
-use std::{collections::BTreeSet, sync::Mutex};
+use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub allow_added: usize,
     pub allow_removed: usize,
     pub unlisted: usize,
+    /// Where the Public Suffix List now in force came from.
+    pub suffixes: String,
     /// Keys that changed but are only read at start.
     pub needs_restart: Vec<String>,
 }
@@ -36,8 +39,9 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "configuration reloaded: classifier replaced; kernel allow list +{} -{} networks; {} newly allowed names unlisted",
-            self.allow_added, self.allow_removed, self.unlisted
+            "configuration reloaded: classifier replaced (public suffix list: {}); kernel allow list +{} -{} networks; {} newly \
+             allowed names unlisted",
+            self.suffixes, self.allow_added, self.allow_removed, self.unlisted
         )?;
         if !self.needs_restart.is_empty() {
             write!(f, "; changed but applied only at the next restart: {}", self.needs_restart.join(", "))?;
@@ -60,7 +64,7 @@ fn networks(c: &crate::classify::Classifier) -> BTreeSet<IpNet> {
 
 /// Top-level keys (as in the file) whose values differ, except the ones a reload applies.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    const LIVE: [&str; 3] = ["classifier", "server-ip", "domain"];
+    const LIVE: [&str; 7] = ["classifier", "server-ip", "domain", "reply-footer", "public-suffix-list", "helo-ttl-s", "source-ttl-s"];
     let table = |c: &Config| match toml::Value::try_from(c) {
         Ok(toml::Value::Table(t)) => t,
         _ => Default::default(),
@@ -79,6 +83,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
     // The banner keeps the hostname the agent started with; so must the classifier.
     new.hostname = applied.hostname.clone();
     let classifier = new.classifier()?;
+    let suffixes = classifier.suffixes().source();
     let (old_nets, new_nets) = (networks(&agent.classifier.current()), networks(&classifier));
     let add: Vec<IpNet> = new_nets.difference(&old_nets).copied().collect();
     let del: Vec<IpNet> = old_nets.difference(&new_nets).copied().collect();
@@ -95,7 +100,7 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
         for net in &del {
             // Only a network the trie no longer holds can fail here: nothing to undo.
             if let Err(e) = kernel.maps.disallow(net.addr(), net.prefix_len()) {
-                log::warn!("reload: removing {net} from the kernel's allow list: {e:#}");
+                tracing::warn!("reload: removing {net} from the kernel's allow list: {e:#}");
             }
         }
     }
@@ -112,33 +117,35 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
             .collect()
     };
     agent.classifier.replace(classifier);
+    *agent.reply_footer.write().unwrap_or_else(|e| e.into_inner()) = new.reply_footer.clone();
+    agent.blocklist.set_default_ttls(Duration::from_secs(new.helo_ttl_s), Duration::from_secs(new.source_ttl_s));
     let unlisted = if newly_allowed.is_empty() {
         0
     } else {
         match agent.blocklist.remove(&newly_allowed) {
             Ok(removed) => removed.len(),
             Err(e) => {
-                log::warn!("reload: taking newly allowed names off the blocklist: {e:#}");
+                tracing::warn!("reload: taking newly allowed names off the blocklist: {e:#}");
                 0
             }
         }
     };
     *applied = new;
-    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, needs_restart })
+    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, suffixes, needs_restart })
 }
 
 /// [`reload`] with its outcome logged: the signal handler's and the admin command's entry point.
 pub fn reload_logged(agent: &Agent) -> Result<Outcome> {
     match reload(agent) {
         Ok(outcome) => {
-            log::info!("{outcome}");
+            tracing::info!("{outcome}");
             if !outcome.needs_restart.is_empty() {
-                log::warn!("reload: {} changed; restart the agent to apply", outcome.needs_restart.join(", "));
+                tracing::warn!("reload: {} changed; restart the agent to apply", outcome.needs_restart.join(", "));
             }
             Ok(outcome)
         }
         Err(e) => {
-            log::error!("reload refused, the old configuration stays in force: {e:#}");
+            tracing::error!("reload refused, the old configuration stays in force: {e:#}");
             Err(e)
         }
     }
@@ -156,7 +163,10 @@ mod tests {
         new.classifier.allow.names.push("ok.example".into());
         assert!(restart_only_changes(&old, &new).is_empty());
         new.helo_ttl_s = 5;
+        new.reply_footer = Some("see https://isp.example/".into());
+        assert!(restart_only_changes(&old, &new).is_empty());
         new.backend = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(restart_only_changes(&old, &new), vec!["backend".to_string(), "helo-ttl-s".to_string()]);
+        new.max_sessions = 7;
+        assert_eq!(restart_only_changes(&old, &new), vec!["backend".to_string(), "max-sessions".to_string()]);
     }
 }

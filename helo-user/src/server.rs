@@ -90,7 +90,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown:
                     }
                     Err(e) => {
                         // Out of fds, say: back off rather than spin.
-                        log::warn!("accept failed: {e}; retrying in {backoff:?}");
+                        tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
@@ -129,7 +129,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown:
     let grace = Duration::from_secs(agent.config.timeouts.shutdown_grace_s);
     // Sessions saw the same signal: those waiting on their client were told 421 and closed; those
     // mid-transaction may finish within the grace period.
-    log::info!("stopped accepting; waiting up to {grace:?} for {} open sessions", sessions.len());
+    tracing::info!("stopped accepting; waiting up to {grace:?} for {} open sessions", sessions.len());
     let _ = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
     sessions.abort_all();
     Ok(())

@@ -29,6 +29,6 @@ pub fn stopping() {
 /// which is the right place for the error to show.
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
-        log::warn!("telling the service manager ({states:?}) failed: {e}");
+        tracing::warn!("telling the service manager ({states:?}) failed: {e}");
     }
 }

@@ -279,7 +279,7 @@ impl Store {
         let db = open_db(&self.inner.path).context("reopening the store after an error")?;
         *guard = Some(db);
         self.inner.poisoned.store(false, Ordering::SeqCst);
-        log::info!("store: {} reopened after an error", self.inner.path.display());
+        tracing::info!("store: {} reopened after an error", self.inner.path.display());
         Ok(())
     }
 

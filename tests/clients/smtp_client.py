@@ -240,6 +240,10 @@ def flood(a):
                 barrier.wait()
             except threading.BrokenBarrierError:
                 pass
+            # --line: sent before the greeting, each reply read (and not reported).
+            for line in a.line:
+                sock.sendall(line.encode())
+                read_reply(sock, a.timeout)
             sock.sendall(("EHLO " + a.helo_template.format(i=i) + "\r\n").encode())
             replies[i] = read_reply(sock, a.timeout)
             sock.close()

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use helo_common::maps::{counter, names, BlockEntry};
 use helo_tests::{
@@ -805,5 +805,83 @@ fn the_grafana_dashboard_is_json_and_uses_only_exported_metrics() -> Result<()> 
         }
     }
     assert!(used >= 15, "{found:?}");
+    Ok(())
+}
+
+#[test]
+fn the_public_suffix_list_comes_from_the_system_or_a_file_and_is_read_again_on_reload() -> Result<()> {
+    if !require_root("the_public_suffix_list_comes_from_the_system_or_a_file_and_is_read_again_on_reload") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("helo.toml");
+    std::fs::write(&conf, "")?;
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--config".into(), conf.display().to_string()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    let system = "/usr/share/publicsuffix/public_suffix_list.dat";
+    assert!(std::path::Path::new(system).exists(), "Debian's publicsuffix package is not installed");
+    assert!(lab.agent.log_text().contains(&format!("public suffix list: {system}")), "{}", quiet(&lab.agent.log_text()));
+    let greet = |name: &str| -> Result<String> { Ok(reply(&lab.dialog(&[&format!("EHLO {name}\r\n"), "QUIT\r\n"])?, 0)) };
+    let reload = || -> Result<String> {
+        let out = lab.cli(&["reload", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // No MTA behind this lab: an accepted greeting gets the 421 of a down backend.
+    assert_eq!(greet("mx.one.helotest")?, "550 5.7.1 Bogus HELO\r\n", "a suffix no list has");
+    // A list of our own with a new suffix: in force after a reload.
+    let psl = dir.path().join("psl.dat");
+    std::fs::write(&psl, "// ===BEGIN ICANN DOMAINS===\norg\ncom\nhelotest\n// ===END ICANN DOMAINS===\n")?;
+    std::fs::write(&conf, format!("public-suffix-list = {:?}\n", psl.display().to_string()))?;
+    let said = reload()?;
+    assert!(said.contains(&format!("public suffix list: {}", psl.display())), "{said}");
+    let r = greet("mx.two.helotest")?;
+    assert!(r.starts_with("421"), "a name under the new suffix was refused: {r}");
+    // The same path, changed: read again.
+    std::fs::write(&psl, "// ===BEGIN ICANN DOMAINS===\norg\ncom\n// ===END ICANN DOMAINS===\n")?;
+    reload()?;
+    assert_eq!(greet("mx.three.helotest")?, "550 5.7.1 Bogus HELO\r\n", "the file was not read again");
+    // A configured file that cannot be read: the reload is refused and the old list stays.
+    std::fs::write(&conf, format!("public-suffix-list = {:?}\n", dir.path().join("missing.dat").display().to_string()))?;
+    assert!(reload().is_err());
+    assert_eq!(greet("mx.four.helotest")?, "550 5.7.1 Bogus HELO\r\n");
+    assert!(greet("mx.example.org")?.starts_with("421"));
+    Ok(())
+}
+
+#[test]
+fn a_reload_applies_the_default_ttls_to_new_listings() -> Result<()> {
+    if !require_root("a_reload_applies_the_default_ttls_to_new_listings") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("helo.toml");
+    std::fs::write(&conf, "helo-ttl-s = 604800\n")?;
+    let lab = Lab::new(LabOptions {
+        agent_args: vec!["--config".into(), conf.display().to_string()],
+        with_postfix: false,
+        ..Default::default()
+    })?;
+    // Seconds from now to the expiry of the listing of `name`.
+    let ttl_of = |name: &str| -> Result<i64> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+        let entry = listed(&lab)?.into_iter().find(|e| e["name"] == name).with_context(|| format!("{name} is not listed"))?;
+        Ok(entry["expires_unix_s"].as_i64().unwrap_or(0) - now)
+    };
+    assert_eq!(reply(&lab.dialog(&["EHLO before-reload\r\n", "QUIT\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");
+    assert!((604_700..=604_800).contains(&ttl_of("before-reload")?));
+    std::fs::write(&conf, "helo-ttl-s = 3600\n")?;
+    let out = lab.cli(&["reload", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !said.contains("helo-ttl-s"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reply(&lab.dialog(&["EHLO after-reload\r\n", "QUIT\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");
+    assert!((3_500..=3_600).contains(&ttl_of("after-reload")?), "the new TTL was not applied");
+    // An operator's add without --ttl takes the new default too; the old entry keeps its expiry.
+    assert!(lab.blocklist(&["add", "operator-added.example"])?.status.success());
+    assert!((3_500..=3_600).contains(&ttl_of("operator-added.example")?));
+    assert!((604_000..=604_800).contains(&ttl_of("before-reload")?));
     Ok(())
 }

@@ -447,3 +447,57 @@ fn a_listed_name_is_refused_however_its_greeting_is_framed() -> Result<()> {
     assert_eq!(lab.postfix().maildir_messages(USER).len(), 0);
     Ok(())
 }
+
+#[test]
+fn the_reply_footer_ends_every_rejection_and_follows_a_reload() -> Result<()> {
+    if !require_root("the_reply_footer_ends_every_rejection_and_follows_a_reload") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("helo.toml");
+    std::fs::write(&conf, "reply-footer = \"Why: https://isp.example/bogus-helo\"\n")?;
+    let lab = Lab::new(LabOptions { agent_args: vec!["--config".into(), conf.display().to_string()], ..Default::default() })?;
+    let footed = "550-5.7.1 Bogus HELO\r\n550 5.7.1 Why: https://isp.example/bogus-helo\r\n";
+    // First seen, and its HELO fallback.
+    let r = lab.dialog(&["EHLO localhost\r\n", "HELO localhost\r\n", "QUIT\r\n"])?;
+    assert_eq!((reply(&r, 0).as_str(), reply(&r, 1).as_str()), (footed, footed), "{r}");
+    // Dropped in the kernel, answered by the agent: the footer too.
+    let r = lab.dialog(&["EHLO localhost\r\n"])?;
+    assert_eq!(reply(&r, 0), footed, "{r}");
+    // Real clients read the whole multiline reply.
+    let r = lab.py("send", &["--helo", "rad.internal", "--timeout", "15"])?;
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("550") && error.contains("Bogus HELO") && error.contains("isp.example/bogus-helo"), "smtplib: {r}");
+    let out = lab
+        .client
+        .command("swaks")
+        .args(["--server", &lab.edge_end.v4, "--helo", "rad2.internal", "--to", USER, "--timeout", "15"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("<** 550-5.7.1 Bogus HELO") && text.contains("<** 550 5.7.1 Why: https://isp.example/bogus-helo"),
+        "swaks:\n{text}"
+    );
+    // A sending Postfix bounces at once and logs the reason with the footer.
+    let edge_ip: std::net::Ipv4Addr = lab.edge_end.v4.parse()?;
+    let sending = sender::start(&lab.client, &lab.client_end.v4, edge_ip, &[Route::new("bogus-name.test", "rad3.internal")])?;
+    submit(&lab, &lab.client_end.v4, "someone@bogus-name.test")?;
+    let outcome = sending.wait_for_outcome("someone@bogus-name.test", Duration::from_secs(30))?;
+    assert_eq!(outcome.status, "bounced", "{}", outcome.line);
+    assert!(outcome.line.contains("Bogus HELO") && outcome.line.contains("https://isp.example/bogus-helo"), "{}", outcome.line);
+    println!("the sending Postfix logged: {}", outcome.line);
+    // A reload changes it, and takes it away.
+    let reload = |footer: &str| -> Result<()> {
+        std::fs::write(&conf, footer)?;
+        let out = lab.cli(&["reload", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    reload("reply-footer = \"See https://isp.example/v2\\\\nor call us\"\n")?;
+    let r = lab.dialog(&["EHLO bogus-one\r\n"])?;
+    assert_eq!(reply(&r, 0), "550-5.7.1 Bogus HELO\r\n550-5.7.1 See https://isp.example/v2\r\n550 5.7.1 or call us\r\n", "{r}");
+    reload("")?;
+    let r = lab.dialog(&["EHLO bogus-two\r\n"])?;
+    assert_eq!(reply(&r, 0), "550 5.7.1 Bogus HELO\r\n", "{r}");
+    Ok(())
+}

@@ -53,6 +53,8 @@ const TEST_PACKAGES: &[&str] = &[
     "ethtool",
     "netsniff-ng",
     "haproxy",
+    // The system's Public Suffix List, which the agent reads in place of its compiled-in copy.
+    "publicsuffix",
     // Debian's Prometheus 2.42 and promtool: the metrics tests scrape the agent with the real
     // server and check the exposition and the shipped alert rules with promtool.
     "prometheus",

@@ -76,8 +76,7 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
         }),
         (Request::Add { kind, name, ttl_s, reason, reply }, mut target) => {
             let default_ttl = match (&target, kind) {
-                (Target::Live(b), Kind::Helo) => b.helo_ttl,
-                (Target::Live(b), Kind::Source) => b.source_ttl,
+                (Target::Live(b), kind) => b.default_ttl(kind),
                 (Target::Offline(_), Kind::Helo) => OFFLINE_TTL[0],
                 (Target::Offline(_), Kind::Source) => OFFLINE_TTL[1],
             };

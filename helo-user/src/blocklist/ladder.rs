@@ -21,7 +21,7 @@ impl Blocklist {
         let ip = ip.to_canonical();
         let ttl_ns = self.tables.kernel.lock().unwrap().maps.strike(ip, boot_now_ns())?;
         let Some(ttl_ns) = ttl_ns else { return Ok(None) };
-        log::info!("{ip}: listed by the offender ladder for {}s", ttl_ns / 1_000_000_000);
+        tracing::info!("{ip}: listed by the offender ladder for {}s", ttl_ns / 1_000_000_000);
         let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(ttl_ns)), LADDER_ORIGIN);
         self.list_now(entry).map(Some)
     }
@@ -32,7 +32,7 @@ impl Blocklist {
         let ip = ip.to_canonical();
         let kernel_entry = self.tables.kernel.lock().unwrap().maps.source_entry(ip).context("the kernel's ladder entry is gone")?;
         let left_ns = kernel_entry.expires_boot_ns.saturating_sub(boot_now_ns()).max(1_000_000_000);
-        log::info!("{ip}: listed by the offender ladder in the kernel for {}s", left_ns / 1_000_000_000);
+        tracing::info!("{ip}: listed by the offender ladder in the kernel for {}s", left_ns / 1_000_000_000);
         let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(left_ns)), LADDER_ORIGIN);
         self.list_now(entry)
     }

@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -186,10 +186,10 @@ impl Outcome for CommitOutcome {
             for e in entries.iter().filter(|e| !e.expired(now)) {
                 match self.tables.to_kernel(e) {
                     Ok(()) => back += 1,
-                    Err(err) => log::error!("blocklist: {} stored but not put back in the kernel: {err:#}", e.key()),
+                    Err(err) => tracing::error!("blocklist: {} stored but not put back in the kernel: {err:#}", e.key()),
                 }
             }
-            log::debug!("store: {} listings that had failed are stored, {back} back in the kernel", entries.len());
+            tracing::debug!("store: {} listings that had failed are stored, {back} back in the kernel", entries.len());
         }
     }
 
@@ -198,12 +198,12 @@ impl Outcome for CommitOutcome {
         // be answered all the same), and comes back once the entries are stored.
         for e in entries {
             if let Err(err) = self.tables.withdraw_from_kernel(e) {
-                log::error!("blocklist: could not withdraw {} from the kernel: {err:#}", e.key());
+                tracing::error!("blocklist: could not withdraw {} from the kernel: {err:#}", e.key());
             }
         }
         self.tables.changes.lock().unwrap().store_errors += 1;
         if first {
-            log::error!(
+            tracing::error!(
                 "store: cannot commit listings ({error:#}); {} withdrawn from the kernel and kept to retry every \
                  second. Further failures are counted (helo_store_errors_total), not logged, until it works again",
                 entries.len()
@@ -212,7 +212,7 @@ impl Outcome for CommitOutcome {
     }
 
     fn recovered(&self, failures: u64, lasted: Duration) {
-        log::warn!(
+        tracing::warn!(
             "store: working again; {failures} listing transactions failed over {}s, every listing kept for a retry is \
              stored and back in the kernel",
             lasted.as_secs()
@@ -223,8 +223,9 @@ impl Outcome for CommitOutcome {
 pub struct Blocklist {
     tables: Arc<Tables>,
     store: Store,
-    pub helo_ttl: Duration,
-    pub source_ttl: Duration,
+    /// Default time to live of new listings, in seconds, per kind: a reload changes them.
+    helo_ttl_s: AtomicU64,
+    source_ttl_s: AtomicU64,
     /// Whether local changes are queued for the fleet.
     fleet: Arc<AtomicBool>,
     /// Wakes the fleet publisher when something was queued.
@@ -276,8 +277,8 @@ impl Blocklist {
         let list = Self {
             tables,
             store,
-            helo_ttl,
-            source_ttl,
+            helo_ttl_s: AtomicU64::new(helo_ttl.as_secs()),
+            source_ttl_s: AtomicU64::new(source_ttl.as_secs()),
             fleet,
             outbox_ready,
             commits,
@@ -295,7 +296,7 @@ impl Blocklist {
             kernel_side::retain_only(&mut k.maps.blocks, &list.tables.key, &live)?
         };
         list.tables.changes.lock().unwrap().reconciled_from_kernel += ghosts.total() as u64;
-        log::info!(
+        tracing::info!(
             "blocklist: {} entries loaded into the kernel, {} expired ones removed, {} kernel entries the store did \
              not hold removed ({} helo, {} source, {} network)",
             live.len(),
@@ -368,11 +369,26 @@ impl Blocklist {
         Ok(committed)
     }
 
+    /// The time to live a new listing of `kind` gets unless told otherwise.
+    pub fn default_ttl(&self, kind: Kind) -> Duration {
+        Duration::from_secs(match kind {
+            Kind::Helo => self.helo_ttl_s.load(Ordering::Relaxed),
+            Kind::Source => self.source_ttl_s.load(Ordering::Relaxed),
+        })
+    }
+
+    /// New default times to live, for listings made from now on (a reload); entries already
+    /// listed keep their expiry.
+    pub fn set_default_ttls(&self, helo: Duration, source: Duration) {
+        self.helo_ttl_s.store(helo.as_secs(), Ordering::Relaxed);
+        self.source_ttl_s.store(source.as_secs(), Ordering::Relaxed);
+    }
+
     pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: &str) -> Entry {
         let now = unix_now();
         let ttl = ttl.unwrap_or(match kind {
-            Kind::Helo => self.helo_ttl,
-            Kind::Source => self.source_ttl,
+            Kind::Helo => self.default_ttl(Kind::Helo),
+            Kind::Source => self.default_ttl(Kind::Source),
         });
         Entry {
             kind,
@@ -425,7 +441,7 @@ impl Blocklist {
         let already = self.tables.helo_index.lock().unwrap().contains_key(&kernel_side::helo_hash(&self.tables.key, &name));
         if !already && !self.learned.admit(client, unix_now()) {
             self.count(|c| c.learned_limited += 1);
-            log::debug!("{client}: over its quota of new listings; {name} is not listed");
+            tracing::debug!("{client}: over its quota of new listings; {name} is not listed");
             return Ok(Committed::resolved(true));
         }
         self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, "agent"))

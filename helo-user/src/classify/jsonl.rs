@@ -1,4 +1,4 @@
-//! The JSON-lines front end behind `helo-user classify`: one greeting per input line, one verdict
+//! The JSON-lines front end behind `helo classify`: one greeting per input line, one verdict
 //! per output line.
 //!
 //! Input: `{"helo": "...", "verb": "EHLO", "client_ip": "...", "rcpt": "a@b", "client_rdns": "..."}`

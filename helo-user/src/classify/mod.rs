@@ -1,5 +1,5 @@
 //! The HELO classifier: decides whether an SMTP greeting is acceptable, for the agent and for the
-//! `helo-user classify` command alike.
+//! `helo classify` command alike.
 //!
 //! Pure and stateless: no I/O, no clock, no DNS. Whatever the verdict needs (the client's rDNS
 //! name, RCPT addresses) is passed in by the caller. An EHLO after STARTTLS, or a second HELO, is
@@ -10,6 +10,7 @@
 //! - [`rules`]: the compiled [`Classifier`] and the order its rules run in;
 //! - [`verdict`]: verdicts, rule ids, scopes and observations;
 //! - [`name`], [`literal`], [`dynamic`]: host-name syntax, address literals, IP-embedding names;
+//! - [`suffixes`]: the Public Suffix List in use (the system's, a configured file, or compiled in);
 //! - [`jsonl`]: the JSON-lines front end.
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod literal;
 pub mod name;
 pub mod normal;
 pub mod rules;
+pub mod suffixes;
 pub mod verdict;
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! The input is the normalised argument (lower case, no trailing dot); address literals and bare
 //! IP addresses are dealt with before this is called.
 
-use super::verdict::BogusReason;
+use super::{suffixes::SuffixList, verdict::BogusReason};
 
 /// RFC 1035 2.3.4: 255 octets on the wire, which is 253 characters of text without the root dot.
 pub const MAX_NAME_LEN: usize = 253;
@@ -16,7 +16,7 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// `allow_underscore`: underscores are not valid in host names (RFC 952/1123) but common in the
 /// wild (Windows machine names); Postfix accepts them by default, and so do we unless configured
 /// otherwise.
-pub fn check_host_name(name: &[u8], allow_underscore: bool) -> Result<(), BogusReason> {
+pub fn check_host_name(name: &[u8], allow_underscore: bool, suffixes: &SuffixList) -> Result<(), BogusReason> {
     if name.is_empty() {
         return Err(BogusReason::Empty);
     }
@@ -55,7 +55,7 @@ pub fn check_host_name(name: &[u8], allow_underscore: bool) -> Result<(), BogusR
     if last_label.iter().all(u8::is_ascii_digit) {
         return Err(BogusReason::NumericTld);
     }
-    check_public_suffix(name)
+    check_public_suffix(name, suffixes)
 }
 
 /// The name must end in a suffix that the Public Suffix List knows (so `x.local`, `x.lan`,
@@ -64,13 +64,13 @@ pub fn check_host_name(name: &[u8], allow_underscore: bool) -> Result<(), BogusR
 /// A name that is exactly a *private* PSL entry (e.g. a cloud provider's per-host wildcard such as
 /// `*.compute.amazonaws.com`) is accepted: such entries are real hosts' names under an ICANN
 /// suffix, and those hosts do send mail.
-fn check_public_suffix(name: &[u8]) -> Result<(), BogusReason> {
-    let Some(suffix) = psl::suffix(name) else {
+fn check_public_suffix(name: &[u8], suffixes: &SuffixList) -> Result<(), BogusReason> {
+    let Some((typ, len)) = suffixes.suffix(name) else {
         return Err(BogusReason::NotUnderPublicSuffix);
     };
-    match suffix.typ() {
+    match typ {
         None => Err(BogusReason::NotUnderPublicSuffix),
-        Some(psl::Type::Icann) if suffix.as_bytes().len() == name.len() => Err(BogusReason::PublicSuffixOnly),
+        Some(psl::Type::Icann) if len == name.len() => Err(BogusReason::PublicSuffixOnly),
         Some(_) => Ok(()),
     }
 }

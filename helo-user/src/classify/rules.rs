@@ -31,6 +31,7 @@ use super::input::Greeting;
 use super::literal::{canonical_ip, parse_address_literal, parse_bare_ip, LiteralError};
 use super::name::check_host_name;
 use super::normal::{eq_normalised, is_at_or_under, normalise_owned, NormalisedArg};
+use super::suffixes::SuffixList;
 use super::verdict::{BogusReason, Classification, ObservationKind, Observations, Rejection, RuleId, Scope, Verdict};
 
 pub const HELO_MATCHES_RCPT_REPLY: &str = "550 5.7.1 Bogus HELO matches RCPT";
@@ -69,6 +70,7 @@ pub struct Classifier {
     literal_mismatch: LiteralMismatchMode,
     dynamic: DynamicMode,
     brands: Vec<Box<[u8]>>,
+    suffixes: SuffixList,
 }
 
 #[derive(Debug)]
@@ -140,7 +142,19 @@ impl Classifier {
                 ObserveMode::Off => Vec::new(),
                 ObserveMode::Observe => rules.brand_forgery.brands.iter().map(|b| normalise_owned(b.trim())).collect(),
             },
+            suffixes: SuffixList::Builtin,
         })
+    }
+
+    /// This classifier with `suffixes` as its Public Suffix List (the compiled-in one otherwise).
+    pub fn with_suffixes(mut self, suffixes: SuffixList) -> Self {
+        self.suffixes = suffixes;
+        self
+    }
+
+    /// The Public Suffix List in use.
+    pub fn suffixes(&self) -> &SuffixList {
+        &self.suffixes
     }
 
     /// Networks whose clients this classifier never rejects for a `helo`-scope reason (allow
@@ -181,7 +195,7 @@ impl Classifier {
         } else if let Some(ip) = parse_bare_ip(arg) {
             Shape::BareIp(ip)
         } else {
-            Shape::Name(check_host_name(arg, allow_underscore))
+            Shape::Name(check_host_name(arg, allow_underscore, &self.suffixes))
         };
 
         self.observe_rdns(arg, &shape, greeting.client_rdns, observations);

@@ -113,7 +113,7 @@ async fn publisher(agent: Arc<Agent>, client: Client, me: String, shown: String)
         let mut con = match connect(&client).await {
             Ok(c) => c,
             Err(e) => {
-                log::warn!("fleet: cannot reach {shown} to publish: {e:#}; local blocks stay queued");
+                tracing::warn!("fleet: cannot reach {shown} to publish: {e:#}; local blocks stay queued");
                 backoff.wait().await;
                 continue;
             }
@@ -125,7 +125,7 @@ async fn publisher(agent: Arc<Agent>, client: Client, me: String, shown: String)
             let batch = match store.queued(200) {
                 Ok(b) => b,
                 Err(e) => {
-                    log::error!("fleet: reading the outbox: {e:#}");
+                    tracing::error!("fleet: reading the outbox: {e:#}");
                     break;
                 }
             };
@@ -146,11 +146,11 @@ async fn publisher(agent: Arc<Agent>, client: Client, me: String, shown: String)
                 }
             }
             if let Err(e) = store.unqueue(&sent) {
-                log::error!("fleet: clearing the outbox: {e:#}");
+                tracing::error!("fleet: clearing the outbox: {e:#}");
             }
             agent.metrics.fleet_sent.inc_by(sent.len() as u64);
             if let Some(e) = failed {
-                log::warn!("fleet: publishing to {shown} failed: {e:#}; will retry");
+                tracing::warn!("fleet: publishing to {shown} failed: {e:#}; will retry");
                 break;
             }
         }
@@ -204,7 +204,7 @@ fn apply(agent: &Agent, msg: &Message) -> Result<()> {
     match msg {
         Message::Add(e) => {
             if allowed_here(agent, e.kind, &e.name) {
-                log::info!("fleet: {} lists {} {}, but it is allowed here", e.origin, e.kind.as_str(), e.name);
+                tracing::info!("fleet: {} lists {} {}, but it is allowed here", e.origin, e.kind.as_str(), e.name);
                 agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "allowed".into() }).inc();
                 return Ok(());
             }
@@ -221,10 +221,10 @@ fn handle(agent: &Agent, me: &str, fields: &[(String, Vec<u8>)]) {
             Ok(()) => {
                 agent.metrics.fleet_received.inc();
             }
-            Err(e) => log::error!("fleet: applying {msg:?}: {e:#}"),
+            Err(e) => tracing::error!("fleet: applying {msg:?}: {e:#}"),
         },
         Err(e) => {
-            log::warn!("fleet: skipping a bad stream entry: {e:#}");
+            tracing::warn!("fleet: skipping a bad stream entry: {e:#}");
             agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "malformed".into() }).inc();
         }
     }
@@ -247,7 +247,7 @@ async fn load_state(agent: &Agent, con: &mut MultiplexedConnection, me: &str) ->
                     Ok(e) if e.origin == me => {}
                     Ok(e) => match apply(agent, &Message::Add(e)) {
                         Ok(()) => loaded += 1,
-                        Err(err) => log::warn!("fleet: a stored entry was refused: {err:#}"),
+                        Err(err) => tracing::warn!("fleet: a stored entry was refused: {err:#}"),
                     },
                     Err(_) => {
                         agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "malformed".into() }).inc();
@@ -260,7 +260,7 @@ async fn load_state(agent: &Agent, con: &mut MultiplexedConnection, me: &str) ->
             break;
         }
     }
-    log::info!("fleet: loaded {loaded} entries of other boxes; following the stream from {head}");
+    tracing::info!("fleet: loaded {loaded} entries of other boxes; following the stream from {head}");
     Ok(head)
 }
 
@@ -271,13 +271,13 @@ async fn consumer(agent: Arc<Agent>, client: Client, me: String, shown: String) 
         let mut con = match connect(&client).await {
             Ok(c) => c,
             Err(e) => {
-                log::error!("fleet: cannot connect to {shown}: {e:#}; filtering goes on locally");
+                tracing::error!("fleet: cannot connect to {shown}: {e:#}; filtering goes on locally");
                 backoff.wait().await;
                 continue;
             }
         };
         if let Err(e) = follow(&agent, &mut con, &me).await {
-            log::warn!("fleet: lost {shown}: {e:#}; reconnecting");
+            tracing::warn!("fleet: lost {shown}: {e:#}; reconnecting");
         }
         backoff.wait().await;
     }
@@ -296,7 +296,7 @@ async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Res
     let mut last = if store.meta(EPOCH)?.as_deref() != Some(epoch.as_str()) {
         // New to this Redis, or Redis lost its data: load what is there, and publish this box's
         // own entries (again) so the fleet has them.
-        log::info!("fleet: joining generation {epoch}; loading the current list and publishing this box's entries");
+        tracing::info!("fleet: joining generation {epoch}; loading the current list and publishing this box's entries");
         for e in store.entries()?.into_iter().filter(|e| e.origin == "agent" || e.origin == "operator") {
             store.queue(&FleetChange::Add { entry: e })?;
         }

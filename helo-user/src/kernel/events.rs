@@ -63,7 +63,7 @@ pub async fn follow(
                     _ => reply::KERNEL_DROP_DEFAULT.to_owned(),
                 };
                 if let Err(e) = blocklist.adopt_ladder_listing(client.ip(), &words) {
-                    log::warn!("{}: could not record the kernel's ladder listing: {e:#}", client.ip());
+                    tracing::warn!("{}: could not record the kernel's ladder listing: {e:#}", client.ip());
                 }
             }
             if ev.observed != 0 {
@@ -77,7 +77,7 @@ pub async fn follow(
                 listed.unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned())
             });
             if registry.kill(client, Kill { reply }) {
-                log::debug!("kernel dropped a segment of {client}; its session is closed");
+                tracing::debug!("kernel dropped a segment of {client}; its session is closed");
             }
         }
         guard.clear_ready();

@@ -191,7 +191,7 @@ impl KernelFilter {
             let pinned = PinnedLink::from_pin(&path).context("opening the pinned XDP link")?;
             let link = XdpLink::try_from(FdLink::from(pinned)).context("the pinned link is not an XDP link")?;
             self.program_mut().attach_to_link(link).context("swapping the program into the pinned link")?;
-            log::info!("reattached to the pinned XDP link at {} ({} mode)", path.display(), mode.as_str());
+            tracing::info!("reattached to the pinned XDP link at {} ({} mode)", path.display(), mode.as_str());
             self.attached = Some(mode);
             return Ok(mode);
         }
@@ -202,7 +202,7 @@ impl KernelFilter {
             Ok(fd_link) => {
                 fd_link.pin(pin::link_path(&dir, mode)).context("pinning the XDP link")?;
             }
-            Err(_) => log::warn!(
+            Err(_) => tracing::warn!(
                 "the kernel attached XDP through netlink, not a bpf link: the filter cannot be pinned and \
                  stops when the agent does"
             ),
@@ -231,7 +231,7 @@ impl KernelFilter {
                 if attach_hint(&native_err, iface).is_some_and(|h| h.starts_with("another XDP program")) {
                     return Err(native_err);
                 }
-                log::warn!(
+                tracing::warn!(
                     "{native_err:#}; --xdp-mode auto: falling back to skb mode, which is slower (the packet is \
                      parsed after the kernel built an skb)"
                 );

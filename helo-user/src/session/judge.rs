@@ -62,13 +62,14 @@ impl Refusal {
 }
 
 fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
-    // The sender chose these bytes: at most 100 of them reach the log.
-    log::info!(
-        "session={id} reject client={client} helo={:?} rule={} scope={}{}",
-        String::from_utf8_lossy(&arg[..arg.len().min(100)]),
-        rejection.rule,
-        rejection.scope.as_str(),
-        if agent.config.mode == FilterMode::Observe { " [observe mode: passed on]" } else { "" }
+    tracing::info!(
+        session = %id,
+        event = "reject",
+        client = %client,
+        helo = agent.client_lines.quote(arg),
+        rule = %rejection.rule,
+        scope = rejection.scope.as_str(),
+        mode = observe_note(agent)
     );
     // Listing is a kernel map update and a queue push (the store write is grouped on its own
     // thread). Only while an operator change holds the blocklist (an import, say) can it wait;
@@ -82,7 +83,7 @@ fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8],
         Ok(c) => c,
         Err(e) => {
             // The reply still goes out; only the kernel shortcut for the next attempt is lost.
-            log::error!("{client}: could not list the rejection (store or kernel): {e:#}");
+            tracing::error!("{client}: could not list the rejection (store or kernel): {e:#}");
             None
         }
     };
@@ -98,7 +99,7 @@ fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
     let rule = classification.verdict.rule().map(|r| r.as_str()).unwrap_or("accept");
     m.verdicts.get_or_create(&RuleLabel { rule: rule.to_owned() }).inc();
     for kind in classification.observations.iter() {
-        log::debug!("{}: observation {}", input.client_ip, kind.as_str());
+        tracing::debug!("{}: observation {}", input.client_ip, kind.as_str());
         m.observations.get_or_create(&KindLabel { kind: kind.as_str().to_owned() }).inc();
     }
     classification
@@ -117,16 +118,13 @@ pub fn exempt(agent: &Agent, client: IpAddr) -> bool {
 pub fn listed_source(agent: &Agent, id: SessionId, client: IpAddr) -> Option<String> {
     let reply = agent.blocklist.source_refusal(client)?;
     agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_source".to_owned() }).inc();
-    log::info!("session={id} reject client={client} rule=listed_source{}", observe_note(agent));
+    tracing::info!(session = %id, event = "reject", client = %client, rule = "listed_source", mode = observe_note(agent));
     Some(reply)
 }
 
-fn observe_note(agent: &Agent) -> &'static str {
-    if agent.config.mode == FilterMode::Observe {
-        " [observe mode: passed on]"
-    } else {
-        ""
-    }
+/// `mode=observe` on a decision line when the refusal was only observed (passed on).
+fn observe_note(agent: &Agent) -> Option<&'static str> {
+    (agent.config.mode == FilterMode::Observe).then_some("observe")
 }
 
 /// Judges a greeting: the blocklist first (a listed name is refused with its entry's reply,
@@ -135,10 +133,13 @@ fn observe_note(agent: &Agent) -> &'static str {
 pub fn greeting(agent: &Agent, id: SessionId, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
     if let Some(reply) = (!exempt).then(|| agent.blocklist.helo_refusal(arg)).flatten() {
         agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
-        log::info!(
-            "session={id} reject client={client} helo={:?} rule=listed_helo{}",
-            String::from_utf8_lossy(&arg[..arg.len().min(100)]),
-            observe_note(agent)
+        tracing::info!(
+            session = %id,
+            event = "reject",
+            client = %client,
+            helo = agent.client_lines.quote(arg),
+            rule = "listed_helo",
+            mode = observe_note(agent)
         );
         let committed = strike(agent, client, &reply);
         return Some(Refusal { reply, committed });
@@ -163,7 +164,7 @@ fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
     match agent.blocklist.strike(client, reply) {
         Ok(listed) => listed,
         Err(e) => {
-            log::warn!("{client}: could not record a strike: {e:#}");
+            tracing::warn!("{client}: could not record a strike: {e:#}");
             None
         }
     }
@@ -172,7 +173,7 @@ fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
 /// See [`crate::kernel::KernelMaps::release_flow`].
 pub fn release_flow(agent: &Agent, client: SocketAddr, server: SocketAddr) {
     if let Err(e) = agent.kernel.lock().unwrap().maps.release_flow(client, server) {
-        log::debug!("{client}: could not release the flow: {e:#}");
+        tracing::debug!("{client}: could not release the flow: {e:#}");
     }
 }
 
@@ -183,15 +184,15 @@ pub fn observe_pregreet(agent: &Agent) {
 pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
     match end {
         HandOffEnd::BackendDown(why) => {
-            log::warn!("session={id} hand-off failed backend={}: {why}", agent.config.backend);
+            tracing::warn!(session = %id, event = "hand-off", result = "failed", backend = %agent.config.backend, reason = %why);
             agent.metrics.backend_errors.inc();
         }
         HandOffEnd::BackendRefused(reply) => {
-            log::info!("session={id} hand-off refused: the MTA refused the client: {reply}");
+            tracing::info!(session = %id, event = "hand-off", result = "refused", reply = ?reply, "the MTA refused the client");
             agent.metrics.backend_refusals.inc();
         }
         HandOffEnd::Relayed(end) => {
-            log::info!("session={id} hand-off relayed end={end:?}");
+            tracing::info!(session = %id, event = "hand-off", result = "relayed", end = ?end);
             agent.metrics.hand_offs.inc();
             if end == RelayEnd::TimedOut {
                 agent.metrics.relay_timeouts.inc();
@@ -216,7 +217,7 @@ impl<'a> RelayJudge<'a> {
 
     /// In observe mode a rejection is only logged and counted: the session goes on.
     fn enforce(&self, refusal: Refusal) -> Option<String> {
-        (self.agent.config.mode == FilterMode::Enforce).then(|| refusal.durable_blocking())
+        (self.agent.config.mode == FilterMode::Enforce).then(|| self.agent.refusal_text(&refusal.durable_blocking()))
     }
 }
 

@@ -42,12 +42,12 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
 pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
     let started = std::time::Instant::now();
     let id = SessionId::next();
-    log::info!("session={id} connect client={peer}");
+    tracing::info!(session = %id, event = "connect", client = %peer);
     let _active = agent.load.enter();
     agent.metrics.sessions.inc();
     agent.metrics.sessions_active.inc();
     serve(&agent, id, stream, peer, shutdown).await;
-    log::info!("session={id} close after={}ms", started.elapsed().as_millis());
+    tracing::info!(session = %id, event = "close", after_ms = started.elapsed().as_millis() as u64);
     agent.metrics.sessions_active.dec();
     agent.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
 }
@@ -85,10 +85,10 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             if let Some(entry_reply) = judge::listed_source(agent, id, peer.ip()) {
                 if enforce {
                     let (r, mut out) = stream.into_split();
-                    let banner = reply::refusal_banner(&entry_reply);
+                    let banner = agent.refusal_text(&reply::refusal_banner(&entry_reply));
                     if reply::send(&mut out, &banner, write).await.is_ok() {
                         // RFC 5321 3.1: after a 554 banner, wait for QUIT, answering 503.
-                        let answer = reply::line(&format!("503 5.7.1 {}", reply::text_of(&entry_reply)));
+                        let answer = reply::line(&agent.refusal_text(&format!("503 5.7.1 {}", reply::text_of(&entry_reply))));
                         let mut input = LineReader::new(r, COMMAND_LINE);
                         refused::answer_until_quit(&mut input, &mut out, &answer, config.linger()).await;
                     }
@@ -97,7 +97,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             }
         }
         if pregreets(&stream, Duration::from_millis(config.pregreet_ms)).await {
-            tracing_pregreet(agent, peer);
+            tracing_pregreet(agent, id, peer);
         }
         let (r, mut out) = stream.into_split();
         if reply::send(&mut out, &reply::banner(config.hostname()), write).await.is_err() {
@@ -117,11 +117,11 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
         match first {
             FirstBytes::Arrived => {}
             FirstBytes::Dropped(text) => {
-                log::info!("session={id} kernel-drop client={peer}");
+                tracing::info!(session = %id, event = "kernel-drop", client = %peer);
                 // The client's greeting never reaches us: it reads our reply to its EHLO, falls
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
-                if let Some(text) = text {
+                if let Some(text) = text.map(|t| agent.refusal_text(&t)) {
                     let twice = [reply::line(&text), reply::line(&text)].concat();
                     let _ = reply::write_within(&mut out, &twice, write).await;
                 }
@@ -165,6 +165,9 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             Ok(Err(_)) | Ok(Ok(Line::Closed)) => return,
             Ok(Ok(Line::TooLong)) => {
                 errors += 1;
+                if agent.client_lines.allow() {
+                    tracing::info!(session = %id, event = "protocol-error", client = %peer, error = "line too long");
+                }
                 let _ = reply::send(&mut out, reply::LINE_TOO_LONG, write).await;
                 continue;
             }
@@ -178,6 +181,9 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             Command::Greeting { .. } => break line,
             _ => {
                 errors += 1;
+                if let Some(command) = agent.client_lines.quote(line.trim_ascii_end()) {
+                    tracing::info!(session = %id, event = "protocol-error", client = %peer, error = "not a greeting", command);
+                }
                 let _ = reply::send(&mut out, reply::NEED_GREETING, write).await;
             }
         }
@@ -187,7 +193,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
     let refusal = judge::greeting(agent, id, arg, peer.ip(), exempt);
     if let Some(refusal) = refusal {
         if enforce {
-            let text = refusal.durable().await;
+            let text = agent.refusal_text(&refusal.durable().await);
             let line = reply::line(&text);
             if reply::write_within(&mut out, &line, write).await.is_ok() {
                 refused::answer_until_quit(&mut input, &mut out, &line, config.linger()).await;
@@ -224,7 +230,7 @@ async fn drain(mut r: tokio::net::tcp::OwnedReadHalf, limit: Duration) {
     let _ = timeout(limit, async { while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
 
-fn tracing_pregreet(agent: &Agent, peer: SocketAddr) {
-    log::info!("{peer} talked before the banner (pregreet)");
+fn tracing_pregreet(agent: &Agent, id: SessionId, peer: SocketAddr) {
+    tracing::info!(session = %id, event = "pregreet", client = %peer, "talked before the banner");
     judge::observe_pregreet(agent);
 }

@@ -44,6 +44,33 @@ pub fn text_of(reply: &str) -> &str {
     rest
 }
 
+/// `text` with the operator's footer as its last lines, as Postfix's `smtpd_reject_footer` does:
+/// one multiline reply (`550-5.7.1 Bogus HELO`, then `550 5.7.1 <footer>`), every line with the
+/// reply's code and enhanced status code (RFC 5321 4.2.1, RFC 2034). A `\n` in the footer starts
+/// another line. The lines are joined with CRLF; [`line`] adds the last one. A text without a
+/// reply code is returned as it is.
+pub fn with_footer(text: &str, footer: Option<&str>) -> String {
+    let Some(footer) = footer.filter(|f| !f.trim().is_empty()) else { return text.to_owned() };
+    let Some((code, rest)) = text.split_at_checked(3).filter(|(c, _)| c.bytes().all(|b| b.is_ascii_digit())) else {
+        return text.to_owned();
+    };
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    let enhanced = rest
+        .split(' ')
+        .next()
+        .filter(|w| w.split('.').count() == 3 && w.split('.').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())));
+    let extra: Vec<&str> = footer.split("\\n").flat_map(|l| l.split('\n')).map(str::trim_end).collect();
+    let mut out = format!("{code}-{rest}");
+    for (i, l) in extra.iter().enumerate() {
+        let sep = if i + 1 == extra.len() { ' ' } else { '-' };
+        match enhanced {
+            Some(e) => out.push_str(&format!("\r\n{code}{sep}{e} {l}")),
+            None => out.push_str(&format!("\r\n{code}{sep}{l}")),
+        }
+    }
+    out
+}
+
 /// How long one write to a client may stall (a client that never reads) before the session gives
 /// up on it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -72,6 +99,17 @@ pub async fn write_within(out: &mut (impl AsyncWrite + Unpin), bytes: &[u8], lim
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_footer_makes_a_multiline_reply_with_the_codes_on_every_line() {
+        let see = Some("See https://isp.example/helo");
+        assert_eq!(with_footer("550 5.7.1 Bogus HELO", see), "550-5.7.1 Bogus HELO\r\n550 5.7.1 See https://isp.example/helo");
+        assert_eq!(with_footer("554 go away", see), "554-go away\r\n554 See https://isp.example/helo");
+        assert_eq!(with_footer("550 5.7.1 Bogus HELO", Some("a\\nb")), "550-5.7.1 Bogus HELO\r\n550-5.7.1 a\r\n550 5.7.1 b");
+        assert_eq!(with_footer("550 5.7.1 Bogus HELO", None), "550 5.7.1 Bogus HELO");
+        assert_eq!(with_footer("550 5.7.1 Bogus HELO", Some(" ")), "550 5.7.1 Bogus HELO");
+        assert_eq!(with_footer("Bogus", see), "Bogus");
+    }
 
     #[test]
     fn refusal_banner_keeps_the_entry_words() {
