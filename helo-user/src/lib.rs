@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod limits;
 pub mod load;
 pub mod metrics;
+pub mod periodic;
 pub mod proxy;
 pub mod ratelimit;
 pub mod recent;
