@@ -24,6 +24,7 @@ pub mod limits;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod periodic;
 pub mod proxy;
 pub mod ratelimit;
 pub mod recent;

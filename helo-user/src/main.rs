@@ -18,6 +18,7 @@ use helo_user::{
     config::{Config, KernelDropReply},
     kernel::{events, pin, KernelFilter, LoadOptions},
     metrics::{self, Metrics},
+    periodic,
     recent::RecentHits,
     registry::Registry,
     server,
@@ -233,14 +234,14 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
             }
         });
     }
-    periodically(Duration::from_secs(agent.config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
+    periodic::every(Duration::from_secs(agent.config.expire_interval_s), Arc::clone(&blocklist), "expiry", |b| {
         b.expire().map(|n| {
             if n > 0 {
                 tracing::info!("blocklist: {n} entries expired")
             }
         })
     });
-    periodically(Duration::from_secs(agent.config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
+    periodic::every(Duration::from_secs(agent.config.reconcile_interval_s), Arc::clone(&blocklist), "reconcile", |b| {
         b.reconcile().map(|(evicted, restored, ghosts)| {
             if evicted + restored > 0 {
                 tracing::warn!(
@@ -356,22 +357,4 @@ impl Drop for StartUndo {
             );
         }
     }
-}
-
-/// Runs `job` on the blocklist every `every` (first after one interval), off the async threads:
-/// it walks the store and the kernel maps.
-fn periodically(every: Duration, blocklist: Arc<Blocklist>, what: &'static str, job: fn(&Blocklist) -> Result<()>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let b = Arc::clone(&blocklist);
-            match tokio::task::spawn_blocking(move || job(&b)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("blocklist {what} failed: {e:#}"),
-                Err(e) => tracing::error!("blocklist {what} panicked: {e}"),
-            }
-        }
-    });
 }

@@ -13,7 +13,8 @@
 //!
 //! After an I/O error (a full disk) redb refuses every further operation ("Previous I/O error
 //! occurred") until the database is closed and opened again. The store does that itself, before
-//! the next operation, so the agent recovers when the filesystem does, without a restart.
+//! the next operation, so the agent recovers when the filesystem does, without a restart. While
+//! the disk stays full every retry reopens it: that is said at most once a minute.
 
 use std::{
     fs::OpenOptions,
@@ -22,9 +23,10 @@ use std::{
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
     },
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
@@ -140,7 +142,14 @@ struct Inner {
     db: RwLock<Option<Database>>,
     /// Set by a failed redb operation: reopen before the next one.
     poisoned: AtomicBool,
+    /// When a reopen was last logged, and how many happened since (a full disk reopens on every
+    /// retry, once a second).
+    reopen_logged: Mutex<Option<Instant>>,
+    reopens_unlogged: AtomicU64,
 }
+
+/// At most one `reopened after an error` line this often.
+const REOPEN_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What a source entry's name stands for: one address, or a network (a CIDR, kept in its
 /// canonical form: `198.18.99.0/24`, never `198.18.99.7/24`).
@@ -241,7 +250,15 @@ impl Store {
         crate::state::ensure_dir(state_dir)?;
         let path = state_dir.join(DB_FILE);
         let db = open_db(&path)?;
-        Ok(Self { inner: Arc::new(Inner { path, db: RwLock::new(Some(db)), poisoned: AtomicBool::new(false) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                db: RwLock::new(Some(db)),
+                poisoned: AtomicBool::new(false),
+                reopen_logged: Mutex::new(None),
+                reopens_unlogged: AtomicU64::new(0),
+            }),
+        })
     }
 
     /// [`refuse_reset`], then [`Store::open`]: what the agent and the offline admin commands use.
@@ -279,8 +296,21 @@ impl Store {
         let db = open_db(&self.inner.path).context("reopening the store after an error")?;
         *guard = Some(db);
         self.inner.poisoned.store(false, Ordering::SeqCst);
-        tracing::info!("store: {} reopened after an error", self.inner.path.display());
+        self.log_reopen();
         Ok(())
+    }
+
+    fn log_reopen(&self) {
+        let mut last = self.inner.reopen_logged.lock().unwrap_or_else(|p| p.into_inner());
+        let since = self.inner.reopens_unlogged.swap(0, Ordering::SeqCst);
+        if last.is_some_and(|t| t.elapsed() < REOPEN_LOG_EVERY) {
+            self.inner.reopens_unlogged.store(since + 1, Ordering::SeqCst);
+            tracing::debug!("store: {} reopened after an error", self.inner.path.display());
+            return;
+        }
+        *last = Some(Instant::now());
+        let more = if since > 0 { format!(" ({since} more reopens since the last such line)") } else { String::new() };
+        tracing::info!("store: {} reopened after an error{more}", self.inner.path.display());
     }
 
     /// Whether the last operation failed in redb (the next one reopens the database first).

@@ -106,6 +106,21 @@ impl AgentProcess {
         self.child.id()
     }
 
+    /// Waits (bounded) until the process has exited, every thread of it (so its files, the store's
+    /// lock and its sockets, are closed), and reaps it. For after a signal sent by pid.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("helo did not exit within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// SIGTERM, then wait (bounded) for a clean exit.
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         // SAFETY: kill on our own child's pid.
