@@ -33,6 +33,8 @@ pub struct Agent {
     pub client_lines: ClientLines,
     /// `reply-footer`, swapped by a reload.
     pub reply_footer: RwLock<Option<String>>,
+    /// Whether the MTA answers: its going down and coming back are logged as state changes.
+    pub backend: crate::proxy::health::BackendHealth,
 }
 
 impl Agent {

@@ -211,6 +211,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
         reloader,
         client_lines,
         reply_footer,
+        backend: Default::default(),
     });
     if let Some(url) = &fleet_url {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());

@@ -85,6 +85,7 @@ pub struct Metrics {
     pub observations: Family<KindLabel, Counter>,
     pub hand_offs: Counter,
     pub backend_errors: Counter,
+    pub backend_up: Gauge,
     pub backend_refusals: Counter,
     pub relay_timeouts: Counter,
     blocklist_entries: Family<KindLabel, Gauge>,
@@ -141,6 +142,7 @@ impl Metrics {
             observations: Family::default(),
             hand_offs: Counter::default(),
             backend_errors: Counter::default(),
+            backend_up: Gauge::default(),
             backend_refusals: Counter::default(),
             relay_timeouts: Counter::default(),
             blocklist_entries: Family::default(),
@@ -180,6 +182,12 @@ impl Metrics {
             r.register("kernel_events_lost", "Drop events the ring buffer had no room for", m.events_lost.clone());
             r.register("sessions", "SMTP sessions accepted", m.sessions.clone());
             r.register("sessions_active", "SMTP sessions open now", m.sessions_active.clone());
+            m.backend_up.set(1);
+            r.register(
+                "backend_up",
+                "1 while the MTA answers hand-offs (or none has failed yet), 0 from a failed hand-off until one reaches it",
+                m.backend_up.clone(),
+            );
             r.register("verdicts", "Classifier verdicts by rule (accept for clean greetings)", m.verdicts.clone());
             r.register("observations", "Classifier observations by kind", m.observations.clone());
             r.register("hand_offs", "Sessions handed to the MTA", m.hand_offs.clone());

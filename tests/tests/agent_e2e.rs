@@ -13,6 +13,7 @@ use anyhow::Result;
 use helo_common::maps::counter;
 use helo_tests::{
     lab::{as_wire, one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
+    postfix::{Postfix, PostfixConfig},
     privilege::require_root,
 };
 use serde_json::Value;
@@ -191,8 +192,8 @@ fn protocol_errors_get_the_right_codes() -> Result<()> {
 }
 
 #[test]
-fn a_missing_backend_gets_421_and_nothing_crashes() -> Result<()> {
-    if !require_root("a_missing_backend_gets_421_and_nothing_crashes") {
+fn a_missing_backend_gets_421_its_outage_is_logged_once_and_nothing_crashes() -> Result<()> {
+    if !require_root("a_missing_backend_gets_421_its_outage_is_logged_once_and_nothing_crashes") {
         return Ok(());
     }
     let mut lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
@@ -201,6 +202,36 @@ fn a_missing_backend_gets_421_and_nothing_crashes() -> Result<()> {
         assert_eq!(reply(&r, 0), "421 4.3.2 Service not available, try later\r\n");
         assert_eq!(r["closed"], true);
     }
+    // The outage is one warning (each session still has its own line at info), and a gauge.
+    let log = lab.agent.log_text();
+    assert_eq!(log.matches("backend-down").count(), 1, "{log}");
+    assert_eq!(log.matches("result=failed").count(), 3, "{log}");
+    assert!(lab.scrape()?.contains("helo_backend_up 0"), "the gauge does not say the MTA is down");
+
+    // The MTA comes up: the next hand-off reaches it, and that is logged once too.
+    let postfix = Postfix::start(
+        &lab.edge,
+        PostfixConfig {
+            listen_ip: lab.edge_end.v4.clone(),
+            proxy_port: 10025,
+            plain_port: 10026,
+            domains: vec![DOMAIN.into()],
+            users: vec![USER.into()],
+            myhostname: format!("mx.{DOMAIN}"),
+            tls: false,
+            extra_main_cf: vec![],
+            extra_master_cf: vec![],
+        },
+    )?;
+    for _ in 0..2 {
+        let r = lab.dialog(&["EHLO client.example.org\r\n", "QUIT\r\n"])?;
+        assert!(reply(&r, 0).starts_with("250"), "{r}");
+    }
+    let log = lab.agent.log_text();
+    assert_eq!(log.matches("backend-up").count(), 1, "{log}");
+    assert!(log.contains("failed_hand_offs=3"), "{log}");
+    assert!(lab.scrape()?.contains("helo_backend_up 1"), "the gauge does not say the MTA is back");
+    drop(postfix);
     let status = lab.agent.stop()?;
     assert!(status.success(), "the agent did not exit cleanly on SIGTERM: {status}\n{}", lab.agent.log_text());
     Ok(())

@@ -1,5 +1,6 @@
 //! The Debian package `cargo xtask package` builds (and `cargo xtask test` builds before the
-//! tests run), unpacked into a scratch root with `dpkg-deb -x`: every file where Debian, man,
+//! tests run), unpacked into a scratch root with `dpkg-deb -x` (and installed on the machine with
+//! `dpkg -i`, then purged): every file where Debian, man,
 //! the shells and systemd look for it, `/etc/helo/helo.toml` a conffile that passes `helo
 //! check-config` (its commented examples too), and the unit accepted by `systemd-analyze verify`
 //! and rated by `systemd-analyze security`, both offline (no systemd runs here).
@@ -173,5 +174,53 @@ fn systemd_analyze_accepts_the_unit() -> Result<()> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no exposure level in:\n{report}"))?;
     assert!(exposure <= 3.0, "exposure {exposure}:\n{report}");
+    Ok(())
+}
+
+/// Whether dpkg has a package called `helo` on this machine.
+fn installed() -> Result<bool> {
+    let out = Command::new("dpkg-query").args(["-W", "-f", "${db:Status-Status}", "helo"]).output()?;
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "installed")
+}
+
+/// Installs the package on this machine with `dpkg -i` (its maintainer scripts run for real),
+/// checks what dpkg and the system then see, and purges it: nothing of it is left behind.
+#[test]
+fn dpkg_installs_the_package_and_purges_it_without_a_trace() -> Result<()> {
+    if !helo_tests::privilege::require_root("dpkg_installs_the_package_and_purges_it_without_a_trace") {
+        return Ok(());
+    }
+    // A helo installed by someone else is not ours to remove.
+    ensure!(!installed()?, "a package named helo is already installed here; this test installs and purges its own");
+    let deb = package()?;
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg").args(["--purge", "helo"]).output();
+        }
+    }
+    let _purge = Purge;
+    run(Command::new("dpkg").arg("-i").arg(&deb))?;
+    ensure!(installed()?, "dpkg -i succeeded but dpkg does not list helo as installed");
+    // The installed binary, from the path an operator types.
+    let version = run(Command::new("/usr/bin/helo").arg("--version"))?;
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("helo {}", env!("CARGO_PKG_VERSION")));
+    // dpkg keeps the config as a conffile (an upgrade asks before replacing the operator's edits).
+    let conffiles = run(Command::new("dpkg-query").args(["-W", "-f", "${Conffiles}", "helo"]))?;
+    assert!(String::from_utf8_lossy(&conffiles.stdout).contains("/etc/helo/helo.toml"), "{conffiles:?}");
+    run(Command::new("/usr/bin/helo").args(["check-config", "/etc/helo/helo.toml"]))?;
+    let listed = run(Command::new("dpkg").args(["-L", "helo"]))?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for file in ["/usr/bin/helo", "/usr/lib/systemd/system/helo.service", "/usr/share/man/man1/helo.1.gz"] {
+        assert!(listed.lines().any(|l| l == file), "dpkg -L helo does not list {file}:\n{listed}");
+        assert!(Path::new(file).is_file(), "{file} is not on the disk");
+    }
+    // Installing neither enabled nor started it: no unit link in multi-user.target.wants.
+    assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/helo.service").exists(), "installing enabled the unit");
+    run(Command::new("dpkg").args(["--purge", "helo"]))?;
+    ensure!(!installed()?, "helo is still installed after --purge");
+    for file in ["/usr/bin/helo", "/usr/lib/systemd/system/helo.service", "/etc/helo/helo.toml"] {
+        assert!(!Path::new(file).exists(), "{file} is left after --purge");
+    }
     Ok(())
 }

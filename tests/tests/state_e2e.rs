@@ -303,6 +303,9 @@ fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()>
     thread::sleep(Duration::from_millis(300));
     // SAFETY: kill on our own child.
     unsafe { libc::kill(lab.agent.pid() as i32, libc::SIGKILL) };
+    // Gone for good before anything reopens its store or its port: its threads hold both for a
+    // moment after the signal.
+    lab.agent.wait_exit(Duration::from_secs(10))?;
     let out = burst.join().unwrap()?;
     let (kept, gone) = operator.join().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout)?;

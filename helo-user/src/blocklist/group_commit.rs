@@ -87,7 +87,21 @@ enum Job {
 }
 
 pub struct GroupCommit {
-    jobs: mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for GroupCommit {
+    /// Closing the queue ends the thread (after what it holds is committed or, on a failing store,
+    /// retried once); joining it closes the store, so that whoever opens the database next (a
+    /// restart in the same process, an offline admin command) finds it free.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl GroupCommit {
@@ -95,24 +109,26 @@ impl GroupCommit {
     /// (in the same transaction); `outcome` hears how each transaction ended.
     pub fn start(store: Store, publish: Arc<AtomicBool>, outcome: impl Outcome) -> Result<Self> {
         let (jobs, rx) = mpsc::channel();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("helo-commit".into())
             .spawn(move || run(store, rx, publish, outcome))
             .context("starting the blocklist commit thread")?;
-        Ok(Self { jobs })
+        Ok(Self { jobs: Some(jobs), thread: Some(thread) })
     }
 
     pub fn queue(&self, entry: Entry) -> Committed {
         let (done, committed) = tokio::sync::oneshot::channel();
         // The thread only ends when this sender is dropped; if it died, `committed` says false.
-        let _ = self.jobs.send(Job::Entry(entry, done));
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Entry(entry, done));
+        }
         Committed(committed)
     }
 
     /// Returns once every entry queued so far is committed (or failed, which was logged).
     pub fn drain(&self) {
         let (done, wait) = mpsc::channel();
-        if self.jobs.send(Job::Barrier(done)).is_ok() {
+        if self.jobs.as_ref().is_some_and(|jobs| jobs.send(Job::Barrier(done)).is_ok()) {
             let _ = wait.recv();
         }
     }

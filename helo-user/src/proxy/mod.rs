@@ -4,6 +4,7 @@
 pub mod backend;
 mod hand_off;
 pub mod header;
+pub mod health;
 pub mod relay;
 
 pub use hand_off::{hand_off, HandOff, HandOffEnd};

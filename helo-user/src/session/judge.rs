@@ -18,7 +18,7 @@ use crate::{
     classify::{Classification, Greeting, Rejection, Scope, Verb},
     kernel::FilterMode,
     metrics::{KindLabel, RuleLabel},
-    proxy::{relay::RelayEnd, HandOffEnd},
+    proxy::{health::Change, relay::RelayEnd, HandOffEnd},
     session_id::SessionId,
 };
 
@@ -182,14 +182,27 @@ pub fn observe_pregreet(agent: &Agent) {
 }
 
 pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
-    match end {
+    let change = match end {
         HandOffEnd::BackendDown(why) => {
-            tracing::warn!(session = %id, event = "hand-off", result = "failed", backend = %agent.config.backend, reason = %why);
+            // The session's line stays at info: the outage itself is one warning, below.
+            tracing::info!(session = %id, event = "hand-off", result = "failed", backend = %agent.config.backend, reason = %why);
             agent.metrics.backend_errors.inc();
+            let change = agent.backend.failed();
+            if change == Change::WentDown {
+                agent.metrics.backend_up.set(0);
+                tracing::warn!(
+                    event = "backend-down",
+                    backend = %agent.config.backend,
+                    reason = %why,
+                    "the MTA does not answer: clients get 421 until it does (logged again when it is back)"
+                );
+            }
+            change
         }
         HandOffEnd::BackendRefused(reply) => {
             tracing::info!(session = %id, event = "hand-off", result = "refused", reply = ?reply, "the MTA refused the client");
             agent.metrics.backend_refusals.inc();
+            agent.backend.answered()
         }
         HandOffEnd::Relayed(end) => {
             tracing::info!(session = %id, event = "hand-off", result = "relayed", end = ?end);
@@ -197,7 +210,18 @@ pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
             if end == RelayEnd::TimedOut {
                 agent.metrics.relay_timeouts.inc();
             }
+            agent.backend.answered()
         }
+    };
+    if let Change::CameBack { failed, lasted } = change {
+        agent.metrics.backend_up.set(1);
+        tracing::warn!(
+            event = "backend-up",
+            backend = %agent.config.backend,
+            failed_hand_offs = failed,
+            down_s = lasted.as_secs(),
+            "the MTA answers again"
+        );
     }
 }
 
