@@ -50,7 +50,11 @@ fn json_lines_parse_and_carry_the_session_and_the_event() -> Result<()> {
     let handed = sessions.values().find(|s| s.iter().any(|l| l["event"] == "hand-off")).context("no hand-off line")?;
     assert_eq!(events(handed), ["connect", "hand-off", "close"], "{text}");
     let hand_off = handed.iter().find(|l| l["event"] == "hand-off").unwrap();
-    assert_eq!((hand_off["result"].as_str(), hand_off["level"].as_str()), (Some("failed"), Some("WARN")), "{hand_off}");
+    // The session's own line stays at info; the outage is one warning of its own, not a session's.
+    assert_eq!((hand_off["result"].as_str(), hand_off["level"].as_str()), (Some("failed"), Some("INFO")), "{hand_off}");
+    let down: Vec<&Value> = lines.iter().filter(|l| l["event"] == "backend-down").collect();
+    assert_eq!(down.len(), 1, "{text}");
+    assert_eq!((down[0]["level"].as_str(), down[0]["session"].as_str()), (Some("WARN"), None), "{}", down[0]);
     // Lines that are not about a session keep their message.
     assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.starts_with("XDP program "))), "{text}");
     Ok(())
