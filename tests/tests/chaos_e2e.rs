@@ -357,13 +357,19 @@ fn a_failing_store_is_logged_once_per_episode_by_the_periodic_jobs() -> Result<(
     let lab = Lab::new(LabOptions { agent_args: args, with_postfix: false, state_fs: Some("2m".into()), ..Default::default() })?;
     // Entries that expire while the disk is full: the expiry job must remove them every second,
     // and every attempt fails until there is room again.
+    // The TTL leaves room for the fill (and a slow machine) before they expire: an expiry that
+    // runs before the disk is full succeeds, and the test would show nothing.
+    const TTL: Duration = Duration::from_secs(6);
+    let added = Instant::now();
     for i in 0..3 {
-        assert!(ok(&lab.blocklist(&["add", &format!("short{i}.example.com"), "--ttl", "2s"])?));
+        assert!(ok(&lab.blocklist(&["add", &format!("short{i}.example.com"), "--ttl", "6s"])?));
     }
     let filler = lab.state_fs.as_ref().unwrap().fill()?;
+    assert!(added.elapsed() < TTL, "adding and filling took {:?}, past the entries' TTL", added.elapsed());
     let (_, others) = flood(&lab, "full{i}", 100)?;
     assert!(others.is_empty(), "{others:?}");
-    thread::sleep(Duration::from_secs(7));
+    // Past the TTL, the job (every second) fails several times.
+    thread::sleep((added + TTL + Duration::from_secs(5)).saturating_duration_since(Instant::now()));
     let log = lab.agent.log_text();
     let first = log.matches("blocklist expiry failed:").count();
     let again = log.matches("blocklist expiry failed again:").count();
