@@ -109,6 +109,22 @@ pub fn one_source_many_names(dir: &Path) -> anyhow::Result<Vec<String>> {
 /// The config lines behind [`one_source_many_names`], for a test with a config file of its own.
 pub const ONE_SOURCE_MANY_NAMES: &str = "learned-per-source-per-hour = 1000000\n[ladder]\nstrikes = 0\n";
 
+/// The lab's backend Postfix on the edge: where the agent's `--backend` points (PROXY v2 on
+/// 10025), [`DOMAIN`] and [`USER`], no TLS. A test that starts the MTA late starts this one.
+pub fn backend_config(edge_end: &Endpoint) -> PostfixConfig {
+    PostfixConfig {
+        listen_ip: edge_end.v4.clone(),
+        proxy_port: 10025,
+        plain_port: 10026,
+        domains: vec![DOMAIN.to_owned()],
+        users: vec![USER.to_owned()],
+        myhostname: "backend.example.com".into(),
+        tls: false,
+        extra_main_cf: vec![],
+        extra_master_cf: vec![],
+    }
+}
+
 pub fn agent_state_dir(dir: &Path) -> PathBuf {
     dir.join("state")
 }
@@ -163,20 +179,12 @@ impl Lab {
         let (client_end, edge_end) = link(&client, &edge, 30)?;
         let dir = tempfile::tempdir()?;
         let postfix = if opts.with_postfix {
-            Some(Postfix::start(
-                &edge,
-                PostfixConfig {
-                    listen_ip: edge_end.v4.clone(),
-                    proxy_port: 10025,
-                    plain_port: 10026,
-                    domains: [vec![DOMAIN.to_owned()], opts.backend_domains].concat(),
-                    users: [vec![USER.to_owned()], opts.backend_users].concat(),
-                    myhostname: "backend.example.com".into(),
-                    tls: opts.tls,
-                    extra_main_cf: opts.backend_main_cf,
-                    extra_master_cf: vec![],
-                },
-            )?)
+            let mut cfg = backend_config(&edge_end);
+            cfg.domains.extend(opts.backend_domains);
+            cfg.users.extend(opts.backend_users);
+            cfg.tls = opts.tls;
+            cfg.extra_main_cf = opts.backend_main_cf;
+            Some(Postfix::start(&edge, cfg)?)
         } else {
             None
         };

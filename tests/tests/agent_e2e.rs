@@ -12,8 +12,8 @@ use std::{
 use anyhow::Result;
 use helo_common::maps::counter;
 use helo_tests::{
-    lab::{as_wire, one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
-    postfix::{Postfix, PostfixConfig},
+    lab::{as_wire, backend_config, one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
+    postfix::Postfix,
     privilege::require_root,
 };
 use serde_json::Value;
@@ -209,20 +209,7 @@ fn a_missing_backend_gets_421_its_outage_is_logged_once_and_nothing_crashes() ->
     assert!(lab.scrape()?.contains("helo_backend_up 0"), "the gauge does not say the MTA is down");
 
     // The MTA comes up: the next hand-off reaches it, and that is logged once too.
-    let postfix = Postfix::start(
-        &lab.edge,
-        PostfixConfig {
-            listen_ip: lab.edge_end.v4.clone(),
-            proxy_port: 10025,
-            plain_port: 10026,
-            domains: vec![DOMAIN.into()],
-            users: vec![USER.into()],
-            myhostname: format!("mx.{DOMAIN}"),
-            tls: false,
-            extra_main_cf: vec![],
-            extra_master_cf: vec![],
-        },
-    )?;
+    let postfix = Postfix::start(&lab.edge, backend_config(&lab.edge_end))?;
     for _ in 0..2 {
         let r = lab.dialog(&["EHLO client.example.org\r\n", "QUIT\r\n"])?;
         assert!(reply(&r, 0).starts_with("250"), "{r}");

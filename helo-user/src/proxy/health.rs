@@ -55,10 +55,6 @@ impl BackendHealth {
             None => Change::None,
         }
     }
-
-    pub fn is_down(&self) -> bool {
-        self.down.lock().unwrap_or_else(|e| e.into_inner()).is_some()
-    }
 }
 
 #[cfg(test)]
@@ -72,12 +68,10 @@ mod tests {
         assert_eq!(h.failed(), Change::WentDown);
         assert_eq!(h.failed(), Change::None);
         assert_eq!(h.failed(), Change::None);
-        assert!(h.is_down());
         match h.answered() {
             Change::CameBack { failed, .. } => assert_eq!(failed, 3),
             other => panic!("{other:?}"),
         }
         assert_eq!(h.answered(), Change::None);
-        assert!(!h.is_down());
     }
 }
