@@ -108,7 +108,9 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
         let (tx, rx) = oneshot::channel();
         let (agent, caps, shutdown, addrs, given) = (Arc::clone(&agent), Arc::clone(&caps), shutdown.clone(), addrs.clone(), first.take());
         std::thread::Builder::new().name(format!("helo-sessions-{i}")).spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| {
+            crate::logging::batch::batch_this_thread();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(crate::logging::batch::flush).build();
+            let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
                 rt.block_on(async move {
                     let listeners = match given {
                         Some(std) => std.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?,
@@ -117,6 +119,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
                     serve_thread(agent, listeners, shutdown, caps).await
                 })
             });
+            crate::logging::batch::flush();
             let _ = tx.send(result);
         })?;
         done.push(rx);
