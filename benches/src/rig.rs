@@ -3,7 +3,7 @@
 //! the comparisons use.
 
 use anyhow::{bail, Result};
-use helo_tests::netns::Netns;
+use helo_testbed::netns::Netns;
 
 /// `sh -c script` inside `ns`; its stdout, or an error with its stderr.
 pub fn sh(ns: &Netns, script: &str) -> Result<String> {

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Result;
 use helo_common::maps::counter;
-use helo_tests::{
+use helo_testbed::{
     lab::{as_wire, backend_config, one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT, DOMAIN, HOSTNAME, USER},
     postfix::Postfix,
     privilege::require_root,

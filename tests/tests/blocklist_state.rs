@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Result;
 use helo_common::{maps::BlockEntry, HashKey};
-use helo_tests::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
+use helo_testbed::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
 use helo_user::{
     blocklist::{kernel_side::helo_hash, offline::Offline, Blocklist},
     kernel::{FilterMode, KernelFilter, LoadOptions},

@@ -24,7 +24,7 @@ use helo_common::{
     maps::{names, BlockEntry},
     HashKey,
 };
-use helo_tests::{
+use helo_testbed::{
     lab::{one_source_many_names, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
 };

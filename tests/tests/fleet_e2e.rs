@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Result;
 use helo_common::maps::counter;
-use helo_tests::{
+use helo_testbed::{
     lab::{reply, Lab},
     netns::Netns,
     privilege::require_root,

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use helo_common::maps::counter;
-use helo_tests::{
+use helo_testbed::{
     framing::{self, Ipv6Ext, Session, Transcript},
     lab::{one_source_many_names, reply, Lab, LabOptions, USER},
     netns::{link, Netns},
@@ -257,8 +257,8 @@ fn fragmenting_client(lab: &Lab) -> Result<FragmentingClient> {
     ns.ip(&["addr", "add", &format!("{FRAG_LISTED}/24"), "dev", &client_end.ifname])?;
     ns.ip(&["route", "add", "default", "via", &router_end.v4])?;
     // DF cleared on everything the client sends, so the router fragments instead of refusing.
-    helo_tests::netns::run(ns.command("sysctl").args(["-qw", "net.ipv4.ip_no_pmtu_disc=1"]))?;
-    helo_tests::netns::run(lab.client.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+    helo_testbed::netns::run(ns.command("sysctl").args(["-qw", "net.ipv4.ip_no_pmtu_disc=1"]))?;
+    helo_testbed::netns::run(lab.client.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
     // Only forwarded packets take the small MTU: the lab client's own sessions keep theirs.
     lab.client.ip(&["rule", "add", "iif", &router_end.ifname, "table", "100"])?;
     lab.client.ip(&["route", "add", "198.18.30.0/24", "dev", &lab.client_end.ifname, "mtu", "lock", FRAG_MTU, "table", "100"])?;
@@ -268,7 +268,7 @@ fn fragmenting_client(lab: &Lab) -> Result<FragmentingClient> {
 
 /// `Ip: ReasmOKs` of the edge namespace: datagrams it reassembled from fragments.
 fn reassembled(lab: &Lab) -> Result<u64> {
-    let out = helo_tests::netns::run(lab.edge.command("cat").arg("/proc/net/snmp"))?;
+    let out = helo_testbed::netns::run(lab.edge.command("cat").arg("/proc/net/snmp"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
     let (names, values) = (ip.next().context("no Ip: header")?, ip.next().context("no Ip: values")?);
@@ -279,7 +279,7 @@ fn reassembled(lab: &Lab) -> Result<u64> {
 /// Counts, in the edge namespace before anything else sees them (XDP aside), the packets that
 /// carry each IPv6 options header: the proof the client's headers were on the wire.
 fn count_ipv6_options_headers(lab: &Lab) -> Result<()> {
-    let nft = |args: &[&str]| helo_tests::netns::run(lab.edge.command("nft").args(args)).map(|_| ());
+    let nft = |args: &[&str]| helo_testbed::netns::run(lab.edge.command("nft").args(args)).map(|_| ());
     nft(&["add", "table", "inet", "framing"])?;
     nft(&["add", "chain", "inet", "framing", "pre", "{ type filter hook prerouting priority -500; }"])?;
     nft(&["add", "rule", "inet", "framing", "pre", "exthdr", "hbh", "exists", "counter"])?;
@@ -288,7 +288,7 @@ fn count_ipv6_options_headers(lab: &Lab) -> Result<()> {
 
 /// (hop-by-hop, destination options) packets counted so far.
 fn ipv6_options_headers_seen(lab: &Lab) -> Result<(u64, u64)> {
-    let out = helo_tests::netns::run(lab.edge.command("nft").args(["list", "chain", "inet", "framing", "pre"]))?;
+    let out = helo_testbed::netns::run(lab.edge.command("nft").args(["list", "chain", "inet", "framing", "pre"]))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let packets = |kind: &str| -> u64 {
         text.lines()

@@ -13,7 +13,7 @@ use helo_common::{
     maps::{counter, reason, BlockEntry, DropEvent, Ladder},
     HashKey,
 };
-use helo_tests::{frames::Frame, privilege::require_root};
+use helo_testbed::{frames::Frame, privilege::require_root};
 use helo_user::kernel::{FilterMode, KernelFilter, LoadOptions};
 
 const XDP_DROP: u32 = 1;

@@ -15,7 +15,7 @@ use helo_common::{
     maps::{counter, reason, BlockEntry},
     HashKey,
 };
-use helo_tests::{
+use helo_testbed::{
     netns::{link, Netns},
     privilege::require_root,
 };

@@ -18,7 +18,7 @@ use helo_common::{
     maps::{config_flags, counter, BlockEntry, FlowKey},
     HashKey,
 };
-use helo_tests::{
+use helo_testbed::{
     frames::{Frame, Ipv6Ext, TCP_ACK, TCP_PSH, TCP_SYN, TPID_8021AD, TPID_8021Q},
     privilege::require_root,
 };

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use helo_tests::{
+use helo_testbed::{
     lab::{one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
 };
@@ -63,13 +63,13 @@ fn json_lines_parse_and_carry_the_session_and_the_event() -> Result<()> {
 /// Runs `helo ARGS` in `ns` with stderr to a file, `JOURNAL_STREAM` naming that file (as
 /// systemd names the journal's stream) when `journal`, else naming another file; waits (bounded)
 /// for it to exit and returns its stderr.
-fn run_to_exit_logging(ns: &helo_tests::netns::Netns, args: &[String], journal: bool) -> Result<String> {
+fn run_to_exit_logging(ns: &helo_testbed::netns::Netns, args: &[String], journal: bool) -> Result<String> {
     let dir = tempfile::tempdir()?;
     let err_path = dir.path().join("stderr");
     let stderr = std::fs::File::create(&err_path)?;
     let named = if journal { stderr.metadata()? } else { std::fs::File::create(dir.path().join("elsewhere"))?.metadata()? };
     let mut child = ns
-        .command(helo_tests::agent::binary()?.to_str().unwrap())
+        .command(helo_testbed::agent::binary()?.to_str().unwrap())
         .args(args)
         .env("RUST_LOG", "info")
         .env("JOURNAL_STREAM", format!("{}:{}", named.dev(), named.ino()))

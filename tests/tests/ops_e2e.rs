@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use helo_common::maps::{counter, names, BlockEntry};
-use helo_tests::{
+use helo_testbed::{
     kernel_state,
     lab::{one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
@@ -179,7 +179,7 @@ fn a_non_root_admin_call_is_refused() -> Result<()> {
         return Ok(());
     }
     let lab = Lab::new(LabOptions { with_postfix: false, ..Default::default() })?;
-    let bin = helo_tests::agent::binary()?;
+    let bin = helo_testbed::agent::binary()?;
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
@@ -238,7 +238,7 @@ fn check_config_resolves_good_files_and_refuses_bad_ones() -> Result<()> {
         &good,
         "hostname = \"mx.example.com\"\nserver-ip = [\"203.0.113.25\"]\n[classifier]\nrelay_cidrs = [\"198.18.0.0/15\"]\n",
     )?;
-    let bin = helo_tests::agent::binary()?;
+    let bin = helo_testbed::agent::binary()?;
     let out = Command::new(&bin).arg("check-config").arg(&good).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -337,7 +337,7 @@ fn a_listed_network_cannot_connect_until_it_is_removed() -> Result<()> {
 
 #[test]
 fn stock_prometheus_scrapes_the_agent_and_promtool_accepts_it() -> Result<()> {
-    use helo_tests::prometheus::{http_get, promtool, Prometheus};
+    use helo_testbed::prometheus::{http_get, promtool, Prometheus};
     if !require_root("stock_prometheus_scrapes_the_agent_and_promtool_accepts_it") {
         return Ok(());
     }
@@ -385,8 +385,8 @@ fn stock_prometheus_scrapes_the_agent_and_promtool_accepts_it() -> Result<()> {
 }
 
 /// Runs `helo ARGS` in `ns` and waits (bounded) for it to exit; (exit code, stderr).
-fn run_to_exit(ns: &helo_tests::netns::Netns, args: &[String], within: Duration) -> Result<(Option<i32>, String)> {
-    let bin = helo_tests::agent::binary()?;
+fn run_to_exit(ns: &helo_testbed::netns::Netns, args: &[String], within: Duration) -> Result<(Option<i32>, String)> {
+    let bin = helo_testbed::agent::binary()?;
     let dir = tempfile::tempdir()?;
     let err_path = dir.path().join("stderr");
     let mut child = ns
@@ -484,7 +484,7 @@ fn pins_on_a_private_bpffs_are_warned_about_and_metrics_can_be_off() -> Result<(
     assert!(lab.cli(&["detach", "--pin-dir", lab.pin_dir().to_str().unwrap()])?.status.success());
     // `ip netns exec` remounts /sys in a mount namespace of its own: a bpffs the agent mounts on
     // /sys/fs/bpf there goes away with it.
-    let pin_dir = format!("/sys/fs/bpf/helo-test-{}", helo_tests::netns::unique_id());
+    let pin_dir = format!("/sys/fs/bpf/helo-test-{}", helo_testbed::netns::unique_id());
     lab.args = with_flag(&lab.args, "--pin-dir", &pin_dir);
     // And no metrics: nothing listens on the metrics port.
     lab.args = with_flag(&lab.args, "--metrics", "off");
@@ -642,7 +642,7 @@ fn secrets_stay_off_command_lines_and_out_of_check_config() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let conf = dir.path().join("fleet.toml");
     std::fs::write(&conf, "hostname = \"mx.example.com\"\nfleet = \"redis://edge:hunter2@198.18.0.1:6379/0\"\n")?;
-    let bin = helo_tests::agent::binary()?;
+    let bin = helo_testbed::agent::binary()?;
     let out = Command::new(&bin).arg("check-config").arg(&conf).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -746,7 +746,7 @@ const CONTRIB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib");
 #[test]
 fn shipped_alert_rules_pass_promtool_and_use_only_exported_metrics() -> Result<()> {
     let rules = format!("{CONTRIB}/prometheus/helo-alerts.yml");
-    let (ok, out) = helo_tests::prometheus::promtool(&["check", "rules", &rules], "")?;
+    let (ok, out) = helo_testbed::prometheus::promtool(&["check", "rules", &rules], "")?;
     assert!(ok, "{out}");
     let out =
         Command::new("promtool").args(["test", "rules", "helo-alerts.test.yml"]).current_dir(format!("{CONTRIB}/prometheus")).output()?;

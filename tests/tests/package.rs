@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 /// The newest `target/debian/helo_*.deb`, refused if older than the release binary (then it is
 /// not this build's).
 fn package() -> Result<PathBuf> {
-    let binary = helo_tests::agent::binary()?;
+    let binary = helo_testbed::agent::binary()?;
     let target = binary.parent().and_then(Path::parent).context("no target directory")?;
     let dir = target.join("debian");
     let newest = std::fs::read_dir(&dir)
@@ -187,7 +187,7 @@ fn installed() -> Result<bool> {
 /// checks what dpkg and the system then see, and purges it: nothing of it is left behind.
 #[test]
 fn dpkg_installs_the_package_and_purges_it_without_a_trace() -> Result<()> {
-    if !helo_tests::privilege::require_root("dpkg_installs_the_package_and_purges_it_without_a_trace") {
+    if !helo_testbed::privilege::require_root("dpkg_installs_the_package_and_purges_it_without_a_trace") {
         return Ok(());
     }
     // A helo installed by someone else is not ours to remove.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use helo_tests::{
+use helo_testbed::{
     netns::{link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
     privilege::require_root,

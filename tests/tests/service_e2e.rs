@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use helo_tests::{
+use helo_testbed::{
     agent::{binary, Launch},
     lab::{reply, Lab, LabOptions},
     privilege::require_root,

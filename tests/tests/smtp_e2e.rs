@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use helo_common::maps::counter;
-use helo_tests::{
+use helo_testbed::{
     lab::{one_source_many_names, reply, Lab, LabOptions, DOMAIN, USER},
     privilege::require_root,
     sender::{self, Route, BOUNCE_USER, SUBMIT_PORT},
@@ -233,7 +233,7 @@ fn quick_timeouts(lab_dir: &std::path::Path) -> Result<String> {
 /// Sockets the agent process holds that are not listening.
 fn agent_sockets(lab: &Lab) -> Result<usize> {
     let out = lab.edge.command("ss").args(["-tnpH"]).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| helo_tests::agent::ss_line_is_agent(l)).count())
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| helo_testbed::agent::ss_line_is_agent(l)).count())
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn no_session_outlives_its_timeouts_and_clean_mail_still_flows() -> Result<()> {
         let server = lab.edge_end.v4.clone();
         std::thread::spawn(move || {
             Command::new("ip")
-                .args(["netns", "exec", &client_ns, "python3", helo_tests::lab::CLIENT_SCRIPT, "stall", "--server", &server])
+                .args(["netns", "exec", &client_ns, "python3", helo_testbed::lab::CLIENT_SCRIPT, "stall", "--server", &server])
                 .args(["--line", "EHLO mta.sender-isp.net\\r\\n", "--line", "MAIL FROM:<a@sender-isp.net>\\r\\n"])
                 .args(["--line", &format!("RCPT TO:<{USER}>\\r\\n"), "--line", "DATA\\r\\n", "--partial", "Subject: half"])
                 .args(["--timeout", "20"])
@@ -283,7 +283,7 @@ fn no_session_outlives_its_timeouts_and_clean_mail_still_flows() -> Result<()> {
         let server = lab.edge_end.v4.clone();
         std::thread::spawn(move || {
             Command::new("ip")
-                .args(["netns", "exec", &client_ns, "python3", helo_tests::lab::CLIENT_SCRIPT, "stall", "--server", &server])
+                .args(["netns", "exec", &client_ns, "python3", helo_testbed::lab::CLIENT_SCRIPT, "stall", "--server", &server])
                 .args(["--line", "EHLO mta.sender-isp.net\\r\\n", "--timeout", "20"])
                 .output()
         })
@@ -381,7 +381,7 @@ fn a_bot_that_keeps_coming_back_is_told_why_then_dropped_at_syn() -> Result<()> 
 }
 
 /// Sockets in the states a half-finished close leaves behind, in `ns`.
-fn lingering_sockets(ns: &helo_tests::netns::Netns) -> Result<usize> {
+fn lingering_sockets(ns: &helo_testbed::netns::Netns) -> Result<usize> {
     let out = ns.command("ss").args(["-tanH"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().filter(|l| ["FIN-WAIT-1", "FIN-WAIT-2", "LAST-ACK", "CLOSE-WAIT", "CLOSING"].iter().any(|s| l.starts_with(s))).count())

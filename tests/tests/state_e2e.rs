@@ -13,7 +13,7 @@ use std::{
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use helo_common::maps::{counter, names, BlockEntry};
-use helo_tests::{
+use helo_testbed::{
     lab::{one_source_many_names, reply, Lab, LabOptions, ONE_SOURCE_MANY_NAMES},
     privilege::require_root,
 };
@@ -143,7 +143,7 @@ fn an_operator_entry_outlives_a_flood_of_invented_names_in_a_small_map() -> Resu
     let out = lab
         .client
         .command("python3")
-        .arg(helo_tests::lab::CLIENT_SCRIPT)
+        .arg(helo_testbed::lab::CLIENT_SCRIPT)
         .args(["flood", "--server", &lab.edge_end.v4, "--count", "200", "--timeout", "5", "--helo-template", "invented{i}"])
         .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -202,7 +202,7 @@ fn a_full_state_filesystem_withdraws_listings_and_recovers_without_a_restart() -
     let out = lab
         .client
         .command("python3")
-        .arg(helo_tests::lab::CLIENT_SCRIPT)
+        .arg(helo_testbed::lab::CLIENT_SCRIPT)
         .args(["flood", "--server", &lab.edge_end.v4, "--count", &count.to_string(), "--timeout", "5", "--helo-template", "full{i}"])
         .output()?;
     let v: Value = serde_json::from_slice(&out.stdout)?;
@@ -256,7 +256,7 @@ fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()>
     let (client_ns, server) = (lab.client.name.clone(), lab.edge_end.v4.clone());
     let burst = thread::spawn(move || {
         std::process::Command::new("ip")
-            .args(["netns", "exec", &client_ns, "python3", helo_tests::lab::CLIENT_SCRIPT, "flood", "--server", &server])
+            .args(["netns", "exec", &client_ns, "python3", helo_testbed::lab::CLIENT_SCRIPT, "flood", "--server", &server])
             .args(["--count", "150", "--timeout", "5", "--helo-template", "mix{i}"])
             .output()
     });
@@ -268,14 +268,14 @@ fn kill_9_in_a_mixed_burst_leaves_the_store_and_the_kernel_equal() -> Result<()>
             let mut full = vec![
                 "blocklist".to_string(),
                 "--admin-socket".into(),
-                helo_tests::lab::agent_admin_socket(&lab_dir).display().to_string(),
+                helo_testbed::lab::agent_admin_socket(&lab_dir).display().to_string(),
                 "--state-dir".into(),
-                helo_tests::lab::agent_state_dir(&lab_dir).display().to_string(),
+                helo_testbed::lab::agent_state_dir(&lab_dir).display().to_string(),
                 "--pin-dir".into(),
                 lab_dir.join("bpffs/helo").display().to_string(),
             ];
             full.extend(args.iter().map(|s| s.to_string()));
-            std::process::Command::new(helo_tests::agent::binary().unwrap()).args(&full).output().unwrap()
+            std::process::Command::new(helo_testbed::agent::binary().unwrap()).args(&full).output().unwrap()
         }
     };
     let operator = thread::spawn(move || {

@@ -29,7 +29,7 @@ use helo_benches::{
     smtp_load::percentile,
 };
 use helo_common::maps::counter;
-use helo_tests::{
+use helo_testbed::{
     agent::AgentProcess,
     kernel_state,
     lab::{agent_args, BpfFs},

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use helo_tests::{
+use helo_testbed::{
     lab::Lab,
     netns::Netns,
     redis::{Redis, PASSWORD},

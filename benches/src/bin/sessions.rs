@@ -34,7 +34,7 @@ use helo_benches::{
     smtp_load, Spread,
 };
 use helo_common::maps::counter;
-use helo_tests::{
+use helo_testbed::{
     agent::{binary, AgentProcess},
     frames::{Frame, TCP_SYN},
     inject::Injector,

@@ -17,7 +17,7 @@ use helo_common::{
     maps::{counter, BlockEntry, FlowKey, BASELINE_PROGRAM_NAME},
     HashKey,
 };
-use helo_tests::frames::Frame;
+use helo_testbed::frames::Frame;
 use helo_user::kernel::{addr::addr_key, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
 use serde::Serialize;
 

@@ -20,7 +20,7 @@ use helo_common::{
     maps::{counter, BlockEntry},
     HashKey,
 };
-use helo_tests::{
+use helo_testbed::{
     frames::Frame,
     inject::Injector,
     netns::{enter_named, link, Netns},

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use helo_tests::{
+use helo_testbed::{
     frames::Frame,
     inject::Injector,
     lab::{reply, Lab, LabOptions},
@@ -63,7 +63,7 @@ fn top_shows_nonzero_rates_in_an_80x24_terminal() -> Result<()> {
     let session = format!("helo-top-{}", std::process::id());
     let top = format!(
         "{} top --admin-socket {} --state-dir {} --exit-after 20",
-        helo_tests::agent::binary()?.display(),
+        helo_testbed::agent::binary()?.display(),
         lab.admin_socket().display(),
         lab.state_dir().display()
     );

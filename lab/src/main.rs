@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use helo_tests::{
+use helo_testbed::{
     frames::{Frame, TCP_SYN},
     inject::Injector,
     lab::{reply, Lab, LabOptions, DOMAIN, USER},
@@ -96,7 +96,7 @@ fn main() -> Result<()> {
         // The live view owns the terminal until the duration is up (or q / Ctrl-C ends it early).
         // A signal to the lab (SIGTERM, or SIGHUP when its terminal goes away) ends it too: a view
         // whose terminal is gone would never see a key, and the lab would never clean up.
-        let mut top = Command::new(helo_tests::agent::binary()?)
+        let mut top = Command::new(helo_testbed::agent::binary()?)
             .args(["top", "--admin-socket"])
             .arg(lab.admin_socket())
             .arg("--state-dir")

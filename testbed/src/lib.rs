@@ -1,4 +1,5 @@
-//! Shared harness for the end-to-end tests: privilege checks that never skip quietly under CI,
+//! The test bed, shared by the end-to-end tests (`tests/`), the benchmarks (`benches/`) and the
+//! lab (`lab/`): privilege checks that never skip quietly under CI,
 //! frame builders for BPF_PROG_TEST_RUN, a client that frames an SMTP session as a test asks,
 //! network namespaces joined by veth pairs, the agent binary, and the kernel state of a running
 //! agent.
