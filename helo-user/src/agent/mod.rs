@@ -1,7 +1,18 @@
-//! Everything a session needs, built once at start and shared: configuration, classifier,
-//! kernel handles, the blocklist and the session registry.
+//! The agent: everything a session needs, built once at start and shared (configuration,
+//! classifier, kernel handles, the blocklist and the session registry), and how it starts.
+//!
+//! - [`start`] composes it: ports and paths first, then the kernel, the blocklist, the jobs;
+//! - [`Running::serve`] accepts SMTP until the caller's shutdown future completes;
+//! - `jobs.rs`: what runs beside the sessions (drop events, metrics, expiry, reconcile, admin);
+//! - `start_undo.rs`: a failed start leaves the box as it found it.
+
+mod jobs;
+mod start;
+mod start_undo;
 
 use std::sync::{Arc, Mutex, RwLock};
+
+pub use start::{start, Running};
 
 use crate::{
     blocklist::Blocklist,
