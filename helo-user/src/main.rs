@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             }
         })),
         Command::CheckConfig { file } => {
-            match Config::from_file(&file).and_then(|c| c.validate().and(c.classifier()).map(|_| c)) {
+            match Config::from_file(&file).and_then(|c| c.validate().and(c.require_xdp_choice()).and(c.classifier()).map(|_| c)) {
                 Ok(c) => match toml::to_string_pretty(&c.masked()) {
                     Ok(text) => {
                         print!("{text}");

@@ -114,9 +114,15 @@ fn the_shipped_config_passes_check_config_and_waits_for_an_interface() -> Result
     let (dir, root) = unpacked()?;
     let helo = root.join("usr/bin/helo");
     let config = root.join("etc/helo/helo.toml");
-    let checked = run(Command::new(&helo).arg("check-config").arg(&config))?;
+    // As shipped, check-config says what `run` would: the interface is not set yet (exit 2, one line).
+    let unset = Command::new(&helo).arg("check-config").arg(&config).output()?;
+    assert_eq!(unset.status.code(), Some(2), "{}", String::from_utf8_lossy(&unset.stderr));
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("--iface is required"), "{}", String::from_utf8_lossy(&unset.stderr));
+    // With the interface set, it checks and resolves the rest. First run: observe.
+    let with_iface = dir.path().join("with-iface.toml");
+    std::fs::write(&with_iface, std::fs::read_to_string(&config)?.replace("#iface = ", "iface = "))?;
+    let checked = run(Command::new(&helo).arg("check-config").arg(&with_iface))?;
     let resolved = String::from_utf8_lossy(&checked.stdout);
-    // First run: observe.
     assert!(resolved.lines().any(|l| l == "mode = \"observe\""), "{resolved}");
     // Every commented-out key (`#key = …`, `#[table]`; prose is `# …`) is valid as written.
     let text = std::fs::read_to_string(&config)?;
