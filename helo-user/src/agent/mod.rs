@@ -18,7 +18,7 @@ use crate::{
     blocklist::Blocklist,
     classify::{Classification, Classifier, Greeting},
     config::Config,
-    kernel::KernelFilter,
+    kernel::Kernel,
     load::Load,
     logging::client_lines::ClientLines,
     metrics::Metrics,
@@ -31,7 +31,7 @@ pub struct Agent {
     /// lists) lives in [`Agent::classifier`]; [`crate::reload`] keeps the last applied file.
     pub config: Config,
     pub classifier: LiveClassifier,
-    pub kernel: Arc<Mutex<KernelFilter>>,
+    pub kernel: Arc<Mutex<dyn Kernel>>,
     pub blocklist: Arc<Blocklist>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,

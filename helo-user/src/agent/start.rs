@@ -22,7 +22,7 @@ use crate::{
     blocklist::Blocklist,
     classify::Classifier,
     config::Config,
-    kernel::{pin, KernelFilter, LoadOptions},
+    kernel::{pin, Kernel, KernelFilter, LoadOptions},
     load::Load,
     logging::client_lines::ClientLines,
     metrics::{self, Metrics},
@@ -69,7 +69,7 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
     let (mut filter, mode_label) = filter_for(&config, key, &classifier)?;
     let program_id = filter.program_id().unwrap_or(0);
     let ring = filter.take_events().context("the XDP object has no event ring")?;
-    let kernel = Arc::new(Mutex::new(filter));
+    let kernel: Arc<Mutex<dyn Kernel>> = Arc::new(Mutex::new(filter));
     let blocklist =
         Blocklist::open(Arc::clone(&kernel), store, key, Duration::from_secs(config.helo_ttl_s), Duration::from_secs(config.source_ttl_s))?
             .with_learned_quota(config.learned_per_source_per_hour);
