@@ -49,6 +49,33 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent over `kernel` and `blocklist`, with no session yet. `reread` reads the
+    /// configuration again for a reload. [`start`] builds one over the loaded XDP program; over
+    /// [`crate::kernel::InMemoryKernel`] one runs without root.
+    pub fn new(
+        config: Config,
+        classifier: Classifier,
+        kernel: Arc<Mutex<dyn Kernel>>,
+        blocklist: Blocklist,
+        metrics: Metrics,
+        reread: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            load: Arc::new(Load::new(config.max_sessions, config.stress_percent, std::time::Duration::from_secs(config.timeouts.stress_s))),
+            client_lines: ClientLines::new(config.log_client_lines_per_minute),
+            reply_footer: RwLock::new(config.reply_footer.clone()),
+            reloader: crate::reload::Reloader::new(reread, config.clone()),
+            config,
+            classifier: LiveClassifier::new(classifier),
+            kernel,
+            blocklist: Arc::new(blocklist),
+            registry: Arc::new(Registry::default()),
+            metrics: Arc::new(metrics),
+            recent: Arc::new(RecentHits::default()),
+            backend: Default::default(),
+        }
+    }
+
     /// A rejection as the client reads it: `text` with the operator's footer, if any.
     pub fn refusal_text(&self, text: &str) -> String {
         crate::smtp::reply::with_footer(text, self.reply_footer.read().unwrap_or_else(|e| e.into_inner()).as_deref())

@@ -16,19 +16,14 @@ use anyhow::{Context, Result};
 use helo_common::HashKey;
 use tokio::net::TcpListener;
 
-use super::{jobs, start_undo::StartUndo, Agent, LiveClassifier};
+use super::{jobs, start_undo::StartUndo, Agent};
 use crate::{
     admin,
     blocklist::Blocklist,
     classify::Classifier,
     config::Config,
     kernel::{pin, Kernel, KernelFilter, LoadOptions},
-    load::Load,
-    logging::client_lines::ClientLines,
     metrics::{self, Metrics},
-    recent::RecentHits,
-    registry::Registry,
-    reload::Reloader,
     server,
     store::Store,
 };
@@ -78,20 +73,7 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
     if fleet_url.is_some() {
         metrics.register_fleet();
     }
-    let agent = Arc::new(Agent {
-        load: Arc::new(Load::new(config.max_sessions, config.stress_percent, Duration::from_secs(config.timeouts.stress_s))),
-        client_lines: ClientLines::new(config.log_client_lines_per_minute),
-        reply_footer: std::sync::RwLock::new(config.reply_footer.clone()),
-        reloader: Reloader::new(reread, config.clone()),
-        config,
-        classifier: LiveClassifier::new(classifier),
-        kernel,
-        blocklist: Arc::new(blocklist),
-        registry: Arc::new(Registry::default()),
-        metrics: Arc::new(metrics),
-        recent: Arc::new(RecentHits::default()),
-        backend: Default::default(),
-    });
+    let agent = Arc::new(Agent::new(config, classifier, kernel, blocklist, metrics, reread));
     if let Some(url) = &fleet_url {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
         crate::fleet::start(Arc::clone(&agent), url, name)?;
