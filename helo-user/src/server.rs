@@ -18,6 +18,9 @@ use tokio::{
 
 use crate::{agent::Agent, session, smtp::reply};
 
+#[cfg(test)]
+mod tests;
+
 /// Binds a listener; an IPv6 wildcard is IPv6-only so it can sit beside `0.0.0.0`.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
     Ok(reserve(addr)?.listen(1024)?)

@@ -6,6 +6,8 @@
 //! - `jobs.rs`: what runs beside the sessions (drop events, metrics, expiry, reconcile, admin);
 //! - `start_undo.rs`: a failed start leaves the box as it found it.
 
+#[cfg(test)]
+pub(crate) mod in_process;
 mod jobs;
 mod start;
 mod start_undo;

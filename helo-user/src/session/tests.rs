@@ -2,11 +2,7 @@
 //! [`InMemoryKernel`] and a store in a temporary directory, a session on a loopback socket driven
 //! by a client, and paused tokio time where a timeout is the point.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use tokio::{
@@ -16,44 +12,22 @@ use tokio::{
 };
 
 use crate::{
-    agent::Agent,
-    blocklist::{kernel_side::helo_hash, Blocklist},
-    config::Config,
-    kernel::{BlockTables, InMemoryKernel},
-    metrics::Metrics,
-    store::{Kind, Store},
+    agent::in_process::{self, nowhere, InProcess},
+    blocklist::kernel_side::helo_hash,
+    kernel::BlockTables,
+    store::Kind,
 };
 
+/// An in-process agent and the shutdown its sessions watch.
 struct Edge {
-    _dir: tempfile::TempDir,
-    agent: Arc<Agent>,
-    kernel: Arc<Mutex<InMemoryKernel>>,
-    store: Store,
+    env: InProcess,
     _shutdown: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
 }
 
-/// An agent handing clean sessions to `backend`.
 fn edge(backend: SocketAddr) -> Result<Edge> {
-    let dir = tempfile::tempdir()?;
-    let config = Config {
-        hostname: Some("mx.example.net".into()),
-        server_ip: vec!["198.18.0.25".parse()?],
-        no_xdp: true,
-        backend,
-        state_dir: dir.path().to_owned(),
-        ..Default::default()
-    };
-    let store = Store::open(dir.path())?;
-    let kernel = Arc::new(Mutex::new(InMemoryKernel::default()));
-    let hour = Duration::from_secs(3600);
-    let blocklist = Blocklist::open(Arc::clone(&kernel) as _, store.clone(), store.hash_key()?, hour, hour)?;
-    let reread = config.clone();
-    let agent = Agent::new(config.clone(), config.classifier()?, Arc::clone(&kernel) as _, blocklist, Metrics::new("off", 0), move || {
-        Ok(reread.clone())
-    });
     let (tx, rx) = watch::channel(false);
-    Ok(Edge { _dir: dir, agent: Arc::new(agent), kernel, store, _shutdown: tx, shutdown_rx: rx })
+    Ok(Edge { env: in_process::agent(backend, |_| {})?, _shutdown: tx, shutdown_rx: rx })
 }
 
 impl Edge {
@@ -62,7 +36,7 @@ impl Edge {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let (stream, peer) = listener.accept().await?;
-        tokio::spawn(super::run(Arc::clone(&self.agent), stream, peer, self.shutdown_rx.clone()));
+        tokio::spawn(super::run(Arc::clone(&self.env.agent), stream, peer, self.shutdown_rx.clone()));
         let (r, w) = client.into_split();
         Ok((BufReader::new(r), w))
     }
@@ -74,12 +48,6 @@ async fn line(r: &mut (impl AsyncBufReadExt + Unpin)) -> Result<String> {
     Ok(l)
 }
 
-/// A port nothing listens on: the MTA is down.
-fn nowhere() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_client_silent_after_the_banner_gets_421_when_the_command_timeout_ends() -> Result<()> {
     let e = edge(nowhere())?;
@@ -88,8 +56,8 @@ async fn a_client_silent_after_the_banner_gets_421_when_the_command_timeout_ends
     assert_eq!(line(&mut r).await?, "220 mx.example.net ESMTP\r\n");
     assert_eq!(line(&mut r).await?, "421 4.4.2 Timeout exceeded\r\n");
     let waited = began.elapsed();
-    assert!(waited >= e.agent.config.command_timeout(), "421 after {waited:?}");
-    assert!(waited < e.agent.config.command_timeout() + Duration::from_secs(1), "421 only after {waited:?}");
+    assert!(waited >= e.env.agent.config.command_timeout(), "421 after {waited:?}");
+    assert!(waited < e.env.agent.config.command_timeout() + Duration::from_secs(1), "421 only after {waited:?}");
     assert_eq!(line(&mut r).await?, "", "the session must close after the 421");
     Ok(())
 }
@@ -107,10 +75,10 @@ async fn a_bogus_greeting_gets_its_reply_again_for_the_helo_fallback_221_to_quit
     assert_eq!(line(&mut r).await?, "221 2.0.0 Bye\r\n");
     assert_eq!(line(&mut r).await?, "", "closed after QUIT");
     // The reply waited for the listing to be durable: it is in the store and in the kernel.
-    let stored = e.store.get("helo/rad.internal")?.expect("the bogus name is stored");
+    let stored = e.env.store.get("helo/rad.internal")?.expect("the bogus name is stored");
     assert_eq!((stored.kind, stored.origin.as_str()), (Kind::Helo, "agent"));
-    let hash = helo_hash(&e.store.hash_key()?, "rad.internal");
-    assert!(e.kernel.lock().unwrap().helo_entry(hash).is_some(), "the bogus name is in the kernel");
+    let hash = helo_hash(&e.env.store.hash_key()?, "rad.internal");
+    assert!(e.env.kernel.lock().unwrap().helo_entry(hash).is_some(), "the bogus name is in the kernel");
     Ok(())
 }
 
@@ -144,6 +112,6 @@ async fn a_clean_greeting_is_handed_to_the_mta_behind_a_proxy_v2_header() -> Res
     bw.write_all(b"221 2.0.0 Bye\r\n").await?;
     bw.shutdown().await?;
     assert_eq!(line(&mut r).await?, "221 2.0.0 Bye\r\n");
-    assert!(e.store.entries()?.is_empty(), "nothing listed for a clean greeting");
+    assert!(e.env.store.entries()?.is_empty(), "nothing listed for a clean greeting");
     Ok(())
 }
