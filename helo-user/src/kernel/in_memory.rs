@@ -37,23 +37,19 @@ impl InMemoryKernel {
 
     /// A flow whose first payload the program would have seen (released by [`Kernel::release_flow`]).
     pub fn remember_flow(&mut self, client: SocketAddr, server: SocketAddr) {
-        self.flows.insert((client, server));
-    }
-
-    /// The greeting hashes listed, as a walk of the real map would give them.
-    pub fn helo_hashes(&self) -> HashSet<u64> {
-        self.helo.keys().copied().collect()
+        self.flows.insert(flow_key(client, server));
     }
 
     /// How many entries the three blocklist maps hold together.
     pub fn blocklist_len(&self) -> usize {
         self.helo.len() + self.sources.len() + self.nets.len()
     }
+}
 
-    /// Whether `net` is allow-listed exactly (as configured, not by a wider network).
-    pub fn is_allowed(&self, net: IpAddr, prefix: u8) -> bool {
-        self.allowed.contains(&canonical(net, prefix))
-    }
+/// A flow as the flow map keys it: IPv4-mapped addresses as IPv4.
+fn flow_key(client: SocketAddr, server: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let unmapped = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    (unmapped(client), unmapped(server))
 }
 
 /// A network's trie key with the host bits cleared, as the trie matches it.
@@ -137,7 +133,7 @@ impl Kernel for InMemoryKernel {
         Ok(self.allowed.remove(&canonical(net, prefix)))
     }
     fn release_flow(&mut self, client: SocketAddr, server: SocketAddr) -> Result<bool> {
-        Ok(self.flows.remove(&(client, server)))
+        Ok(self.flows.remove(&flow_key(client, server)))
     }
     fn counters(&self) -> Result<Counters> {
         Ok(Counters::default())

@@ -14,7 +14,8 @@ use tokio::{
 use crate::{
     agent::in_process::{self, nowhere, InProcess},
     blocklist::kernel_side::helo_hash,
-    kernel::BlockTables,
+    kernel::{BlockTables, Kernel},
+    registry::Kill,
     store::Kind,
 };
 
@@ -113,5 +114,26 @@ async fn a_clean_greeting_is_handed_to_the_mta_behind_a_proxy_v2_header() -> Res
     bw.shutdown().await?;
     assert_eq!(line(&mut r).await?, "221 2.0.0 Bye\r\n");
     assert!(e.env.store.entries()?.is_empty(), "nothing listed for a clean greeting");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_kernel_dropped_greeting_is_answered_twice_and_its_flow_released() -> Result<()> {
+    let e = edge(nowhere())?;
+    let (mut r, w) = e.connect().await?;
+    let (client, server) = (w.local_addr()?, w.peer_addr()?);
+    e.env.kernel.lock().unwrap().remember_flow(client, server);
+    assert_eq!(line(&mut r).await?, "220 mx.example.net ESMTP\r\n");
+    // What the drop-event follower does when the kernel dropped this flow's greeting.
+    let told = e.env.agent.registry.kill(client, Kill { reply: Some("550 5.7.1 Bogus HELO".into()) });
+    assert!(told, "the session waiting for its first bytes is registered");
+    // One reply for the EHLO the kernel dropped, one for the HELO fallback behind it.
+    assert_eq!(line(&mut r).await?, "550 5.7.1 Bogus HELO\r\n");
+    assert_eq!(line(&mut r).await?, "550 5.7.1 Bogus HELO\r\n");
+    assert_eq!(line(&mut r).await?, "", "closed after the two replies");
+    // The session released the flow as it closed (in the same step, before it next waits), so the
+    // client's retransmitted greeting can reach the socket: nothing is left to release.
+    assert!(!e.env.kernel.lock().unwrap().release_flow(client, server)?, "the session did not release its flow");
+    drop(w);
     Ok(())
 }
