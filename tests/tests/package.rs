@@ -111,7 +111,7 @@ fn the_package_puts_every_file_where_it_belongs() -> Result<()> {
 }
 
 #[test]
-fn the_shipped_config_passes_check_config_and_waits_for_an_interface() -> Result<()> {
+fn the_shipped_config_waits_for_an_interface_and_then_passes_check_config() -> Result<()> {
     let (dir, root) = unpacked()?;
     let helo = root.join("usr/bin/helo");
     let config = root.join("etc/helo/helo.toml");
