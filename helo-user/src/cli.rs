@@ -402,11 +402,7 @@ impl RunArgs {
         if self.fleet_password_file.is_some() {
             c.fleet_password_file = self.fleet_password_file;
         }
-        match (&c.iface, c.no_xdp) {
-            (None, false) => anyhow::bail!("--iface is required (or `iface` in the config file), unless --no-xdp"),
-            (Some(_), true) => anyhow::bail!("--no-xdp and an interface to attach to contradict each other"),
-            _ => {}
-        }
+        c.require_xdp_choice()?;
         c.validate()?;
         Ok(c)
     }

@@ -309,6 +309,16 @@ impl Config {
         Ok(())
     }
 
+    /// Where the filter runs, said exactly one way: an interface, or none (`no-xdp`). `run` and
+    /// `check-config` both hold a configuration to this, so a file that cannot start fails its check.
+    pub fn require_xdp_choice(&self) -> Result<()> {
+        match (&self.iface, self.no_xdp) {
+            (None, false) => bail!("--iface is required (or `iface` in the config file), unless --no-xdp"),
+            (Some(_), true) => bail!("--no-xdp and an interface to attach to contradict each other"),
+            _ => Ok(()),
+        }
+    }
+
     /// The classifier for these rules and server facts (flags add IPs and domains to the file's).
     pub fn classifier(&self) -> Result<crate::classify::Classifier> {
         let rules =
@@ -381,5 +391,20 @@ impl Config {
             close: Duration::from_secs(t.linger_s),
             linger: self.linger(),
         }
+    }
+}
+
+#[cfg(test)]
+mod xdp_choice_tests {
+    use super::Config;
+
+    #[test]
+    fn an_interface_or_no_xdp_is_required_and_not_both() {
+        let neither = Config::default();
+        assert!(neither.require_xdp_choice().unwrap_err().to_string().contains("--iface is required"));
+        let both = Config { iface: Some("eth1".into()), no_xdp: true, ..Default::default() };
+        assert!(both.require_xdp_choice().unwrap_err().to_string().contains("contradict"));
+        assert!(Config { iface: Some("eth1".into()), ..Default::default() }.require_xdp_choice().is_ok());
+        assert!(Config { no_xdp: true, ..Default::default() }.require_xdp_choice().is_ok());
     }
 }

@@ -34,7 +34,7 @@ use prometheus_client::{
 
 use crate::{
     blocklist::Blocklist,
-    kernel::{FilterMode, KernelFilter},
+    kernel::{FilterMode, Kernel},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -357,8 +357,8 @@ impl Metrics {
     }
 
     /// Brings the scrape-time values up to date and encodes everything.
-    pub fn render(&self, kernel: &Mutex<KernelFilter>, blocklist: &Blocklist) -> Result<String> {
-        let now = kernel.lock().unwrap().maps.counters()?;
+    pub fn render(&self, kernel: &Mutex<dyn Kernel>, blocklist: &Blocklist) -> Result<String> {
+        let now = kernel.lock().unwrap().counters()?;
         {
             let mut seen = self.kernel_seen.lock().unwrap();
             for (i, (name, total)) in now.named().enumerate() {
@@ -504,7 +504,7 @@ mod process {
 }
 
 /// Serves `/metrics` until the task is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, kernel: Arc<Mutex<KernelFilter>>, blocklist: Arc<Blocklist>) -> Result<()> {
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, kernel: Arc<Mutex<dyn Kernel>>, blocklist: Arc<Blocklist>) -> Result<()> {
     let listener = bind(addr)?;
     serve_on(listener, metrics, kernel, blocklist).await
 }
@@ -520,7 +520,7 @@ pub fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    kernel: Arc<Mutex<KernelFilter>>,
+    kernel: Arc<Mutex<dyn Kernel>>,
     blocklist: Arc<Blocklist>,
 ) -> Result<()> {
     use axum::{

@@ -90,16 +90,16 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
     {
         let mut kernel = agent.kernel.lock().unwrap_or_else(|e| e.into_inner());
         for (i, net) in add.iter().enumerate() {
-            if let Err(e) = kernel.maps.allow(net.addr(), net.prefix_len()) {
+            if let Err(e) = kernel.allow(net.addr(), net.prefix_len()) {
                 for undo in &add[..i] {
-                    let _ = kernel.maps.disallow(undo.addr(), undo.prefix_len());
+                    let _ = kernel.disallow(undo.addr(), undo.prefix_len());
                 }
                 return Err(e).context(format!("adding {net} to the kernel's allow list"));
             }
         }
         for net in &del {
             // Only a network the trie no longer holds can fail here: nothing to undo.
-            if let Err(e) = kernel.maps.disallow(net.addr(), net.prefix_len()) {
+            if let Err(e) = kernel.disallow(net.addr(), net.prefix_len()) {
                 tracing::warn!("reload: removing {net} from the kernel's allow list: {e:#}");
             }
         }

@@ -25,6 +25,9 @@ use tokio::{
 
 use crate::{agent::Agent, session, smtp::reply};
 
+#[cfg(test)]
+mod tests;
+
 /// Binds `addr` without listening yet: the port is ours (a taken port fails here), but clients
 /// are refused until [`TcpSocket::listen`], so nobody connects before the agent is ready.
 /// `shared`: the port is bound with SO_REUSEPORT, so that each session thread can bind a listener
@@ -201,39 +204,4 @@ async fn serve_thread(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdo
     let _ = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
     sessions.abort_all();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The session code no longer sets these per socket: it relies on Linux copying them from
-    /// the listener at accept.
-    #[tokio::test]
-    async fn accepted_sockets_inherit_nodelay_and_keepalive() {
-        let listener = reserve("127.0.0.1:0".parse().unwrap(), false).unwrap().listen(16).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        let sock = socket2::SockRef::from(&accepted);
-        assert!(sock.tcp_nodelay().unwrap(), "TCP_NODELAY not inherited");
-        assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE not inherited");
-        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
-        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(15));
-        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
-    }
-
-    /// Session threads each bind the same address; without `shared` the port stays exclusive.
-    #[tokio::test]
-    async fn a_shared_port_takes_more_listeners_an_exclusive_one_does_not() {
-        let first = reserve("127.0.0.1:0".parse().unwrap(), true).unwrap();
-        let addr = first.local_addr().unwrap();
-        let _first = first.listen(16).unwrap();
-        let _second = reserve(addr, true).unwrap().listen(16).unwrap();
-        let exclusive = reserve("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        let taken = exclusive.local_addr().unwrap();
-        let _exclusive = exclusive.listen(16).unwrap();
-        assert!(reserve(taken, true).is_err(), "a shared socket joined a port bound without SO_REUSEPORT");
-        assert!(reserve(taken, false).is_err());
-    }
 }

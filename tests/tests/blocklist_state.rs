@@ -38,7 +38,7 @@ fn rig(state: &Path, pin_dir: Option<PathBuf>, helo_capacity: u32) -> Result<Rig
     filter.configure(key, FilterMode::Enforce, &[25])?;
     let kernel = Arc::new(Mutex::new(filter));
     let hour = Duration::from_secs(3600);
-    let blocklist = Blocklist::open(Arc::clone(&kernel), store.clone(), key, hour, hour)?;
+    let blocklist = Blocklist::open(Arc::clone(&kernel) as _, store.clone(), key, hour, hour)?;
     Ok(Rig { kernel, store, key, blocklist })
 }
 

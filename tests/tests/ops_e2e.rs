@@ -236,7 +236,7 @@ fn check_config_resolves_good_files_and_refuses_bad_ones() -> Result<()> {
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
-        "hostname = \"mx.example.com\"\nserver-ip = [\"203.0.113.25\"]\n[classifier]\nrelay_cidrs = [\"198.18.0.0/15\"]\n",
+        "iface = \"eth1\"\nhostname = \"mx.example.com\"\nserver-ip = [\"203.0.113.25\"]\n[classifier]\nrelay_cidrs = [\"198.18.0.0/15\"]\n",
     )?;
     let bin = helo_testbed::agent::binary()?;
     let out = Command::new(&bin).arg("check-config").arg(&good).output()?;
@@ -249,6 +249,19 @@ fn check_config_resolves_good_files_and_refuses_bad_ones() -> Result<()> {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen-on") && err.lines().count() == 1, "{err}");
+    // The rule `run` holds a configuration to: an interface or no-xdp, exactly one of them.
+    for (body, said) in [
+        ("hostname = \"mx.example.com\"\n", "--iface is required"),
+        ("iface = \"eth1\"\nno-xdp = true\nhostname = \"mx.example.com\"\n", "contradict each other"),
+    ] {
+        std::fs::write(&bad, body)?;
+        let out = Command::new(&bin).arg("check-config").arg(&bad).output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body:?}: {err}");
+        assert!(err.contains(said) && err.lines().count() == 1 && out.stdout.is_empty(), "{body:?}: {err}");
+    }
+    std::fs::write(&bad, "no-xdp = true\nhostname = \"mx.example.com\"\n")?;
+    assert!(Command::new(&bin).arg("check-config").arg(&bad).output()?.status.success());
     Ok(())
 }
 
@@ -641,7 +654,7 @@ fn admin_commands_find_the_agent_through_its_config() -> Result<()> {
 fn secrets_stay_off_command_lines_and_out_of_check_config() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let conf = dir.path().join("fleet.toml");
-    std::fs::write(&conf, "hostname = \"mx.example.com\"\nfleet = \"redis://edge:hunter2@198.18.0.1:6379/0\"\n")?;
+    std::fs::write(&conf, "no-xdp = true\nhostname = \"mx.example.com\"\nfleet = \"redis://edge:hunter2@198.18.0.1:6379/0\"\n")?;
     let bin = helo_testbed::agent::binary()?;
     let out = Command::new(&bin).arg("check-config").arg(&conf).output()?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -1,8 +1,9 @@
 //! The Debian package `cargo xtask package` builds (and `cargo xtask test` builds before the
 //! tests run), unpacked into a scratch root with `dpkg-deb -x` (and installed on the machine with
 //! `dpkg -i`, then purged): every file where Debian, man,
-//! the shells and systemd look for it, `/etc/helo/helo.toml` a conffile that passes `helo
-//! check-config` (its commented examples too), and the unit accepted by `systemd-analyze verify`
+//! the shells and systemd look for it, `/etc/helo/helo.toml` a conffile that `helo
+//! check-config` refuses until `iface` is set, as `run` does, and passes with it (its commented
+//! examples too), and the unit accepted by `systemd-analyze verify`
 //! and rated by `systemd-analyze security`, both offline (no systemd runs here).
 
 use std::{
@@ -110,13 +111,19 @@ fn the_package_puts_every_file_where_it_belongs() -> Result<()> {
 }
 
 #[test]
-fn the_shipped_config_passes_check_config_and_waits_for_an_interface() -> Result<()> {
+fn the_shipped_config_waits_for_an_interface_and_then_passes_check_config() -> Result<()> {
     let (dir, root) = unpacked()?;
     let helo = root.join("usr/bin/helo");
     let config = root.join("etc/helo/helo.toml");
-    let checked = run(Command::new(&helo).arg("check-config").arg(&config))?;
+    // As shipped, check-config says what `run` would: the interface is not set yet (exit 2, one line).
+    let unset = Command::new(&helo).arg("check-config").arg(&config).output()?;
+    assert_eq!(unset.status.code(), Some(2), "{}", String::from_utf8_lossy(&unset.stderr));
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("--iface is required"), "{}", String::from_utf8_lossy(&unset.stderr));
+    // With the interface set, it checks and resolves the rest. First run: observe.
+    let with_iface = dir.path().join("with-iface.toml");
+    std::fs::write(&with_iface, std::fs::read_to_string(&config)?.replace("#iface = ", "iface = "))?;
+    let checked = run(Command::new(&helo).arg("check-config").arg(&with_iface))?;
     let resolved = String::from_utf8_lossy(&checked.stdout);
-    // First run: observe.
     assert!(resolved.lines().any(|l| l == "mode = \"observe\""), "{resolved}");
     // Every commented-out key (`#key = …`, `#[table]`; prose is `# …`) is valid as written.
     let text = std::fs::read_to_string(&config)?;
@@ -208,7 +215,10 @@ fn dpkg_installs_the_package_and_purges_it_without_a_trace() -> Result<()> {
     // dpkg keeps the config as a conffile (an upgrade asks before replacing the operator's edits).
     let conffiles = run(Command::new("dpkg-query").args(["-W", "-f", "${Conffiles}", "helo"]))?;
     assert!(String::from_utf8_lossy(&conffiles.stdout).contains("/etc/helo/helo.toml"), "{conffiles:?}");
-    run(Command::new("/usr/bin/helo").args(["check-config", "/etc/helo/helo.toml"]))?;
+    // As installed, the config waits for its interface: check-config says so as `run` would.
+    let checked = Command::new("/usr/bin/helo").args(["check-config", "/etc/helo/helo.toml"]).output()?;
+    assert_eq!(checked.status.code(), Some(2), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(String::from_utf8_lossy(&checked.stderr).contains("--iface is required"), "{}", String::from_utf8_lossy(&checked.stderr));
     let listed = run(Command::new("dpkg").args(["-L", "helo"]))?;
     let listed = String::from_utf8_lossy(&listed.stdout);
     for file in ["/usr/bin/helo", "/usr/lib/systemd/system/helo.service", "/usr/share/man/man1/helo.1.gz"] {

@@ -30,7 +30,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 fn stats(agent: &Agent) -> Result<Stats> {
     let kernel = agent.kernel.lock().unwrap();
-    let counters = kernel.maps.counters()?;
+    let counters = kernel.counters()?;
     let (helo, source) = agent.blocklist.counts();
     Ok(Stats {
         kernel: counters.named().map(|(n, v)| (n.to_owned(), v)).collect(),

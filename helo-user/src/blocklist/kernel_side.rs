@@ -16,7 +16,8 @@ use super::{boot_now_ns, name, unix_now};
 use crate::{
     kernel::{
         addr::addr_key,
-        blocks::{net_key, BlockMaps, NetKey, Removed},
+        blocks::{net_key, NetKey, Removed},
+        tables::BlockTables,
     },
     store::{source_target, Entry, Kind, SourceTarget},
 };
@@ -45,7 +46,7 @@ pub fn value(e: &Entry) -> BlockEntry {
     BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_boot_ns, ..Default::default() }
 }
 
-pub fn put(maps: &mut BlockMaps, key: &HashKey, e: &Entry) -> Result<()> {
+pub fn put<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<()> {
     let v = value(e);
     match e.kind {
         Kind::Helo => maps.block_helo(helo_hash(key, &e.name), v),
@@ -57,7 +58,7 @@ pub fn put(maps: &mut BlockMaps, key: &HashKey, e: &Entry) -> Result<()> {
 }
 
 /// Removes the entry's key; `Ok(false)` if the kernel did not hold it.
-pub fn remove(maps: &mut BlockMaps, key: &HashKey, e: &Entry) -> Result<bool> {
+pub fn remove<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<bool> {
     match e.kind {
         Kind::Helo => maps.unblock_helo(helo_hash(key, &e.name)),
         Kind::Source => match source_target(&e.name) {
@@ -69,7 +70,7 @@ pub fn remove(maps: &mut BlockMaps, key: &HashKey, e: &Entry) -> Result<bool> {
 }
 
 /// The kernel's value for the entry's key, if it holds one.
-pub fn get(maps: &BlockMaps, key: &HashKey, e: &Entry) -> Option<BlockEntry> {
+pub fn get<M: BlockTables + ?Sized>(maps: &M, key: &HashKey, e: &Entry) -> Option<BlockEntry> {
     match e.kind {
         Kind::Helo => maps.helo_entry(helo_hash(key, &e.name)),
         Kind::Source => match source_target(&e.name).ok()? {
@@ -80,7 +81,7 @@ pub fn get(maps: &BlockMaps, key: &HashKey, e: &Entry) -> Option<BlockEntry> {
 }
 
 /// Removes from the kernel every entry that none of `entries` stands for.
-pub fn retain_only(maps: &mut BlockMaps, key: &HashKey, entries: &[Entry]) -> Result<Removed> {
+pub fn retain_only<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, entries: &[Entry]) -> Result<Removed> {
     let mut helo: HashSet<u64> = HashSet::new();
     let mut sources: HashSet<AddrKey> = HashSet::new();
     let mut nets: HashSet<NetKey> = HashSet::new();

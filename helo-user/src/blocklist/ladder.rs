@@ -19,7 +19,7 @@ impl Blocklist {
     /// the source is listed with that reply for the ladder's TTL.
     pub fn strike(&self, ip: IpAddr, reply: &str) -> Result<Option<Committed>> {
         let ip = ip.to_canonical();
-        let ttl_ns = self.tables.kernel.lock().unwrap().maps.strike(ip, boot_now_ns())?;
+        let ttl_ns = self.tables.kernel.lock().unwrap().strike(ip, boot_now_ns())?;
         let Some(ttl_ns) = ttl_ns else { return Ok(None) };
         tracing::info!("{ip}: listed by the offender ladder for {}s", ttl_ns / 1_000_000_000);
         let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(ttl_ns)), LADDER_ORIGIN);
@@ -30,7 +30,7 @@ impl Blocklist {
     /// (refused with `reply`): into the store, with the kernel's expiry.
     pub fn adopt_ladder_listing(&self, ip: IpAddr, reply: &str) -> Result<Committed> {
         let ip = ip.to_canonical();
-        let kernel_entry = self.tables.kernel.lock().unwrap().maps.source_entry(ip).context("the kernel's ladder entry is gone")?;
+        let kernel_entry = self.tables.kernel.lock().unwrap().source_entry(ip).context("the kernel's ladder entry is gone")?;
         let left_ns = kernel_entry.expires_boot_ns.saturating_sub(boot_now_ns()).max(1_000_000_000);
         tracing::info!("{ip}: listed by the offender ladder in the kernel for {}s", left_ns / 1_000_000_000);
         let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(left_ns)), LADDER_ORIGIN);

@@ -16,6 +16,8 @@ mod ladder;
 pub mod learned;
 pub mod name;
 pub mod offline;
+#[cfg(test)]
+mod tests;
 
 pub use self::group_commit::Committed;
 
@@ -34,7 +36,7 @@ use helo_common::HashKey;
 
 use self::group_commit::{GroupCommit, Outcome};
 use crate::{
-    kernel::KernelFilter,
+    kernel::Kernel,
     store::{source_target, Entry, Kind, SourceTarget, Store},
 };
 
@@ -94,7 +96,7 @@ pub struct ChangeCounts {
 /// The kernel maps and the memory index, which always change together, and the lock that orders
 /// changes: shared with the commit thread, which withdraws what it could not store.
 struct Tables {
-    kernel: Arc<Mutex<KernelFilter>>,
+    kernel: Arc<Mutex<dyn Kernel>>,
     key: HashKey,
     /// Greeting hash → entry, for drop-event replies.
     helo_index: Mutex<HashMap<u64, Entry>>,
@@ -153,19 +155,19 @@ impl Tables {
     }
 
     fn to_kernel(&self, e: &Entry) -> Result<()> {
-        kernel_side::put(&mut self.kernel.lock().unwrap().maps.blocks, &self.key, e)?;
+        kernel_side::put(&mut *self.kernel.lock().unwrap(), &self.key, e)?;
         self.index(e);
         Ok(())
     }
 
     fn withdraw_from_kernel(&self, e: &Entry) -> Result<()> {
-        kernel_side::remove(&mut self.kernel.lock().unwrap().maps.blocks, &self.key, e)?;
+        kernel_side::remove(&mut *self.kernel.lock().unwrap(), &self.key, e)?;
         self.unindex(e);
         Ok(())
     }
 
-    fn in_kernel(&self, k: &KernelFilter, e: &Entry) -> bool {
-        kernel_side::get(&k.maps.blocks, &self.key, e).is_some()
+    fn in_kernel(&self, k: &dyn Kernel, e: &Entry) -> bool {
+        kernel_side::get(k, &self.key, e).is_some()
     }
 }
 
@@ -260,7 +262,7 @@ impl Blocklist {
     /// is loaded, and every kernel entry the store does not hold (an offline delete while the
     /// agent was down, a listing an older agent could not store) is removed. Expired entries are
     /// dropped from the store on the way.
-    pub fn open(kernel: Arc<Mutex<KernelFilter>>, store: Store, key: HashKey, helo_ttl: Duration, source_ttl: Duration) -> Result<Self> {
+    pub fn open(kernel: Arc<Mutex<dyn Kernel>>, store: Store, key: HashKey, helo_ttl: Duration, source_ttl: Duration) -> Result<Self> {
         let fleet = Arc::new(AtomicBool::new(false));
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
         let tables = Arc::new(Tables {
@@ -293,7 +295,7 @@ impl Blocklist {
         }
         let ghosts = {
             let mut k = list.tables.kernel.lock().unwrap();
-            kernel_side::retain_only(&mut k.maps.blocks, &list.tables.key, &live)?
+            kernel_side::retain_only(&mut *k, &list.tables.key, &live)?
         };
         list.tables.changes.lock().unwrap().reconciled_from_kernel += ghosts.total() as u64;
         tracing::info!(
@@ -490,7 +492,7 @@ impl Blocklist {
     pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Listed>> {
         let Some(entry) = self.store.get(&format!("{}/{name}", kind.as_str()))? else { return Ok(None) };
         let k = self.tables.kernel.lock().unwrap();
-        let kernel = kernel_side::get(&k.maps.blocks, &self.tables.key, &entry);
+        let kernel = kernel_side::get(&*k, &self.tables.key, &entry);
         Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
     }
 
@@ -510,7 +512,7 @@ impl Blocklist {
         {
             let k = self.tables.kernel.lock().unwrap();
             for e in entries.iter().filter(|e| !e.expired(now)) {
-                if !self.tables.in_kernel(&k, e) {
+                if !self.tables.in_kernel(&*k, e) {
                     if learned_here(e) {
                         gone.push(e.key());
                     } else {
@@ -527,7 +529,7 @@ impl Blocklist {
             self.tables.to_kernel(e)?;
         }
         let kept: Vec<Entry> = entries.into_iter().filter(|e| !gone.contains(&e.key())).collect();
-        let ghosts = kernel_side::retain_only(&mut self.tables.kernel.lock().unwrap().maps.blocks, &self.tables.key, &kept)?;
+        let ghosts = kernel_side::retain_only(&mut *self.tables.kernel.lock().unwrap(), &self.tables.key, &kept)?;
         self.count(|c| {
             c.evicted += evicted.len() as u64;
             c.reconciled_to_kernel += missing.len() as u64;
@@ -543,7 +545,7 @@ impl Blocklist {
         let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
-            let (hits, last_hit_unix_s) = match kernel_side::get(&k.maps.blocks, &self.tables.key, &entry) {
+            let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry) {
                 Some(v) if v.last_hit_boot_ns > 0 => {
                     (v.hits, unix.saturating_sub(boot_now.saturating_sub(v.last_hit_boot_ns) / 1_000_000_000))
                 }

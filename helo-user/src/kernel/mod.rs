@@ -5,19 +5,24 @@
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
 //! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys;
-//! - [`xdp_query`]: which XDP program an interface runs (rtnetlink, no capability needed).
+//! - [`xdp_query`]: which XDP program an interface runs (rtnetlink, no capability needed);
+//! - [`tables`]: what the layers above need from the kernel, as traits ([`Kernel`], [`BlockTables`]);
+//! - [`in_memory`]: the same in hash maps, for use without root (no packet is judged).
 
 pub mod addr;
 pub mod blocks;
 pub mod events;
 pub mod filter;
-
+pub mod in_memory;
 pub mod maps;
 pub mod pin;
+pub mod tables;
 pub mod xdp_query;
 
 pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+pub use in_memory::InMemoryKernel;
 pub use maps::{Counters, KernelMaps};
+pub use tables::{BlockTables, Kernel};
 
 /// The XDP object built by `build.rs` from `helo-ebpf`.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helo"));

@@ -183,7 +183,7 @@ fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
 
 /// See [`crate::kernel::KernelMaps::release_flow`].
 pub fn release_flow(agent: &Agent, client: SocketAddr, server: SocketAddr) {
-    if let Err(e) = agent.kernel.lock().unwrap().maps.release_flow(client, server) {
+    if let Err(e) = agent.kernel.lock().unwrap().release_flow(client, server) {
         tracing::debug!("{client}: could not release the flow: {e:#}");
     }
 }

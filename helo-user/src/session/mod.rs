@@ -9,6 +9,8 @@
 //! else, and a forged drop cannot end a session that is already talking.
 
 pub mod judge;
+#[cfg(test)]
+mod tests;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -1,13 +1,26 @@
-//! Everything a session needs, built once at start and shared: configuration, classifier,
-//! kernel handles, the blocklist and the session registry.
+//! The agent: everything a session needs, built once at start and shared (configuration,
+//! classifier, kernel handles, the blocklist and the session registry), and how it starts.
+//!
+//! - [`start`] composes it: ports and paths first, then the kernel, the blocklist, the jobs;
+//! - [`Running::serve`] accepts SMTP until the caller's shutdown future completes;
+//! - `jobs.rs`: what runs beside the sessions (drop events, metrics, expiry, reconcile, admin);
+//! - `start_undo.rs`: a failed start leaves the box as it found it.
+
+#[cfg(test)]
+pub(crate) mod in_process;
+mod jobs;
+mod start;
+mod start_undo;
 
 use std::sync::{Arc, Mutex, RwLock};
+
+pub use start::{start, Running};
 
 use crate::{
     blocklist::Blocklist,
     classify::{Classification, Classifier, Greeting},
     config::Config,
-    kernel::KernelFilter,
+    kernel::Kernel,
     load::Load,
     logging::client_lines::ClientLines,
     metrics::Metrics,
@@ -20,7 +33,7 @@ pub struct Agent {
     /// lists) lives in [`Agent::classifier`]; [`crate::reload`] keeps the last applied file.
     pub config: Config,
     pub classifier: LiveClassifier,
-    pub kernel: Arc<Mutex<KernelFilter>>,
+    pub kernel: Arc<Mutex<dyn Kernel>>,
     pub blocklist: Arc<Blocklist>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
@@ -38,6 +51,33 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent over `kernel` and `blocklist`, with no session yet. `reread` reads the
+    /// configuration again for a reload. [`start`] builds one over the loaded XDP program; over
+    /// [`crate::kernel::InMemoryKernel`] one runs without root.
+    pub fn new(
+        config: Config,
+        classifier: Classifier,
+        kernel: Arc<Mutex<dyn Kernel>>,
+        blocklist: Blocklist,
+        metrics: Metrics,
+        reread: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            load: Arc::new(Load::new(config.max_sessions, config.stress_percent, std::time::Duration::from_secs(config.timeouts.stress_s))),
+            client_lines: ClientLines::new(config.log_client_lines_per_minute),
+            reply_footer: RwLock::new(config.reply_footer.clone()),
+            reloader: crate::reload::Reloader::new(reread, config.clone()),
+            config,
+            classifier: LiveClassifier::new(classifier),
+            kernel,
+            blocklist: Arc::new(blocklist),
+            registry: Arc::new(Registry::default()),
+            metrics: Arc::new(metrics),
+            recent: Arc::new(RecentHits::default()),
+            backend: Default::default(),
+        }
+    }
+
     /// A rejection as the client reads it: `text` with the operator's footer, if any.
     pub fn refusal_text(&self, text: &str) -> String {
         crate::smtp::reply::with_footer(text, self.reply_footer.read().unwrap_or_else(|e| e.into_inner()).as_deref())
