@@ -41,6 +41,9 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// List and edit the blocklist (through the running agent, or its store when none runs).
     Blocklist(BlocklistArgs),
+    /// List and edit the allow list at run time: client addresses, networks and greeting names that
+    /// are always accepted (through the running agent, or its store and pinned maps when none runs).
+    Allow(AllowArgs),
     /// The agent's counters, with per-second rates.
     Stats(StatsArgs),
     /// A live view of the running agent (q or Ctrl-C to quit).
@@ -192,6 +195,42 @@ pub enum BlocklistCommand {
     Import {
         /// The JSON Lines file.
         file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AllowArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(subcommand)]
+    pub command: AllowCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AllowCommand {
+    /// Every allowed entry: kind, value, origin (config or operator), when an operator added it.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow a client address or CIDR network (every greeting from it is accepted, and the kernel
+    /// never drops it), or a greeting name (accepted from any client, and taken off the blocklist).
+    /// Kept in the state directory: it survives restarts.
+    Add {
+        /// An IP address, a CIDR network or a greeting name.
+        value: String,
+        /// Default: `net` for an IP address or CIDR, `name` otherwise.
+        #[arg(long, value_enum)]
+        kind: Option<crate::allow::AllowKind>,
+    },
+    /// Remove an entry `allow add` made (the config file's entries stay: edit the file and reload).
+    Del {
+        /// The address, network or name, as given to `add` (any spelling).
+        value: String,
+        /// Default: `net` for an IP address or CIDR, `name` otherwise.
+        #[arg(long, value_enum)]
+        kind: Option<crate::allow::AllowKind>,
     },
 }
 

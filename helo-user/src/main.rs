@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             exit_with(classify::jsonl::run_jsonl(&classifier, stdin, stdout).map_err(Into::into))
         }
         Command::Blocklist(args) => exit_with(admin_cli::blocklist(args)),
+        Command::Allow(args) => exit_with(admin_cli::allow(args)),
         Command::Stats(args) => exit_with(admin_cli::stats(args)),
         Command::Top(args) => exit_with(helo_user::top::run(&args)),
         Command::Reload(args) => exit_with(admin_cli::reload(args)),
@@ -119,6 +120,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
             config.max_sessions
         );
     }
+    // The file's rules are checked now; the operator's allow entries join them once the store is open.
     let classifier = config.classifier()?;
     tracing::info!("public suffix list: {}", classifier.suffixes().source());
     let fleet_url = config.fleet_url()?;
@@ -133,6 +135,13 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let mut undo = StartUndo::new(&config);
     let store = Store::open_guarded(&config.state_dir, &config.pin_dir)?;
     let key = store.hash_key()?;
+    let operator_allow = store.allow_entries()?;
+    let classifier = if operator_allow.is_empty() {
+        classifier
+    } else {
+        tracing::info!("allow list: {} operator entries from the store", operator_allow.len());
+        Config { classifier: helo_user::allow::merged(&config.classifier, &operator_allow), ..config.clone() }.classifier()?
+    };
     let mut filter = KernelFilter::load(LoadOptions {
         helo_capacity: config.helo_capacity,
         pin_dir: Some(config.pin_dir.clone()),
@@ -194,7 +203,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     let registry = Arc::new(Registry::default());
     let recent = Arc::new(RecentHits::default());
     let silent = config.kernel_drop_reply == KernelDropReply::Silent;
-    let reloader = helo_user::reload::Reloader::new(move || args.clone().config(), config.clone());
+    let reloader = helo_user::reload::Reloader::new(move || args.clone().config(), config.clone(), operator_allow);
     let load =
         Arc::new(helo_user::load::Load::new(config.max_sessions, config.stress_percent, Duration::from_secs(config.timeouts.stress_s)));
     let client_lines = helo_user::logging::client_lines::ClientLines::new(config.log_client_lines_per_minute);

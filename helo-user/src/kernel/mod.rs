@@ -3,11 +3,13 @@
 //!
 //! - [`filter`]: loading, configuring and attaching the program;
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
+//! - [`allow_trie`]: the allow trie and its flag, also opened from their pins when no agent runs;
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
 //! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys;
 //! - [`xdp_query`]: which XDP program an interface runs (rtnetlink, no capability needed).
 
 pub mod addr;
+pub mod allow_trie;
 pub mod blocks;
 pub mod events;
 pub mod filter;
