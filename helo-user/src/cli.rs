@@ -308,8 +308,9 @@ pub struct RunArgs {
     /// Open SMTP sessions per client address at most [default: 50].
     #[arg(long = "max-sessions-per-source")]
     pub max_sessions_per_source: Option<usize>,
-    /// Hold the banner this long to catch clients that talk first [default: 0].
-    #[arg(long = "pregreet-ms")]
+    /// Hold the banner this long to catch clients that talk first: milliseconds, or a duration
+    /// like `500ms` [default: 0].
+    #[arg(long = "pregreet-ms", value_parser = crate::duration::parse_millis)]
     pub pregreet_ms: Option<u64>,
     /// Log lines a minute that may quote what clients sent (greetings, bad commands); past that,
     /// protocol errors go unlogged and rejections are logged without the client's bytes, and a
@@ -324,8 +325,9 @@ pub struct RunArgs {
     /// /usr/share/publicsuffix/public_suffix_list.dat when present, else the list compiled in].
     #[arg(long = "public-suffix-list")]
     pub public_suffix_list: Option<PathBuf>,
-    /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
-    #[arg(long = "command-timeout-s")]
+    /// Idle time allowed between client commands (timeouts.command-s): seconds, or a duration like
+    /// `5m` [default: 300].
+    #[arg(long = "command-timeout-s", value_parser = crate::duration::parse_seconds)]
     pub command_timeout_s: Option<u64>,
     /// Where the maps and the XDP link are pinned, on a bpf filesystem [default: /sys/fs/bpf/helo].
     #[arg(long = "pin-dir")]
@@ -337,17 +339,20 @@ pub struct RunArgs {
     /// The root-only admin socket for blocklist, stats, top and reload [default: /run/helo/admin.sock].
     #[arg(long = "admin-socket")]
     pub admin_socket: Option<PathBuf>,
-    /// Seconds between removals of expired entries from the store and the kernel [default: 10].
-    #[arg(long = "expire-interval-s")]
+    /// Time between removals of expired entries from the store and the kernel: seconds, or a
+    /// duration like `10s` [default: 10].
+    #[arg(long = "expire-interval-s", value_parser = crate::duration::parse_seconds)]
     pub expire_interval_s: Option<u64>,
-    /// Seconds between checks for entries a full kernel map evicted [default: 300].
-    #[arg(long = "reconcile-interval-s")]
+    /// Time between checks for entries a full kernel map evicted: seconds, or a duration like
+    /// `5m` [default: 300].
+    #[arg(long = "reconcile-interval-s", value_parser = crate::duration::parse_seconds)]
     pub reconcile_interval_s: Option<u64>,
-    /// Time to live of a listed greeting, in seconds [default: 604800, 7 days].
-    #[arg(long = "helo-ttl-s")]
+    /// Time to live of a listed greeting: a duration like `7d`, `12h`, or seconds [default: 7d].
+    #[arg(long = "helo-ttl-s", value_parser = crate::duration::parse_seconds)]
     pub helo_ttl_s: Option<u64>,
-    /// Time to live of a listed source address or network, in seconds [default: 86400, 1 day].
-    #[arg(long = "source-ttl-s")]
+    /// Time to live of a listed source address or network: a duration like `1d`, `90m`, or seconds
+    /// [default: 1d].
+    #[arg(long = "source-ttl-s", value_parser = crate::duration::parse_seconds)]
     pub source_ttl_s: Option<u64>,
     /// Share the blocklist through Redis: redis://[user@]host:port/db (rediss:// for TLS). Put the
     /// password in --fleet-password-file, not here: a command line is readable by every local user.

@@ -18,6 +18,7 @@ pub mod blocklist;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod fleet;
 pub mod generate;
 pub mod kernel;

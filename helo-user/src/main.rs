@@ -69,6 +69,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => match Config::from_file(&file).and_then(|c| c.validate().and(c.classifier()).map(|_| c)) {
             Ok(c) => match toml::to_string_pretty(&c.masked()) {
                 Ok(text) => {
+                    for key in Config::deprecated_keys_in(&file) {
+                        eprintln!("helo: warning: {}: deprecated spelling {key}", file.display());
+                    }
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
@@ -122,6 +125,11 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     }
     // The file's rules are checked now; the operator's allow entries join them once the store is open.
     let classifier = config.classifier()?;
+    if let Some(path) = &args.facts.config {
+        for key in Config::deprecated_keys_in(path) {
+            tracing::warn!("{}: deprecated spelling {key} (read as the new one; `helo check-config` lists them all)", path.display());
+        }
+    }
     tracing::info!("public suffix list: {}", classifier.suffixes().source());
     let fleet_url = config.fleet_url()?;
     // Everything that can fail for want of a port or a path is taken before the kernel is touched:
