@@ -108,8 +108,7 @@ pub fn blocklist(args: BlocklistArgs) -> Result<()> {
         }
         BlocklistCommand::Add { name, kind: k, ttl, reason, reply } => {
             let kind = kind(k, &name);
-            let ttl_s = ttl.map(|d| Duration::from(d).as_secs());
-            call_admin(a, Request::Add { kind, name: name.clone(), ttl_s, reason, reply })?;
+            call_admin(a, Request::Add { kind, name: name.clone(), ttl_s: ttl, reason, reply })?;
             println!("added {} {name}", kind.as_str());
         }
         BlocklistCommand::Del { name, kind: k, fleet } => {

@@ -157,10 +157,10 @@ pub enum BlocklistCommand {
         /// Default: `source` for an IP address or CIDR, `helo` otherwise.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
-        /// Time to live, e.g. `90m`, `24h`, `7d`; `0` never expires. Default: the agent's
-        /// (helo-ttl-s, source-ttl-s).
-        #[arg(long)]
-        ttl: Option<humantime::Duration>,
+        /// Time to live, e.g. `90m`, `24h`, `7d`, or plain seconds; `0` never expires. Default: the
+        /// agent's (helo-ttl-s, source-ttl-s).
+        #[arg(long, value_parser = crate::duration::parse_seconds)]
+        ttl: Option<u64>,
         /// Why it is listed, shown by `list` [default: operator].
         #[arg(long)]
         reason: Option<String>,

@@ -113,6 +113,13 @@ fn durations_read_the_same_in_the_file_and_on_the_command_line() -> Result<()> {
     let helo_user::cli::Command::Run(args) = cli.command else { bail!("not run") };
     let c = args.config()?;
     assert_eq!((c.helo_ttl_s, c.source_ttl_s, c.timeouts.command_s, c.pregreet_ms), (604_800, 5400, 300, 1000));
+    // And `blocklist add --ttl` reads both forms too.
+    for ttl in ["1h", "3600"] {
+        let cli = helo_user::cli::Cli::try_parse_from(["helo", "blocklist", "add", "x.example", "--ttl", ttl])?;
+        let helo_user::cli::Command::Blocklist(b) = cli.command else { bail!("not blocklist") };
+        let helo_user::cli::BlocklistCommand::Add { ttl, .. } = b.command else { bail!("not add") };
+        assert_eq!(ttl, Some(3600));
+    }
     Ok(())
 }
 
