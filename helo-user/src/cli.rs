@@ -308,6 +308,10 @@ pub struct RunArgs {
     /// Open SMTP sessions per client address at most [default: 50].
     #[arg(long = "max-sessions-per-source")]
     pub max_sessions_per_source: Option<usize>,
+    /// Threads running SMTP sessions, each with its own event loop and listening socket; 0 is one
+    /// per CPU core [default: 0].
+    #[arg(long = "session-threads")]
+    pub session_threads: Option<usize>,
     /// Hold the banner this long to catch clients that talk first: milliseconds, or a duration
     /// like `500ms` [default: 0].
     #[arg(long = "pregreet-ms", value_parser = crate::duration::parse_millis)]
@@ -416,6 +420,7 @@ impl RunArgs {
         set(&mut c.kernel_drop_reply, self.kernel_drop_reply);
         set(&mut c.max_sessions, self.max_sessions);
         set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
+        set(&mut c.session_threads, self.session_threads);
         set(&mut c.pregreet_ms, self.pregreet_ms);
         set(&mut c.log_client_lines_per_minute, self.log_client_lines_per_minute);
         if self.reply_footer.is_some() {

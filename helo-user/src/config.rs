@@ -182,6 +182,9 @@ pub struct Config {
     pub kernel_drop_reply: KernelDropReply,
     pub max_sessions: usize,
     pub max_sessions_per_source: usize,
+    /// Threads that run SMTP sessions, each its own event loop with its own listening socket
+    /// (SO_REUSEPORT); 0: one per CPU core. See [`crate::server`].
+    pub session_threads: usize,
     /// Protocol errors (unknown commands, overlong lines) before a 421.
     pub max_errors: u32,
     /// New greeting names one source may get listed per hour; past that it is still refused, but
@@ -251,6 +254,7 @@ impl Default for Config {
             kernel_drop_reply: KernelDropReply::Reply,
             max_sessions: 1000,
             max_sessions_per_source: 50,
+            session_threads: 0,
             max_errors: 10,
             max_commands_before_greeting: 20,
             learned_per_source_per_hour: crate::blocklist::learned::PER_SOURCE_PER_HOUR,
@@ -387,6 +391,14 @@ impl Config {
 
     pub fn hostname(&self) -> &str {
         self.hostname.as_deref().unwrap_or("")
+    }
+
+    /// How many session threads to run: `session-threads`, or one per CPU core for 0.
+    pub fn session_threads(&self) -> usize {
+        match self.session_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     pub fn command_timeout(&self) -> Duration {

@@ -135,7 +135,7 @@ async fn run(config: Config, args: helo_user::cli::RunArgs) -> Result<()> {
     // Everything that can fail for want of a port or a path is taken before the kernel is touched:
     // a start that fails here leaves the box exactly as it was.
     // SMTP ports are bound now but listened on only once the agent is ready.
-    let smtp_sockets = config.listen.iter().map(|a| server::reserve(*a)).collect::<Result<Vec<_>>>()?;
+    let smtp_sockets = config.listen.iter().map(|a| server::reserve(*a, config.session_threads() > 1)).collect::<Result<Vec<_>>>()?;
     let metrics_listener = config.metrics.0.map(metrics::bind).transpose()?;
     let admin_listener = admin::server::bind(&config.admin_socket)?;
     let admin_path = config.admin_socket.clone();

@@ -1,5 +1,12 @@
 //! The accept loop: caps on sessions in total and per source, one task per session, and a
 //! graceful stop (no new sessions, open ones may finish until a deadline).
+//!
+//! Sessions run on `session-threads` threads, each a single-threaded tokio runtime with its own
+//! listening socket in one SO_REUSEPORT group: the kernel picks the thread when the connection
+//! arrives, and a session then lives on that thread from accept to close. A work-stealing runtime
+//! would hand the accepted socket, the session's wake-ups and its timers from thread to thread; on
+//! a bot-heavy edge, where sessions are short, those hand-offs (futex wake-ups, context switches)
+//! cost about a quarter of a rejected session's CPU (`sessions reject`, BENCHMARKS.md).
 
 use std::{
     collections::HashMap,
@@ -12,25 +19,33 @@ use anyhow::{Context, Result};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpSocket, TcpStream},
-    sync::{watch, Semaphore},
+    sync::{oneshot, watch, Semaphore},
     task::JoinSet,
 };
 
 use crate::{agent::Agent, session, smtp::reply};
 
-/// Binds a listener; an IPv6 wildcard is IPv6-only so it can sit beside `0.0.0.0`.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    Ok(reserve(addr)?.listen(1024)?)
-}
-
 /// Binds `addr` without listening yet: the port is ours (a taken port fails here), but clients
 /// are refused until [`TcpSocket::listen`], so nobody connects before the agent is ready.
-pub fn reserve(addr: SocketAddr) -> Result<TcpSocket> {
+/// `shared`: the port is bound with SO_REUSEPORT, so that each session thread can bind a listener
+/// of its own beside this one (only sockets of the same user can join the group).
+///
+/// What every session's socket needs is set here, once: accepted sockets inherit the listener's
+/// TCP_NODELAY and keepalive (Linux copies them at accept), which saves five system calls a session.
+pub fn reserve(addr: SocketAddr, shared: bool) -> Result<TcpSocket> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
-    if addr.is_ipv6() {
-        socket2::SockRef::from(&socket).set_only_v6(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
     }
+    let sock = socket2::SockRef::from(&socket);
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // No Nagle: a reply is one write, and must not wait for the ACK of the one before it (the
+    // client's ACK may ride on a greeting the kernel dropped).
+    sock.set_tcp_nodelay(true)?;
+    sock.set_tcp_keepalive(&crate::proxy::backend::keepalive())?;
     socket.bind(addr).with_context(|| format!("binding {addr}"))?;
     Ok(socket)
 }
@@ -70,10 +85,61 @@ async fn refuse(mut stream: TcpStream, text: &str) {
     let _ = stream.shutdown().await;
 }
 
+/// What every session thread shares: the caps.
+struct Caps {
+    sessions: Arc<Semaphore>,
+    per_source: Arc<PerSource>,
+}
+
 /// Runs until `shutdown` flips to true, then waits for open sessions up to the grace period.
-pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let limit = Arc::new(Semaphore::new(agent.config.max_sessions));
-    let per_source = Arc::new(PerSource::default());
+/// With more than one session thread, `listeners` go to the first and each other thread binds
+/// its own socket to the same addresses (they were reserved with `shared`).
+pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let caps = Arc::new(Caps { sessions: Arc::new(Semaphore::new(agent.config.max_sessions)), per_source: Arc::default() });
+    let threads = agent.config.session_threads();
+    if threads <= 1 {
+        // On the caller's runtime: the in-process tests drive it with paused time.
+        return serve_thread(agent, listeners, shutdown, caps).await;
+    }
+    let addrs = listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<Vec<_>>>()?;
+    let mut first = Some(listeners.into_iter().map(|l| l.into_std()).collect::<std::io::Result<Vec<_>>>()?);
+    let mut done = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let (tx, rx) = oneshot::channel();
+        let (agent, caps, shutdown, addrs, given) = (Arc::clone(&agent), Arc::clone(&caps), shutdown.clone(), addrs.clone(), first.take());
+        std::thread::Builder::new().name(format!("helo-sessions-{i}")).spawn(move || {
+            crate::logging::batch::batch_this_thread();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(crate::logging::batch::flush).build();
+            let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+                rt.block_on(async move {
+                    let listeners = match given {
+                        Some(std) => std.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?,
+                        None => addrs.iter().map(|a| Ok(reserve(*a, true)?.listen(1024)?)).collect::<Result<Vec<_>>>()?,
+                    };
+                    serve_thread(agent, listeners, shutdown, caps).await
+                })
+            });
+            crate::logging::batch::flush();
+            let _ = tx.send(result);
+        })?;
+        done.push(rx);
+    }
+    tracing::debug!("sessions on {threads} threads");
+    let mut result = Ok(());
+    for (i, rx) in done.into_iter().enumerate() {
+        let r = rx.await.unwrap_or_else(|_| Err(anyhow::anyhow!("session thread {i} panicked")));
+        if let Err(e) = r {
+            tracing::error!("session thread {i}: {e:#}");
+            if result.is_ok() {
+                result = Err(e.context(format!("session thread {i}")));
+            }
+        }
+    }
+    result
+}
+
+/// One session thread's accept loop; the caps are shared with the other threads.
+async fn serve_thread(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>, caps: Arc<Caps>) -> Result<()> {
     let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(256);
     let mut acceptors = JoinSet::new();
     for listener in listeners {
@@ -107,12 +173,12 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown:
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             conn = accepted.recv() => {
                 let Some((stream, peer)) = conn else { break };
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                let Ok(permit) = Arc::clone(&caps.sessions).try_acquire_owned() else {
                     tokio::spawn(refuse(stream, reply::TOO_MANY_CONNECTIONS));
                     continue;
                 };
                 let agent = Arc::clone(&agent);
-                let per_source = Arc::clone(&per_source);
+                let per_source = Arc::clone(&caps.per_source);
                 let stop = shutdown.clone();
                 sessions.spawn(async move {
                     let _permit = permit;
@@ -129,8 +195,45 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown:
     let grace = Duration::from_secs(agent.config.timeouts.shutdown_grace_s);
     // Sessions saw the same signal: those waiting on their client were told 421 and closed; those
     // mid-transaction may finish within the grace period.
-    tracing::info!("stopped accepting; waiting up to {grace:?} for {} open sessions", sessions.len());
+    if !sessions.is_empty() {
+        tracing::info!("stopped accepting; waiting up to {grace:?} for {} open sessions", sessions.len());
+    }
     let _ = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} }).await;
     sessions.abort_all();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session code no longer sets these per socket: it relies on Linux copying them from
+    /// the listener at accept.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        let listener = reserve("127.0.0.1:0".parse().unwrap(), false).unwrap().listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.tcp_nodelay().unwrap(), "TCP_NODELAY not inherited");
+        assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE not inherited");
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(15));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+    }
+
+    /// Session threads each bind the same address; without `shared` the port stays exclusive.
+    #[tokio::test]
+    async fn a_shared_port_takes_more_listeners_an_exclusive_one_does_not() {
+        let first = reserve("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let _first = first.listen(16).unwrap();
+        let _second = reserve(addr, true).unwrap().listen(16).unwrap();
+        let exclusive = reserve("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let taken = exclusive.local_addr().unwrap();
+        let _exclusive = exclusive.listen(16).unwrap();
+        assert!(reserve(taken, true).is_err(), "a shared socket joined a port bound without SO_REUSEPORT");
+        assert!(reserve(taken, false).is_err());
+    }
 }

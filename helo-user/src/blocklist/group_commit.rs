@@ -74,9 +74,30 @@ impl Committed {
         self.0.await.unwrap_or(false)
     }
 
-    /// For synchronous callers, off the async threads (inside `block_in_place`, say).
-    pub fn wait_blocking(self) -> bool {
-        self.0.blocking_recv().unwrap_or(false)
+    /// For synchronous callers: parks the calling thread until the commit thread answers. Unlike
+    /// `blocking_recv` it may run on a runtime's thread (a single-threaded session thread has no
+    /// `block_in_place`); the thread's other tasks wait meanwhile.
+    pub fn wait_blocking(mut self) -> bool {
+        use std::{
+            future::Future,
+            pin::Pin,
+            task::{Context, Poll, Wake, Waker},
+        };
+        struct Unpark(thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match Pin::new(&mut self.0).poll(&mut cx) {
+                Poll::Ready(result) => return result.unwrap_or(false),
+                // A spurious unpark only polls again.
+                Poll::Pending => thread::park(),
+            }
+        }
     }
 }
 
@@ -218,6 +239,20 @@ fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, outcom
 mod tests {
     use super::*;
     use crate::store::tests::entry;
+
+    /// The relay's synchronous judge waits for a commit on a session thread, inside a
+    /// single-threaded runtime, where `blocking_recv` would panic.
+    #[test]
+    fn a_commit_can_be_waited_for_inside_a_single_threaded_runtime() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let committer = thread::spawn(move || {
+            thread::sleep(std::time::Duration::from_millis(20));
+            tx.send(true)
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(rt.block_on(async move { Committed(rx).wait_blocking() }));
+        committer.join().unwrap().unwrap();
+    }
 
     struct Counting(Arc<std::sync::atomic::AtomicUsize>);
 

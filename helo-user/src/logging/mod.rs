@@ -15,6 +15,7 @@
 //! `--log-level` (or, without it, `RUST_LOG`) takes `tracing` filter directives: `debug`, or
 //! `info,helo_user::fleet=debug`.
 
+pub mod batch;
 pub mod client_lines;
 pub mod journal;
 pub mod text;
@@ -41,7 +42,7 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<()> {
     };
     let filter = EnvFilter::try_new(&directives).with_context(|| format!("log level {directives:?}"))?;
     let journal = journal::stderr_is_journal();
-    let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+    let layer = fmt::layer().with_writer(batch::Stderr).with_ansi(false);
     let registry = tracing_subscriber::registry().with(filter);
     // journald stamps each line itself: the text format leaves its own timestamp out there.
     match format {

@@ -34,11 +34,16 @@ pub enum Opened {
     },
 }
 
-/// TCP keepalive for both sockets of a relayed session: a peer that vanished without a FIN is
-/// found within about two minutes even while the session waits on the other side.
+/// TCP keepalive for the MTA's socket (the client's has it from the listener, see
+/// [`crate::server::reserve`]).
 pub fn keep_alive(stream: &TcpStream) {
-    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(15)).with_retries(4);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&ka);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive());
+}
+
+/// Keepalive for both sockets of a relayed session: a peer that vanished without a FIN is found
+/// within about two minutes even while the session waits on the other side.
+pub fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(15)).with_retries(4)
 }
 
 /// Reads one whole reply (all its lines) from `stream`, keeping what follows it in `buf`.

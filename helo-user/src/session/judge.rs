@@ -55,9 +55,20 @@ impl Refusal {
     /// this worker while it waits.
     fn durable_blocking(self) -> String {
         if let Some(c) = self.committed {
-            tokio::task::block_in_place(|| c.wait_blocking());
+            off_the_runtime(|| c.wait_blocking());
         }
         self.reply
+    }
+}
+
+/// Runs `f`, which may block: on a work-stealing runtime tokio first moves this worker's other
+/// tasks elsewhere. A session thread (one thread, its own runtime: see [`crate::server`]) has
+/// nowhere to move them, so there the thread's other sessions wait; both callers block only
+/// while an operator's bulk change or a commit holds the store, rarely and briefly.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -75,7 +86,7 @@ fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8],
     // thread). Only while an operator change holds the blocklist (an import, say) can it wait;
     // then tokio moves other sessions off this worker thread rather than stall them.
     let listed = if agent.blocklist.operator_busy() {
-        tokio::task::block_in_place(|| list(agent, rejection, arg, client))
+        off_the_runtime(|| list(agent, rejection, arg, client))
     } else {
         list(agent, rejection, arg, client)
     };

@@ -22,7 +22,7 @@ use tokio::{
 use crate::{
     agent::Agent,
     kernel::FilterMode,
-    proxy::{self, backend::keep_alive, HandOff},
+    proxy::{self, HandOff},
     registry::Kill,
     session_id::SessionId,
     smtp::{
@@ -74,8 +74,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
     let config = &agent.config;
     let write = Duration::from_secs(config.timeouts.write_s);
     let enforce = config.mode == FilterMode::Enforce;
-    let _ = stream.set_nodelay(true);
-    keep_alive(&stream);
+    // TCP_NODELAY and keepalive came with the socket from the listener (server::reserve).
     let Ok(local) = stream.local_addr() else { return };
     let exempt = judge::exempt(agent, peer.ip());
 
