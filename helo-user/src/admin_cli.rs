@@ -1,13 +1,13 @@
-//! What `helo blocklist …` and `helo stats` print: tables for people, JSON for tools.
+//! What `helo blocklist …`, `helo allow …` and `helo stats` print: tables for people, JSON for tools.
 
 use std::{io::BufRead, net::IpAddr, time::Duration};
 
 use anyhow::{Context, Result};
 
 use crate::{
-    admin::{client::call_with_pins, protocol::Request},
+    admin::{client::call_with_config, protocol::Request},
     blocklist::{unix_now, Listed},
-    cli::{AdminArgs, BlocklistArgs, BlocklistCommand, KindArg, StatsArgs},
+    cli::{AdminArgs, AllowArgs, AllowCommand, BlocklistArgs, BlocklistCommand, KindArg, StatsArgs},
     store::{Entry, Kind},
 };
 
@@ -76,7 +76,8 @@ fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>> {
 
 fn call_admin(a: &AdminArgs, req: Request) -> Result<crate::admin::protocol::Response> {
     let (socket, state_dir) = a.resolve()?;
-    let resp = call_with_pins(&socket, &state_dir, &a.resolve_pin_dir()?, req)?;
+    let file = a.config.as_deref().map(crate::config::Config::from_file).transpose()?;
+    let resp = call_with_config(&socket, &state_dir, &a.resolve_pin_dir()?, file.as_ref().map(|c| &c.classifier), req)?;
     if let Some(note) = &resp.note {
         eprintln!("{note}");
     }
@@ -107,8 +108,7 @@ pub fn blocklist(args: BlocklistArgs) -> Result<()> {
         }
         BlocklistCommand::Add { name, kind: k, ttl, reason, reply } => {
             let kind = kind(k, &name);
-            let ttl_s = ttl.map(|d| Duration::from(d).as_secs());
-            call_admin(a, Request::Add { kind, name: name.clone(), ttl_s, reason, reply })?;
+            call_admin(a, Request::Add { kind, name: name.clone(), ttl_s: ttl, reason, reply })?;
             println!("added {} {name}", kind.as_str());
         }
         BlocklistCommand::Del { name, kind: k, fleet } => {
@@ -132,6 +132,32 @@ pub fn blocklist(args: BlocklistArgs) -> Result<()> {
             let entries = read_entries(&file)?;
             let n = call_admin(a, Request::Import { entries })?.count.unwrap_or(0);
             println!("imported {n} entries");
+        }
+    }
+    Ok(())
+}
+
+pub fn allow(args: AllowArgs) -> Result<()> {
+    let a = &args.admin;
+    match args.command {
+        AllowCommand::List { json } => {
+            let allowed = call_admin(a, Request::AllowList)?.allowed.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&allowed)?);
+            } else {
+                println!("{:<5} {:<44} {:<9} {:<14}", "KIND", "VALUE", "ORIGIN", "ADDED");
+                for e in &allowed {
+                    println!("{:<5} {:<44} {:<9} {:<14}", e.kind.as_str(), e.value, e.origin, when(e.added_unix_s));
+                }
+            }
+        }
+        AllowCommand::Add { value, kind } => {
+            let resp = call_admin(a, Request::AllowAdd { value: value.clone(), kind })?;
+            println!("{}", resp.message.unwrap_or_else(|| format!("allowed {value}")));
+        }
+        AllowCommand::Del { value, kind } => {
+            let resp = call_admin(a, Request::AllowDel { value: value.clone(), kind })?;
+            println!("{}", resp.message.unwrap_or_else(|| format!("removed {value} from the allow list")));
         }
     }
     Ok(())

@@ -41,6 +41,9 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// List and edit the blocklist (through the running agent, or its store when none runs).
     Blocklist(BlocklistArgs),
+    /// List and edit the allow list at run time: client addresses, networks and greeting names that
+    /// are always accepted (through the running agent, or its store and pinned maps when none runs).
+    Allow(AllowArgs),
     /// The agent's counters, with per-second rates.
     Stats(StatsArgs),
     /// A live view of the running agent (q or Ctrl-C to quit).
@@ -154,10 +157,10 @@ pub enum BlocklistCommand {
         /// Default: `source` for an IP address or CIDR, `helo` otherwise.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
-        /// Time to live, e.g. `90m`, `24h`, `7d`; `0` never expires. Default: the agent's
-        /// (helo-ttl-s, source-ttl-s).
-        #[arg(long)]
-        ttl: Option<humantime::Duration>,
+        /// Time to live, e.g. `90m`, `24h`, `7d`, or plain seconds; `0` never expires. Default: the
+        /// agent's (helo-ttl-s, source-ttl-s).
+        #[arg(long, value_parser = crate::duration::parse_seconds)]
+        ttl: Option<u64>,
         /// Why it is listed, shown by `list` [default: operator].
         #[arg(long)]
         reason: Option<String>,
@@ -192,6 +195,42 @@ pub enum BlocklistCommand {
     Import {
         /// The JSON Lines file.
         file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AllowArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(subcommand)]
+    pub command: AllowCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AllowCommand {
+    /// Every allowed entry: kind, value, origin (config or operator), when an operator added it.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow a client address or CIDR network (every greeting from it is accepted, and the kernel
+    /// never drops it), or a greeting name (accepted from any client, and taken off the blocklist).
+    /// Kept in the state directory: it survives restarts.
+    Add {
+        /// An IP address, a CIDR network or a greeting name.
+        value: String,
+        /// Default: `net` for an IP address or CIDR, `name` otherwise.
+        #[arg(long, value_enum)]
+        kind: Option<crate::allow::AllowKind>,
+    },
+    /// Remove an entry `allow add` made (the config file's entries stay: edit the file and reload).
+    Del {
+        /// The address, network or name, as given to `add` (any spelling).
+        value: String,
+        /// Default: `net` for an IP address or CIDR, `name` otherwise.
+        #[arg(long, value_enum)]
+        kind: Option<crate::allow::AllowKind>,
     },
 }
 
@@ -273,8 +312,9 @@ pub struct RunArgs {
     /// per CPU core [default: 0].
     #[arg(long = "session-threads")]
     pub session_threads: Option<usize>,
-    /// Hold the banner this long to catch clients that talk first [default: 0].
-    #[arg(long = "pregreet-ms")]
+    /// Hold the banner this long to catch clients that talk first: milliseconds, or a duration
+    /// like `500ms` [default: 0].
+    #[arg(long = "pregreet-ms", value_parser = crate::duration::parse_millis)]
     pub pregreet_ms: Option<u64>,
     /// Log lines a minute that may quote what clients sent (greetings, bad commands); past that,
     /// protocol errors go unlogged and rejections are logged without the client's bytes, and a
@@ -289,8 +329,9 @@ pub struct RunArgs {
     /// /usr/share/publicsuffix/public_suffix_list.dat when present, else the list compiled in].
     #[arg(long = "public-suffix-list")]
     pub public_suffix_list: Option<PathBuf>,
-    /// Idle time allowed between client commands, in seconds (timeouts.command-s) [default: 300].
-    #[arg(long = "command-timeout-s")]
+    /// Idle time allowed between client commands (timeouts.command-s): seconds, or a duration like
+    /// `5m` [default: 300].
+    #[arg(long = "command-timeout-s", value_parser = crate::duration::parse_seconds)]
     pub command_timeout_s: Option<u64>,
     /// Where the maps and the XDP link are pinned, on a bpf filesystem [default: /sys/fs/bpf/helo].
     #[arg(long = "pin-dir")]
@@ -302,17 +343,20 @@ pub struct RunArgs {
     /// The root-only admin socket for blocklist, stats, top and reload [default: /run/helo/admin.sock].
     #[arg(long = "admin-socket")]
     pub admin_socket: Option<PathBuf>,
-    /// Seconds between removals of expired entries from the store and the kernel [default: 10].
-    #[arg(long = "expire-interval-s")]
+    /// Time between removals of expired entries from the store and the kernel: seconds, or a
+    /// duration like `10s` [default: 10].
+    #[arg(long = "expire-interval-s", value_parser = crate::duration::parse_seconds)]
     pub expire_interval_s: Option<u64>,
-    /// Seconds between checks for entries a full kernel map evicted [default: 300].
-    #[arg(long = "reconcile-interval-s")]
+    /// Time between checks for entries a full kernel map evicted: seconds, or a duration like
+    /// `5m` [default: 300].
+    #[arg(long = "reconcile-interval-s", value_parser = crate::duration::parse_seconds)]
     pub reconcile_interval_s: Option<u64>,
-    /// Time to live of a listed greeting, in seconds [default: 604800, 7 days].
-    #[arg(long = "helo-ttl-s")]
+    /// Time to live of a listed greeting: a duration like `7d`, `12h`, or seconds [default: 7d].
+    #[arg(long = "helo-ttl-s", value_parser = crate::duration::parse_seconds)]
     pub helo_ttl_s: Option<u64>,
-    /// Time to live of a listed source address or network, in seconds [default: 86400, 1 day].
-    #[arg(long = "source-ttl-s")]
+    /// Time to live of a listed source address or network: a duration like `1d`, `90m`, or seconds
+    /// [default: 1d].
+    #[arg(long = "source-ttl-s", value_parser = crate::duration::parse_seconds)]
     pub source_ttl_s: Option<u64>,
     /// Share the blocklist through Redis: redis://[user@]host:port/db (rediss:// for TLS). Put the
     /// password in --fleet-password-file, not here: a command line is readable by every local user.

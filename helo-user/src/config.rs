@@ -29,23 +29,31 @@ pub enum KernelDropReply {
 pub struct Timeouts {
     /// Idle time allowed between client commands (RFC 5321 4.5.3.2: 5 minutes). Before the
     /// greeting and between relayed commands; shortened to `stress-s` under load.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub command_s: u64,
     /// How long the MTA may take to answer relayed commands (RFC 5321 4.5.3.2: 10 minutes after
     /// the message's final dot).
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub reply_s: u64,
     /// How long a relayed session may go without a byte either way once it copies raw bytes
     /// (message content, TLS).
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub data_s: u64,
     /// How long one write may stall on a client (or MTA) that does not read.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub write_s: u64,
     /// How long a refused client is still answered (its HELO fallback, its QUIT).
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub linger_s: u64,
     /// The command timeout when `stress-percent` of `max-sessions` are in use (postscreen's
     /// `${stress?10}`): idle and slow clients cannot starve the rest.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub stress_s: u64,
     /// Connecting to the MTA.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub backend_connect_s: u64,
     /// How long SIGTERM waits for open sessions before exiting.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub shutdown_grace_s: u64,
 }
 
@@ -73,9 +81,12 @@ impl Default for Timeouts {
 pub struct LadderSettings {
     /// 0 turns the ladder off.
     pub strikes: u32,
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub window_s: u64,
     pub answers: u32,
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub ttl_s: u64,
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub max_ttl_s: u64,
 }
 
@@ -184,6 +195,7 @@ pub struct Config {
     /// Sessions in use, in percent of `max-sessions`, from which timeouts shrink to `stress-s`.
     pub stress_percent: u8,
     /// How long to hold the banner to see whether the client talks first.
+    #[serde(deserialize_with = "crate::duration::millis")]
     pub pregreet_ms: u64,
     /// Log lines a minute that may quote what clients sent (or exist only because a client sent
     /// junk); see [`crate::logging::client_lines`].
@@ -195,7 +207,9 @@ pub struct Config {
     /// list compiled in. Read at start and on every reload.
     pub public_suffix_list: Option<PathBuf>,
     /// Time to live of a listed greeting, and of a listed source.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub helo_ttl_s: u64,
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub source_ttl_s: u64,
     /// Capacity of the kernel's HELO map.
     pub helo_capacity: u32,
@@ -206,8 +220,10 @@ pub struct Config {
     /// The root-only admin socket for `blocklist` and `stats`.
     pub admin_socket: PathBuf,
     /// How often expired entries are removed from the store and the kernel.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub expire_interval_s: u64,
     /// How often the store is checked against the kernel maps for entries a full map evicted.
+    #[serde(deserialize_with = "crate::duration::seconds")]
     pub reconcile_interval_s: u64,
     /// Share the blocklist through Redis: `redis://[user:pass@]host:port/db` (`rediss://` for TLS).
     pub fleet: Option<String>,
@@ -273,6 +289,33 @@ impl Config {
             let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
             anyhow::anyhow!("{} line {line}: {}", path.display(), e.message().trim())
         })
+    }
+
+    /// Keys written in the snake_case of earlier versions (`relay_cidrs`, `[rules.bogus_helo]`),
+    /// still read as their kebab-case names, as `a.b.key → a.b.new-key` lines for a warning.
+    pub fn deprecated_keys(text: &str) -> Vec<String> {
+        fn walk(table: &toml::Table, path: &str, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let here = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                if key.contains('_') {
+                    let new = if path.is_empty() { key.replace('_', "-") } else { format!("{path}.{}", key.replace('_', "-")) };
+                    out.push(format!("{here} → {new}"));
+                }
+                if let toml::Value::Table(t) = value {
+                    walk(t, &here.replace('_', "-"), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Ok(table) = text.parse::<toml::Table>() {
+            walk(&table, "", &mut out);
+        }
+        out
+    }
+
+    /// [`Config::deprecated_keys`] of the file at `path` (none if it cannot be read).
+    pub fn deprecated_keys_in(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path).map(|t| Self::deprecated_keys(&t)).unwrap_or_default()
     }
 
     /// Checks what serde cannot.
@@ -395,8 +438,39 @@ impl Config {
 }
 
 #[cfg(test)]
-mod xdp_choice_tests {
-    use super::Config;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_style_and_durations_as_on_the_command_line() {
+        let new: Config = toml::from_str(
+            "helo-ttl-s = \"7d\"\nsource-ttl-s = \"90m\"\npregreet-ms = \"1s\"\n[timeouts]\ncommand-s = \"5m\"\n[ladder]\nwindow-s = \"1m\"\n\
+             [classifier]\nrelay-cidrs = [\"198.18.0.0/15\"]\n[classifier.rules.bogus-helo]\nallow-underscore = false\n\
+             [classifier.rules.operator-deny]\nnames = [\"x\"]\n",
+        )
+        .unwrap();
+        assert_eq!((new.helo_ttl_s, new.source_ttl_s, new.pregreet_ms), (604_800, 5400, 1000));
+        assert_eq!((new.timeouts.command_s, new.ladder.window_s), (300, 60));
+        let old_text =
+            "helo-ttl-s = 604800\nsource-ttl-s = 5400\npregreet-ms = 1000\n[timeouts]\ncommand-s = 300\n[ladder]\nwindow-s = 60\n\
+                        [classifier]\nrelay_cidrs = [\"198.18.0.0/15\"]\n[classifier.rules.bogus_helo]\nallow_underscore = false\n\
+                        [classifier.rules.operator_deny]\nnames = [\"x\"]\n";
+        let old: Config = toml::from_str(old_text).unwrap();
+        assert_eq!(toml::to_string(&old).unwrap(), toml::to_string(&new).unwrap());
+        assert_eq!(
+            Config::deprecated_keys(old_text),
+            vec![
+                "classifier.relay_cidrs → classifier.relay-cidrs",
+                "classifier.rules.bogus_helo → classifier.rules.bogus-helo",
+                "classifier.rules.bogus-helo.allow_underscore → classifier.rules.bogus-helo.allow-underscore",
+                "classifier.rules.operator_deny → classifier.rules.operator-deny",
+            ]
+        );
+        // What check-config prints is the new style.
+        let printed = toml::to_string(&new).unwrap();
+        assert!(printed.contains("relay-cidrs") && printed.contains("[classifier.rules.bogus-helo]"), "{printed}");
+        assert!(!printed.lines().any(|l| l.split('=').next().unwrap_or("").contains('_')), "{printed}");
+    }
 
     #[test]
     fn an_interface_or_no_xdp_is_required_and_not_both() {

@@ -7,16 +7,18 @@
 //! 4. a rejection is replied to and listed ([`blocklist`]) so the kernel drops the next one;
 //! 5. a clean session is handed to the MTA ([`proxy`]).
 //!
-//! Around it: the durable [`store`], the operators' [`admin`] socket and [`metrics`]; what systemd is
+//! Around it: the durable [`store`], the operator's run-time [`allow`] list, the operators' [`admin`] socket and [`metrics`]; what systemd is
 //! told ([`service`]); the man pages and completions ([`generate`]).
 
 pub mod admin;
 pub mod admin_cli;
 pub mod agent;
+pub mod allow;
 pub mod blocklist;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod fleet;
 pub mod generate;
 pub mod kernel;

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             exit_with(classify::jsonl::run_jsonl(&classifier, stdin, stdout).map_err(Into::into))
         }
         Command::Blocklist(args) => exit_with(admin_cli::blocklist(args)),
+        Command::Allow(args) => exit_with(admin_cli::allow(args)),
         Command::Stats(args) => exit_with(admin_cli::stats(args)),
         Command::Top(args) => exit_with(helo_user::top::run(&args)),
         Command::Reload(args) => exit_with(admin_cli::reload(args)),
@@ -59,6 +60,9 @@ fn main() -> ExitCode {
             match Config::from_file(&file).and_then(|c| c.validate().and(c.require_xdp_choice()).and(c.classifier()).map(|_| c)) {
                 Ok(c) => match toml::to_string_pretty(&c.masked()) {
                     Ok(text) => {
+                        for key in Config::deprecated_keys_in(&file) {
+                            eprintln!("helo: warning: {}: deprecated spelling {key}", file.display());
+                        }
                         print!("{text}");
                         ExitCode::SUCCESS
                     }
@@ -97,6 +101,11 @@ async fn run(config: Config, args: RunArgs) -> Result<()> {
     // Signals are caught from the first moment: a SIGHUP during start-up is a reload once the agent
     // runs (never the default action, which kills), a SIGTERM a stop.
     let signals = Signals::install()?;
+    if let Some(path) = &args.facts.config {
+        for key in Config::deprecated_keys_in(path) {
+            tracing::warn!("{}: deprecated spelling {key} (read as the new one; `helo check-config` lists them all)", path.display());
+        }
+    }
     let running = agent::start(config, move || args.clone().config()).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(signals.follow(Arc::clone(running.agent()), stop_tx));

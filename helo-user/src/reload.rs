@@ -6,6 +6,8 @@
 //! default times to live of new listings (`helo-ttl-s`, `source-ttl-s`) and the allow lists, including the kernel's allow trie (networks added first, then the ones
 //! dropped removed; on a kernel error the additions are undone and the old rules stay), and
 //! greeting names newly allowed are taken off the blocklist so the kernel stops dropping them.
+//! The operator's allow entries (`helo allow add`) are merged with the file's each time; their own
+//! changes go through [`apply`] too, without reading the file again.
 //! Everything else (interface, listeners, backend, mode, the ladder, paths, limits, fleet) is read at
 //! start: a change is logged as waiting for a restart, and the rest is applied.
 
@@ -14,13 +16,27 @@ use std::{collections::BTreeSet, sync::Mutex, time::Duration};
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
-use crate::{agent::Agent, config::Config};
+use crate::{agent::Agent, allow::AllowEntry, config::Config};
 
 type Source = Box<dyn Fn() -> Result<Config> + Send + Sync>;
 
 pub struct Reloader {
     source: Source,
-    applied: Mutex<Config>,
+    applied: Mutex<Applied>,
+}
+
+/// What is in force: the configuration last read, and the operator's allow entries.
+#[derive(Clone)]
+pub struct Applied {
+    pub config: Config,
+    pub operator: Vec<AllowEntry>,
+}
+
+impl Applied {
+    /// The classifier configuration with the operator's allow entries merged in.
+    pub fn classifier_config(&self) -> crate::classify::ClassifierConfig {
+        crate::allow::merged(&self.config.classifier, &self.operator)
+    }
 }
 
 /// What a reload did, for the log and the admin command's answer.
@@ -52,9 +68,15 @@ impl std::fmt::Display for Outcome {
 
 impl Reloader {
     /// `source` reads the configuration again (the file with the command line's flags over it);
-    /// `applied` is what the agent started with.
-    pub fn new(source: impl Fn() -> Result<Config> + Send + Sync + 'static, applied: Config) -> Self {
-        Self { source: Box::new(source), applied: Mutex::new(applied) }
+    /// `config` and `operator` are what the agent started with.
+    pub fn new(source: impl Fn() -> Result<Config> + Send + Sync + 'static, config: Config, operator: Vec<AllowEntry>) -> Self {
+        Self { source: Box::new(source), applied: Mutex::new(Applied { config, operator }) }
+    }
+
+    /// The state in force, locked: changes to the allow list hold it so they and reloads happen one
+    /// at a time.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -76,13 +98,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 
 /// Re-reads the configuration and applies it; on any error nothing changes.
 pub fn reload(agent: &Agent) -> Result<Outcome> {
-    let r = &agent.reloader;
-    let mut applied = r.applied.lock().unwrap_or_else(|e| e.into_inner());
-    let mut new = (r.source)().context("reading the configuration")?;
-    let needs_restart = restart_only_changes(&applied, &new);
+    let mut applied = agent.reloader.lock();
+    let mut new = (agent.reloader.source)().context("reading the configuration")?;
+    let needs_restart = restart_only_changes(&applied.config, &new);
     // The banner keeps the hostname the agent started with; so must the classifier.
-    new.hostname = applied.hostname.clone();
-    let classifier = new.classifier()?;
+    new.hostname = applied.config.hostname.clone();
+    let operator = applied.operator.clone();
+    let mut outcome = apply(agent, &mut applied, Applied { config: new, operator })?;
+    outcome.needs_restart = needs_restart;
+    Ok(outcome)
+}
+
+/// Puts `next` in force: classifier, kernel allow trie, reply footer, default TTLs, and newly
+/// allowed names off the blocklist. On an error nothing changes and `applied` stays.
+pub fn apply(agent: &Agent, applied: &mut Applied, next: Applied) -> Result<Outcome> {
+    let rules = next.classifier_config();
+    let classifier = Config { classifier: rules.clone(), ..next.config.clone() }.classifier()?;
     let suffixes = classifier.suffixes().source();
     let (old_nets, new_nets) = (networks(&agent.classifier.current()), networks(&classifier));
     let add: Vec<IpNet> = new_nets.difference(&old_nets).copied().collect();
@@ -104,21 +135,10 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
             }
         }
     }
-    let newly_allowed: Vec<String> = {
-        let old_names: BTreeSet<String> =
-            applied.classifier.allow.names.iter().filter_map(|n| crate::blocklist::normalise(n).ok()).collect();
-        new.classifier
-            .allow
-            .names
-            .iter()
-            .filter_map(|n| crate::blocklist::normalise(n).ok())
-            .filter(|n| !old_names.contains(n))
-            .map(|n| format!("helo/{n}"))
-            .collect()
-    };
+    let newly_allowed = crate::allow::newly_allowed_names(&applied.classifier_config(), &rules);
     agent.classifier.replace(classifier);
-    *agent.reply_footer.write().unwrap_or_else(|e| e.into_inner()) = new.reply_footer.clone();
-    agent.blocklist.set_default_ttls(Duration::from_secs(new.helo_ttl_s), Duration::from_secs(new.source_ttl_s));
+    *agent.reply_footer.write().unwrap_or_else(|e| e.into_inner()) = next.config.reply_footer.clone();
+    agent.blocklist.set_default_ttls(Duration::from_secs(next.config.helo_ttl_s), Duration::from_secs(next.config.source_ttl_s));
     let unlisted = if newly_allowed.is_empty() {
         0
     } else {
@@ -130,8 +150,8 @@ pub fn reload(agent: &Agent) -> Result<Outcome> {
             }
         }
     };
-    *applied = new;
-    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, suffixes, needs_restart })
+    *applied = next;
+    Ok(Outcome { allow_added: add.len(), allow_removed: del.len(), unlisted, suffixes, needs_restart: Vec::new() })
 }
 
 /// [`reload`] with its outcome logged: the signal handler's and the admin command's entry point.

@@ -1,6 +1,9 @@
 //! The state that survives restarts, in an embedded, crash-safe redb database under the state
-//! directory: the blocklist, the hash key, the fleet outbox and the fleet position. (The allow list
-//! is configuration: `[classifier.allow]` and the relay networks.)
+//! directory: the blocklist, the hash key, the fleet outbox and the fleet position, and the
+//! operator's allow entries (`helo allow add`; the config file's `[classifier.allow]` stays in the
+//! file). They are kept here rather than in a file of their own because this file is already
+//! fsync'd on every change and locked by whichever process holds it: the agent, or an offline
+//! admin command, never both.
 //!
 //! Every change is committed (fsync'd) before the caller acknowledges it: a listing the agent
 //! replied to, or an operator's `blocklist add` that returned, is on disk even if the agent is
@@ -34,11 +37,15 @@ use helo_common::HashKey;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::allow::AllowEntry;
+
 /// `kind/name` → JSON [`Entry`].
 const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Fleet changes waiting to be published: sequence → JSON [`FleetChange`].
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("fleet_outbox");
+/// `kind/value` → JSON [`AllowEntry`]: the operator's allow entries.
+const ALLOW: TableDefinition<&str, &[u8]> = TableDefinition::new("allow");
 const HASH_KEY: &str = "hash_key";
 
 pub const DB_FILE: &str = "helo.redb";
@@ -228,6 +235,7 @@ fn open_db(path: &Path) -> Result<Database> {
     tx.open_table(BLOCKS)?;
     tx.open_table(META)?;
     tx.open_table(OUTBOX)?;
+    tx.open_table(ALLOW)?;
     tx.commit()?;
     Ok(db)
 }
@@ -483,6 +491,44 @@ impl Store {
         })
     }
 
+    /// The operator's allow entries.
+    pub fn allow_entries(&self) -> Result<Vec<AllowEntry>> {
+        self.with(|db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(ALLOW)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                out.push(serde_json::from_slice(v.value()).with_context(|| format!("store allow entry {} is corrupt", k.value()))?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Adds or replaces an operator allow entry, durably.
+    pub fn put_allow(&self, entry: &AllowEntry) -> Result<()> {
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(ALLOW)?.insert(entry.key().as_str(), serde_json::to_vec(entry)?.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Removes an operator allow entry by key; returns it if it was there.
+    pub fn remove_allow(&self, key: &str) -> Result<Option<AllowEntry>> {
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            let removed = {
+                let mut table = tx.open_table(ALLOW)?;
+                let v = table.remove(key)?;
+                v.map(|v| serde_json::from_slice(v.value())).transpose()?
+            };
+            tx.commit()?;
+            Ok(removed)
+        })
+    }
+
     pub fn entries(&self) -> Result<Vec<Entry>> {
         self.with(|db| {
             let tx = db.begin_read()?;
@@ -526,6 +572,23 @@ pub(crate) mod tests {
         assert_eq!(s.entries().unwrap(), vec![entry("localhost")]);
         assert_eq!(s.remove_all(&["helo/localhost".into()]).unwrap().len(), 1);
         assert!(s.entries().unwrap().is_empty());
+    }
+
+    #[test]
+    fn allow_entries_survive_reopening_apart_from_the_blocklist() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = AllowEntry::parse("198.18.30.2", None, 5).unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_allow(&e).unwrap();
+            s.put_allow(&AllowEntry::parse("box.example", None, 6).unwrap()).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.allow_entries().unwrap().len(), 2);
+        assert!(s.entries().unwrap().is_empty());
+        assert_eq!(s.remove_allow(&e.key()).unwrap(), Some(e.clone()));
+        assert_eq!(s.remove_allow(&e.key()).unwrap(), None);
+        assert_eq!(s.allow_entries().unwrap().len(), 1);
     }
 
     #[test]

@@ -578,7 +578,7 @@ fn sighup_and_reload_apply_a_new_configuration_or_keep_the_old() -> Result<()> {
     let out = lab.cli(&["reload", "--admin-socket", lab.admin_socket().to_str().unwrap()])?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 1") && err.contains("expected u64"), "{err}");
+    assert!(err.contains("line 1") && err.contains("not a duration"), "{err}");
     // SAFETY: kill on our own child.
     unsafe { libc::kill(lab.agent.pid() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -84,7 +84,18 @@ fn the_package_puts_every_file_where_it_belongs() -> Result<()> {
     }
     // A man page for the command and each subcommand, compressed, readable by man.
     let man1 = root.join("usr/share/man/man1");
-    for page in ["helo", "helo-run", "helo-reload", "helo-check-config", "helo-blocklist", "helo-blocklist-add", "helo-stats", "helo-top"] {
+    for page in [
+        "helo",
+        "helo-run",
+        "helo-reload",
+        "helo-check-config",
+        "helo-blocklist",
+        "helo-blocklist-add",
+        "helo-allow",
+        "helo-allow-add",
+        "helo-stats",
+        "helo-top",
+    ] {
         let path = man1.join(format!("{page}.1.gz"));
         let text = run(Command::new("man").arg("-l").arg(&path).env("MANWIDTH", "100"))?;
         let text = String::from_utf8_lossy(&text.stdout);

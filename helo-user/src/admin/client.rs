@@ -12,7 +12,20 @@ use super::{
     ops::{self, Target},
     protocol::{Request, Response},
 };
-use crate::blocklist::offline::Offline;
+use crate::{
+    allow::{offline::OfflineAllow, AllowEntry},
+    blocklist::{offline::Offline, unix_now},
+};
+
+fn allow_offline(mut target: OfflineAllow<'_>, req: Request) -> Result<Response> {
+    let changed = |note: String| Response { ok: true, note: Some(note), ..Default::default() };
+    match req {
+        Request::AllowList => Ok(Response { ok: true, allowed: Some(target.list()?), ..Default::default() }),
+        Request::AllowAdd { value, kind } => Ok(changed(target.add(AllowEntry::parse(&value, kind, unix_now())?)?)),
+        Request::AllowDel { value, kind } => Ok(changed(target.del(AllowEntry::parse(&value, kind, 0)?)?)),
+        _ => unreachable!("only allow requests come here"),
+    }
+}
 
 /// [`call_with_pins`] with the default pin directory.
 pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
@@ -23,6 +36,18 @@ pub fn call(socket: &Path, state_dir: &Path, req: Request) -> Result<Response> {
 /// `state_dir` and the maps pinned in `pin_dir`. A caller without permission gets told so, never
 /// a silent fallback.
 pub fn call_with_pins(socket: &Path, state_dir: &Path, pin_dir: &Path, req: Request) -> Result<Response> {
+    call_with_config(socket, state_dir, pin_dir, None, req)
+}
+
+/// [`call_with_pins`], and with no agent running, `file` (the config file's classifier section,
+/// when the command was given `--config`) tells the allow commands which entries are the file's.
+pub fn call_with_config(
+    socket: &Path,
+    state_dir: &Path,
+    pin_dir: &Path,
+    file: Option<&crate::classify::ClassifierConfig>,
+    req: Request,
+) -> Result<Response> {
     match UnixStream::connect(socket) {
         Ok(mut stream) => {
             let mut line = serde_json::to_string(&req)?;
@@ -63,7 +88,12 @@ pub fn call_with_pins(socket: &Path, state_dir: &Path, pin_dir: &Path, req: Requ
                     err.context(format!("no agent at {} and the store could not be opened", socket.display()))
                 }
             })?;
-            ops::handle(Target::Offline(&mut offline), req)
+            match req {
+                Request::AllowList | Request::AllowAdd { .. } | Request::AllowDel { .. } => {
+                    allow_offline(OfflineAllow { blocklist: &mut offline, file }, req)
+                }
+                req => ops::handle(Target::Offline(&mut offline), req),
+            }
         }
         Err(e) => Err(e).with_context(|| format!("connecting to {}", socket.display())),
     }

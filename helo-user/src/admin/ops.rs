@@ -138,6 +138,11 @@ pub fn handle(target: Target<'_>, req: Request) -> Result<Response> {
         }
         (Request::Stats, Target::Offline(_)) => bail!("stats need a running agent"),
         (Request::Reload, Target::Offline(_)) => bail!("no agent is running: nothing to reload"),
-        (Request::Stats | Request::Reload, Target::Live(_)) => unreachable!("answered by the server"),
+        (Request::AllowList | Request::AllowAdd { .. } | Request::AllowDel { .. }, Target::Offline(_)) => {
+            unreachable!("answered by allow::offline")
+        }
+        (Request::Stats | Request::Reload | Request::AllowList | Request::AllowAdd { .. } | Request::AllowDel { .. }, Target::Live(_)) => {
+            unreachable!("answered by the server")
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    allow::{AllowKind, Allowed},
     blocklist::{ChangeCounts, Listed},
     store::{Entry, Kind},
 };
@@ -39,6 +40,18 @@ pub enum Request {
     Stats,
     /// Re-read the configuration, as SIGHUP does.
     Reload,
+    /// The allow list: the config file's entries and the operator's.
+    AllowList,
+    /// Allow a client address or network, or a greeting name (`kind` guessed when absent).
+    AllowAdd {
+        value: String,
+        kind: Option<AllowKind>,
+    },
+    /// Remove an operator allow entry (the file's cannot be removed this way).
+    AllowDel {
+        value: String,
+        kind: Option<AllowKind>,
+    },
 }
 
 /// A request line longer than this is refused and its connection closed, so a runaway or hostile
@@ -82,7 +95,10 @@ pub struct Response {
     pub count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
-    /// What was done, for a person (reload).
+    /// The allow list (`allow list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<Allowed>>,
+    /// What was done, for a person (reload, allow add/del).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Something the operator should know about how the request was carried out (an offline

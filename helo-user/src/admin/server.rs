@@ -58,6 +58,13 @@ fn answer(agent: &Agent, line: &str) -> Response {
         Request::Reload => {
             crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() })
         }
+        Request::AllowList => Ok(Response { ok: true, allowed: Some(crate::allow::live::list(agent)), ..Default::default() }),
+        Request::AllowAdd { value, kind } => crate::allow::AllowEntry::parse(&value, kind, crate::blocklist::unix_now())
+            .and_then(|e| crate::allow::live::add(agent, e))
+            .map(|c| Response { ok: true, message: Some(c.message), ..Default::default() }),
+        Request::AllowDel { value, kind } => crate::allow::AllowEntry::parse(&value, kind, 0)
+            .and_then(|e| crate::allow::live::del(agent, e))
+            .map(|c| Response { ok: true, message: Some(c.message), ..Default::default() }),
         req => ops::handle(Target::Live(&agent.blocklist), req),
     };
     result.unwrap_or_else(Response::error)

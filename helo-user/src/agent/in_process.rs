@@ -40,9 +40,15 @@ pub(crate) fn agent(backend: SocketAddr, adjust: impl FnOnce(&mut Config)) -> Re
     let hour = Duration::from_secs(3600);
     let blocklist = Blocklist::open(Arc::clone(&kernel) as _, store.clone(), store.hash_key()?, hour, hour)?;
     let reread = config.clone();
-    let agent = Agent::new(config.clone(), config.classifier()?, Arc::clone(&kernel) as _, blocklist, Metrics::new("off", 0), move || {
-        Ok(reread.clone())
-    });
+    let agent = Agent::new(
+        config.clone(),
+        config.classifier()?,
+        Arc::clone(&kernel) as _,
+        blocklist,
+        Metrics::new("off", 0),
+        move || Ok(reread.clone()),
+        vec![],
+    );
     Ok(InProcess { agent: Arc::new(agent), kernel, store, _dir: dir })
 }
 

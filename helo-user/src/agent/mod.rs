@@ -52,7 +52,7 @@ pub struct Agent {
 
 impl Agent {
     /// An agent over `kernel` and `blocklist`, with no session yet. `reread` reads the
-    /// configuration again for a reload. [`start`] builds one over the loaded XDP program; over
+    /// configuration again for a reload; `operator_allow` are the allow entries kept in the store. [`start`] builds one over the loaded XDP program; over
     /// [`crate::kernel::InMemoryKernel`] one runs without root.
     pub fn new(
         config: Config,
@@ -61,12 +61,13 @@ impl Agent {
         blocklist: Blocklist,
         metrics: Metrics,
         reread: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
+        operator_allow: Vec<crate::allow::AllowEntry>,
     ) -> Self {
         Self {
             load: Arc::new(Load::new(config.max_sessions, config.stress_percent, std::time::Duration::from_secs(config.timeouts.stress_s))),
             client_lines: ClientLines::new(config.log_client_lines_per_minute),
             reply_footer: RwLock::new(config.reply_footer.clone()),
-            reloader: crate::reload::Reloader::new(reread, config.clone()),
+            reloader: crate::reload::Reloader::new(reread, config.clone(), operator_allow),
             config,
             classifier: LiveClassifier::new(classifier),
             kernel,

@@ -61,6 +61,14 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
     let mut undo = StartUndo::new(&config);
     let store = Store::open_guarded(&config.state_dir, &config.pin_dir)?;
     let key = store.hash_key()?;
+    // The file's rules were checked above; the operator's allow entries (`helo allow add`) join them.
+    let operator_allow = store.allow_entries()?;
+    let classifier = if operator_allow.is_empty() {
+        classifier
+    } else {
+        tracing::info!("allow list: {} operator entries from the store", operator_allow.len());
+        Config { classifier: crate::allow::merged(&config.classifier, &operator_allow), ..config.clone() }.classifier()?
+    };
     let (mut filter, mode_label) = filter_for(&config, key, &classifier)?;
     let program_id = filter.program_id().unwrap_or(0);
     let ring = filter.take_events().context("the XDP object has no event ring")?;
@@ -73,7 +81,7 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
     if fleet_url.is_some() {
         metrics.register_fleet();
     }
-    let agent = Arc::new(Agent::new(config, classifier, kernel, blocklist, metrics, reread));
+    let agent = Arc::new(Agent::new(config, classifier, kernel, blocklist, metrics, reread, operator_allow));
     if let Some(url) = &fleet_url {
         let name = agent.config.fleet_name.clone().unwrap_or_else(|| agent.config.hostname().to_owned());
         crate::fleet::start(Arc::clone(&agent), url, name)?;

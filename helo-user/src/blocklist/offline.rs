@@ -36,6 +36,11 @@ impl Offline {
         Ok(Self { store, kernel, no_kernel, pin_dir: pin_dir.to_owned() })
     }
 
+    /// Where the agent pins its maps.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
     /// Said after a change: where it went.
     pub fn note(&self) -> String {
         match &self.kernel {

@@ -2,7 +2,7 @@
 //! server facts the agent's command line adds to it.
 //!
 //! ```toml
-//! relay_cidrs = ["192.0.2.0/24"]          # exempt from helo_matches_rcpt
+//! relay-cidrs = ["192.0.2.0/24"]          # exempt from helo_matches_rcpt
 //!
 //! [server]
 //! ips = ["192.0.2.25", "2001:db8::25"]
@@ -13,35 +13,36 @@
 //! names = ["legacy-box.example.net"]
 //! cidrs = ["198.51.100.0/24"]
 //!
-//! [rules.operator_deny]
+//! [rules.operator-deny]
 //! enabled = true
 //! names = ["ylmf-pc"]
 //! regexes = ['^user-pc\.']                 # matched against the normalised argument, any case
 //! reply = "550 5.7.1 Bogus HELO"
 //!
-//! [rules.bogus_helo]
+//! [rules.bogus-helo]
 //! enabled = true
-//! allow_underscore = true
+//! allow-underscore = true
 //!
-//! [rules.helo_is_my_ip]
-//! enabled = true
-//!
-//! [rules.helo_matches_rcpt]
+//! [rules.helo-is-my-ip]
 //! enabled = true
 //!
-//! [rules.literal_mismatch]
+//! [rules.helo-matches-rcpt]
+//! enabled = true
+//!
+//! [rules.literal-mismatch]
 //! mode = "observe"                         # off | observe | exact | same_24
 //!
 //! [rules.dynamic]
 //! mode = "observe"                         # off | observe | reject
 //!
-//! [rules.brand_forgery]
+//! [rules.brand-forgery]
 //! mode = "observe"                         # off | observe
 //! brands = ["google.com", "outlook.com"]
 //! ```
 //!
 //! Every table and key is optional; what is left out takes the default shown. Unknown keys are an
-//! error, so that a misspelt rule name does not silently leave a rule at its default.
+//! error, so that a misspelt rule name does not silently leave a rule at its default. In the
+//! agent's config file all of this sits under `[classifier]`.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -52,12 +53,16 @@ use serde::{Deserialize, Serialize};
 /// The reply of `bogus_helo`, and the default one of `operator_deny`.
 pub const BOGUS_HELO_REPLY: &str = "550 5.7.1 Bogus HELO";
 
+/// Keys are kebab-case like the rest of the file; the snake_case spellings of earlier versions
+/// (`relay_cidrs`, `[rules.operator_deny]`, `allow_underscore`) are still read, and `check-config`
+/// says they are deprecated.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClassifierConfig {
     pub server: ServerConfig,
     /// Relay/trusted client networks (CIDR, or a bare address for one host). Exempt from
     /// `helo_matches_rcpt`, because some real mail clients greet with their own domain.
+    #[serde(alias = "relay_cidrs")]
     pub relay_cidrs: Vec<String>,
     pub allow: AllowConfig,
     pub rules: RulesConfig,
@@ -83,15 +88,22 @@ pub struct AllowConfig {
     pub cidrs: Vec<String>,
 }
 
+/// One table per rule, named as the rule's id with dashes (`[rules.bogus-helo]` for `bogus_helo`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RulesConfig {
+    #[serde(alias = "operator_deny")]
     pub operator_deny: OperatorDenyConfig,
+    #[serde(alias = "bogus_helo")]
     pub bogus_helo: BogusHeloConfig,
+    #[serde(alias = "helo_is_my_ip")]
     pub helo_is_my_ip: SwitchConfig,
+    #[serde(alias = "helo_matches_rcpt")]
     pub helo_matches_rcpt: SwitchConfig,
+    #[serde(alias = "literal_mismatch")]
     pub literal_mismatch: LiteralMismatchConfig,
     pub dynamic: DynamicConfig,
+    #[serde(alias = "brand_forgery")]
     pub brand_forgery: BrandForgeryConfig,
 }
 
@@ -126,9 +138,10 @@ impl Default for OperatorDenyConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BogusHeloConfig {
     pub enabled: bool,
+    #[serde(alias = "allow_underscore")]
     pub allow_underscore: bool,
 }
 
@@ -282,7 +295,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "classifier config: {list}: {value:?} is not a CIDR or an IP address")
             }
             ConfigError::Regex(e) => {
-                write!(f, "classifier config: rules.operator_deny.regexes: {e}")
+                write!(f, "classifier config: rules.operator-deny.regexes: {e}")
             }
         }
     }

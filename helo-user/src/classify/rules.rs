@@ -129,7 +129,7 @@ impl Classifier {
             server_ips: config.server.ips.iter().map(|ip| canonical_ip(*ip)).collect(),
             hostname,
             hosted_domains: name_set(&config.server.domains),
-            relay_nets: parse_nets("relay_cidrs", &config.relay_cidrs)?,
+            relay_nets: parse_nets("relay-cidrs", &config.relay_cidrs)?,
             allow_names: name_set(&config.allow.names),
             allow_nets: parse_nets("allow.cidrs", &config.allow.cidrs)?,
             deny,

@@ -726,7 +726,7 @@ fn config_errors() {
     assert!(matches!(ClassifierConfig::from_toml_str("[rules.dynamic]\nmode = \"sometimes\""), Err(ConfigError::Syntax(_))));
     assert!(matches!(ClassifierConfig::from_json_str("{\"server\": {\"ips\": [\"not-an-ip\"]}}"), Err(ConfigError::Syntax(_))));
     let config = ClassifierConfig { relay_cidrs: vec!["10.0.0.0/33".to_owned()], ..Default::default() };
-    assert!(matches!(Classifier::new(&config), Err(ConfigError::Cidr { list: "relay_cidrs", .. })));
+    assert!(matches!(Classifier::new(&config), Err(ConfigError::Cidr { list: "relay-cidrs", .. })));
     let mut config = ClassifierConfig::default();
     config.allow.cidrs = vec!["nope".to_owned()];
     assert!(matches!(Classifier::new(&config), Err(ConfigError::Cidr { list: "allow.cidrs", .. })));
@@ -734,7 +734,7 @@ fn config_errors() {
     config.rules.operator_deny.regexes = vec!["(".to_owned()];
     let err = Classifier::new(&config).unwrap_err();
     assert!(matches!(err, ConfigError::Regex(_)));
-    assert!(err.to_string().contains("operator_deny"));
+    assert!(err.to_string().contains("operator-deny"));
     assert_eq!(ConfigFormat::from_path("a/b.JSON".as_ref()), ConfigFormat::Json);
     assert_eq!(ConfigFormat::from_path("a/b.toml".as_ref()), ConfigFormat::Toml);
 }

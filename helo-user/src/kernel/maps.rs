@@ -10,7 +10,7 @@ use aya::{
 use helo_common::maps::{config_flags, counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState, Ladder, Strikes};
 
 use super::{
-    addr::{addr_key, trie_prefix},
+    addr::addr_key,
     blocks::{net_key, BlockMaps, NetKey},
 };
 
@@ -124,39 +124,26 @@ impl KernelMaps {
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
-        // The program must look in the trie before the entry is there to be found.
-        self.set_config_flag(config_flags::ALLOW_EMPTY, false)?;
-        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        self.allow.insert(&key, 1, 0).context("inserting into the allow list")
+        super::allow_trie::insert(&mut self.allow, &mut self.config, ipnet::IpNet::new(net, prefix)?)
     }
 
     pub fn disallow(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
-        let key = Key::new(trie_prefix(net, prefix), addr_key(net).addr);
-        let removed = remove_if_present(self.allow.remove(&key))?;
-        self.set_config_flag(config_flags::ALLOW_EMPTY, self.empty_flags() & config_flags::ALLOW_EMPTY != 0)?;
-        Ok(removed)
+        super::allow_trie::remove(&mut self.allow, &mut self.config, ipnet::IpNet::new(net, prefix)?)
     }
 
     /// The [`config_flags`] bits that hold now: whether the allow trie is empty. (The source
     /// network trie is always looked up: it is written from several places, offline ones
     /// included, and only at a SYN is it read.)
     pub fn empty_flags(&self) -> u32 {
-        let mut flags = 0;
-        if self.allow.keys().next().is_none() {
-            flags |= config_flags::ALLOW_EMPTY;
+        if super::allow_trie::is_empty(&self.allow) {
+            config_flags::ALLOW_EMPTY
+        } else {
+            0
         }
-        flags
     }
 
-    /// Sets or clears `flag` in the program's configuration (mode and key untouched).
     fn set_config_flag(&mut self, flag: u32, on: bool) -> Result<()> {
-        let mut config = self.config.get(&0, 0).context("reading the program's configuration")?;
-        let flags = if on { config.flags | flag } else { config.flags & !flag };
-        if flags != config.flags {
-            config.flags = flags;
-            self.config.set(0, config, 0).context("writing the program's configuration")?;
-        }
-        Ok(())
+        super::allow_trie::set_config_flag(&mut self.config, flag, on)
     }
 
     /// Makes the allow trie equal to `nets` (the configuration): a network taken out of the

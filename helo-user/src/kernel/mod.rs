@@ -3,6 +3,7 @@
 //!
 //! - [`filter`]: loading, configuring and attaching the program;
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
+//! - [`allow_trie`]: the allow trie and its flag, also opened from their pins when no agent runs;
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
 //! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys;
 //! - [`xdp_query`]: which XDP program an interface runs (rtnetlink, no capability needed);
@@ -10,6 +11,7 @@
 //! - [`in_memory`]: the same in hash maps, for use without root (no packet is judged).
 
 pub mod addr;
+pub mod allow_trie;
 pub mod blocks;
 pub mod events;
 pub mod filter;

@@ -1,0 +1,79 @@
+//! The kernel's allow trie (`HELO_ALLOW`) and the flag in the program's configuration that lets it
+//! skip an empty trie. Written by the agent (start, reload, `allow add|del`) and, with no agent
+//! running, by the offline `allow add|del` on the pinned maps: one set of rules for both, so the
+//! flag is cleared before the first entry goes in and set again once the last one is gone.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
+use helo_common::maps::{config_flags, names, Config};
+use ipnet::IpNet;
+
+use super::{blocks::net_key, maps::remove_if_present};
+
+pub type Trie = LpmTrie<MapData, [u8; 16], u8>;
+pub type ConfigMap = Array<MapData, Config>;
+
+fn key(net: IpNet) -> Key<[u8; 16]> {
+    let (len, addr) = net_key(net.addr(), net.prefix_len());
+    Key::new(len, addr)
+}
+
+/// Sets or clears `flag` in the program's configuration (mode and key untouched).
+pub fn set_config_flag(config: &mut ConfigMap, flag: u32, on: bool) -> Result<()> {
+    let mut c = config.get(&0, 0).context("reading the program's configuration")?;
+    let flags = if on { c.flags | flag } else { c.flags & !flag };
+    if flags != c.flags {
+        c.flags = flags;
+        config.set(0, c, 0).context("writing the program's configuration")?;
+    }
+    Ok(())
+}
+
+pub fn is_empty(trie: &Trie) -> bool {
+    trie.keys().next().is_none()
+}
+
+/// Puts `net` in the trie.
+pub fn insert(trie: &mut Trie, config: &mut ConfigMap, net: IpNet) -> Result<()> {
+    // The program must look in the trie before the entry is there to be found.
+    set_config_flag(config, config_flags::ALLOW_EMPTY, false)?;
+    trie.insert(&key(net), 1, 0).context("inserting into the allow list")
+}
+
+/// Takes `net` out of the trie; `false` if it was not there.
+pub fn remove(trie: &mut Trie, config: &mut ConfigMap, net: IpNet) -> Result<bool> {
+    let removed = remove_if_present(trie.remove(&key(net)))?;
+    set_config_flag(config, config_flags::ALLOW_EMPTY, is_empty(trie))?;
+    Ok(removed)
+}
+
+/// The allow trie and the program's configuration as pinned by an agent that is not running.
+pub struct PinnedAllow {
+    pub trie: Trie,
+    pub config: ConfigMap,
+}
+
+impl PinnedAllow {
+    /// The two maps pinned in `dir`, if an agent ever pinned them there.
+    pub fn open(dir: &Path) -> Result<Option<Self>> {
+        let (trie_path, config_path) = (super::pin::map_path(dir, names::ALLOW), super::pin::map_path(dir, names::CONFIG));
+        if !trie_path.exists() || !config_path.exists() {
+            return Ok(None);
+        }
+        let open = |path: &Path| MapData::from_pin(path).with_context(|| format!("opening the pinned map {}", path.display()));
+        Ok(Some(Self {
+            trie: LpmTrie::try_from(Map::LpmTrie(open(&trie_path)?))?,
+            config: Array::try_from(Map::Array(open(&config_path)?))?,
+        }))
+    }
+
+    pub fn insert(&mut self, net: IpNet) -> Result<()> {
+        insert(&mut self.trie, &mut self.config, net)
+    }
+
+    pub fn remove(&mut self, net: IpNet) -> Result<bool> {
+        remove(&mut self.trie, &mut self.config, net)
+    }
+}
