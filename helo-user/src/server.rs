@@ -117,7 +117,14 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
                 rt.block_on(async move {
                     let listeners = match given {
                         Some(std) => std.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?,
-                        None => addrs.iter().map(|a| Ok(reserve(*a, true)?.listen(1024)?)).collect::<Result<Vec<_>>>()?,
+                        None => match addrs.iter().map(|a| Ok(reserve(*a, true)?.listen(1024)?)).collect::<Result<Vec<_>>>() {
+                            Ok(listeners) => listeners,
+                            Err(e) => {
+                                // Said now, not at the stop; the port is served by the other threads.
+                                tracing::error!("session thread {i} could not bind its listener, the other threads serve on: {e:#}");
+                                return Ok(());
+                            }
+                        },
                     };
                     serve_thread(agent, listeners, shutdown, caps).await
                 })
@@ -127,7 +134,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
         })?;
         done.push(rx);
     }
-    tracing::debug!("sessions on {threads} threads");
+    tracing::info!("SMTP sessions on {threads} threads (session-threads), one listening socket each");
     let mut result = Ok(());
     for (i, rx) in done.into_iter().enumerate() {
         let r = rx.await.unwrap_or_else(|_| Err(anyhow::anyhow!("session thread {i} panicked")));
