@@ -48,7 +48,7 @@ pub fn reserve(addr: SocketAddr, shared: bool) -> Result<TcpSocket> {
     // No Nagle: a reply is one write, and must not wait for the ACK of the one before it (the
     // client's ACK may ride on a greeting the kernel dropped).
     sock.set_tcp_nodelay(true)?;
-    sock.set_tcp_keepalive(&crate::proxy::backend::keepalive())?;
+    sock.set_tcp_keepalive(&crate::proxy::backend::tcp_keepalive())?;
     socket.bind(addr).with_context(|| format!("binding {addr}"))?;
     Ok(socket)
 }
@@ -89,6 +89,7 @@ async fn refuse(mut stream: TcpStream, text: &str) {
 }
 
 /// What every session thread shares: the caps.
+#[derive(Clone)]
 struct Caps {
     sessions: Arc<Semaphore>,
     per_source: Arc<PerSource>,
@@ -98,7 +99,7 @@ struct Caps {
 /// With more than one session thread, `listeners` go to the first and each other thread binds
 /// its own socket to the same addresses (they were reserved with `shared`).
 pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let caps = Arc::new(Caps { sessions: Arc::new(Semaphore::new(agent.config.max_sessions)), per_source: Arc::default() });
+    let caps = Caps { sessions: Arc::new(Semaphore::new(agent.config.max_sessions)), per_source: Arc::default() };
     let threads = agent.config.session_threads();
     if threads <= 1 {
         // On the caller's runtime: the in-process tests drive it with paused time.
@@ -109,7 +110,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
     let mut done = Vec::with_capacity(threads);
     for i in 0..threads {
         let (tx, rx) = oneshot::channel();
-        let (agent, caps, shutdown, addrs, given) = (Arc::clone(&agent), Arc::clone(&caps), shutdown.clone(), addrs.clone(), first.take());
+        let (agent, caps, shutdown, addrs, given) = (Arc::clone(&agent), caps.clone(), shutdown.clone(), addrs.clone(), first.take());
         std::thread::Builder::new().name(format!("helo-sessions-{i}")).spawn(move || {
             crate::logging::batch::batch_this_thread();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(crate::logging::batch::flush).build();
@@ -149,7 +150,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
 }
 
 /// One session thread's accept loop; the caps are shared with the other threads.
-async fn serve_thread(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>, caps: Arc<Caps>) -> Result<()> {
+async fn serve_thread(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>, caps: Caps) -> Result<()> {
     let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(256);
     let mut acceptors = JoinSet::new();
     for listener in listeners {

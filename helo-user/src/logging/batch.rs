@@ -32,13 +32,19 @@ pub fn batch_this_thread() {
 /// Writes this thread's batch, if it has one.
 pub fn flush() {
     BATCH.with(|b| {
-        if let Ok(mut batch) = b.try_borrow_mut() {
-            if let Some(buf) = batch.as_mut().filter(|buf| !buf.is_empty()) {
-                let _ = io::stderr().write_all(buf);
-                buf.clear();
-            }
+        if let Ok(Some(buf)) = b.try_borrow_mut().as_deref_mut() {
+            write_out(buf);
         }
     });
+}
+
+/// Writes `buf` to stderr in one call and empties it (a failed write loses the lines, as a
+/// failed unbatched write would).
+fn write_out(buf: &mut Vec<u8>) {
+    if !buf.is_empty() {
+        let _ = io::stderr().write_all(buf);
+        buf.clear();
+    }
 }
 
 /// The log's writer: stderr, batched on threads that asked for it.
@@ -61,8 +67,7 @@ impl Write for Line {
             Ok(Some(buf)) => {
                 buf.extend_from_slice(data);
                 if buf.len() >= FLUSH_AT {
-                    let _ = io::stderr().write_all(buf);
-                    buf.clear();
+                    write_out(buf);
                 }
                 true
             }

@@ -34,15 +34,9 @@ pub enum Opened {
     },
 }
 
-/// TCP keepalive for the MTA's socket (the client's has it from the listener, see
-/// [`crate::server::reserve`]).
-pub fn keep_alive(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive());
-}
-
 /// Keepalive for both sockets of a relayed session: a peer that vanished without a FIN is found
 /// within about two minutes even while the session waits on the other side.
-pub fn keepalive() -> socket2::TcpKeepalive {
+pub fn tcp_keepalive() -> socket2::TcpKeepalive {
     socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(15)).with_retries(4)
 }
 
@@ -84,7 +78,8 @@ pub async fn open(
     let mut stream =
         tokio::time::timeout(connect_timeout, TcpStream::connect(backend)).await.context("connect timed out")?.context("connect failed")?;
     stream.set_nodelay(true)?;
-    keep_alive(&stream);
+    // The client's socket has it from the listener (`crate::server::reserve`).
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive());
     let write_limit = connect_timeout.max(reply::WRITE_TIMEOUT);
     reply::write_within(&mut stream, &header::encode(client, server, unique_id), write_limit).await?;
     let mut buf = BytesMut::with_capacity(1024);
