@@ -120,6 +120,27 @@ impl WordScan {
         Ok(Self { hasher: SipHasher24::new(key), held: 0, has_held: 0, start: 0, limit: limit as u32, window: window as u32 })
     }
 
+    /// Writes this state to `dst` field by field (see [`SipHasher24::store_to`] for why: the
+    /// kernel keeps it in map memory, where a plain store of its zero fields became a byte-loop
+    /// `memset`).
+    ///
+    /// # Safety
+    /// `dst` is valid for writes of a `WordScan` and aligned for it.
+    #[inline(always)]
+    pub unsafe fn store_to(self, dst: *mut Self) {
+        use core::ptr::{addr_of_mut, write_volatile};
+        // SAFETY: the caller's contract; each field pointer is derived from `dst` without
+        // creating a reference.
+        unsafe {
+            self.hasher.store_to(addr_of_mut!((*dst).hasher));
+            write_volatile(addr_of_mut!((*dst).held), self.held);
+            write_volatile(addr_of_mut!((*dst).has_held), self.has_held);
+            write_volatile(addr_of_mut!((*dst).start), self.start);
+            write_volatile(addr_of_mut!((*dst).limit), self.limit);
+            write_volatile(addr_of_mut!((*dst).window), self.window);
+        }
+    }
+
     /// Reads the next argument word through `word(off)` (the eight payload bytes at `off`,
     /// little-endian; `off + 8 <= window` always holds). `None` asks for another step.
     #[inline(always)]

@@ -212,17 +212,17 @@ mod flow_state {
         let t = 1_000_000;
         let fresh = FlowState::new(5001, t);
         assert!(!fresh.syn_replaces(5001, t + 100), "a retransmitted SYN changes nothing");
-        assert!(!fresh.syn_replaces(9001, t + SYN_STALE_S - 1), "a handshake in progress is not re-keyed");
-        assert!(fresh.syn_replaces(9001, t + SYN_STALE_S), "a handshake that never finished goes stale");
+        assert!(!fresh.syn_replaces(9001, t + SYN_STALE_TICKS - 1), "a handshake in progress is not re-keyed");
+        assert!(fresh.syn_replaces(9001, t + SYN_STALE_TICKS), "a handshake that never finished goes stale");
         let established = FlowState { state: fresh.state | ESTABLISHED, ..fresh };
-        assert!(!established.syn_replaces(9001, t + SYN_STALE_S + 60), "an established flow is not re-keyed");
-        assert!(established.syn_replaces(9001, t + ESTABLISHED_STALE_S), "a port reused long after");
+        assert!(!established.syn_replaces(9001, t + SYN_STALE_TICKS + 60), "an established flow is not re-keyed");
+        assert!(established.syn_replaces(9001, t + ESTABLISHED_STALE_TICKS), "a port reused long after");
         // The flags do not disturb the time, and the time wraps in its 30 bits.
         let both = FlowState { state: fresh.state | ESTABLISHED | REPORTED, ..fresh };
         assert!(both.established() && both.reported());
-        assert_eq!(both.age_s(t + 7), 7);
+        assert_eq!(both.age(t + 7), 7);
         let near_wrap = FlowState::new(1, (u32::MAX >> TIME_SHIFT) - 1);
-        assert_eq!(near_wrap.age_s(3), 5);
+        assert_eq!(near_wrap.age(3), 5);
         // An entry user space wrote without a time (tests) is as old as the boot clock.
         assert!(FlowState { first_payload_seq: 1, state: 0 }.syn_replaces(2, t));
     }

@@ -159,3 +159,27 @@ proptest! {
         agree(&bytes);
     }
 }
+
+/// The kernel stores the state into map memory field by field ([`WordScan::store_to`]) and steps
+/// from there: a field it forgot would change the hash.
+#[test]
+fn a_state_stored_field_by_field_steps_like_the_original() {
+    use helo_common::words::{WordScan, MAX_STEPS};
+    for payload in
+        [b"EHLO mail.example.com\r\n".as_slice(), b"HELO rad.internal.\r\n", &[b"EHLO ".as_slice(), &[b'q'; 300], b"\r\n"].concat()]
+    {
+        let first = u64::from_le_bytes(payload[..8].try_into().unwrap());
+        let word = |off: usize| Some(u64::from_le_bytes(payload[off..off + 8].try_into().unwrap()));
+        let begun = WordScan::begin(first, payload.len(), &KEY).unwrap_or_else(|_| panic!("fast path for {payload:?}"));
+        // Garbage first, so that a field left unwritten shows.
+        let mut slot = std::mem::MaybeUninit::<WordScan>::uninit();
+        // SAFETY: the slot is ours, sized and aligned for a WordScan; any bytes are overwritten.
+        let mut stored = unsafe {
+            std::ptr::write_bytes(slot.as_mut_ptr() as *mut u8, 0xa5, std::mem::size_of::<WordScan>());
+            begun.store_to(slot.as_mut_ptr());
+            slot.assume_init()
+        };
+        let result = (0..MAX_STEPS).find_map(|_| stored.step(word)).expect("decided within MAX_STEPS");
+        assert_eq!(result, fast(payload), "payload {:?}", String::from_utf8_lossy(payload));
+    }
+}

@@ -148,7 +148,7 @@ fn scan_fast(ctx: &XdpContext, seg: &Segment, cfg: &Config, first: u64) -> ScanR
     // SAFETY: the scratch value is this CPU's alone for the whole program run, and XDP does not
     // preempt itself; the callback only touches it, `fast` (alive across the call) and the packet.
     unsafe {
-        (*scratch).words = words;
+        words.store_to(&raw mut (*scratch).words);
         (*scratch).payload_offset = seg.payload_offset as u32;
         (*scratch).len = seg.tcp.payload_len as u32;
         (*scratch).result = ScanResult::SLOW;
@@ -277,7 +277,7 @@ fn block(cfg: &Config, key: &FlowKey, entry: EntryRef, flow: Option<FlowRef>, ki
             listed_source: listed as u8,
             reason,
             hash,
-            boot_ns: now,
+            mono_ns: now,
             ..DropEvent::default()
         });
     }

@@ -394,7 +394,7 @@ fn kernel_verdicts_match_the_reference_on_a_generated_corpus() {
         model.helo.insert(reference_hash(name));
     }
     // An expired entry: still in the map, but the kernel must ignore it.
-    filter.maps.block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_boot_ns: 1, ..listed }).unwrap();
+    filter.maps.block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
     for src in [ip("198.18.9.9"), ip("2001:2::9:9"), ip("198.18.7.5"), ip("2001:2:0:7::5")] {
         filter.maps.block_source(src, listed).unwrap();
         model.sources.insert(src);
@@ -503,7 +503,7 @@ fn observe_mode_passes_what_enforce_mode_drops() {
     assert_eq!(run(&filter), XDP_DROP);
     let entry = filter.maps.helo_entry(hash_helo_arg(&KEY, name)).unwrap();
     assert_eq!(entry.hits, 2, "both runs hit the entry");
-    assert!(entry.last_hit_boot_ns > 0);
+    assert!(entry.last_hit_mono_ns > 0);
 }
 
 #[test]
@@ -543,7 +543,7 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     filter.maps.block_source_net(ip("198.18.44.0"), 24, listed).unwrap();
     filter.maps.block_source_net(ip("2001:2:0:44::"), 64, listed).unwrap();
     // An expired network entry is ignored.
-    filter.maps.block_source_net(ip("198.18.46.0"), 24, BlockEntry { expires_boot_ns: 1, ..listed }).unwrap();
+    filter.maps.block_source_net(ip("198.18.46.0"), 24, BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
     filter.maps.allow(ip("198.18.44.128"), 25).unwrap();
     let run = |filter: &KernelFilter, src: &str, dst: &str| {
         let syn = Frame::tcp(ip(src), ip(dst), b"").syn();

@@ -24,7 +24,7 @@ use serde::Serialize;
 const REPEAT: u32 = 200_000;
 const ROUNDS: usize = 7;
 
-/// `HELO_BENCH_REPEAT` / `HELO_BENCH_ROUNDS` shorten a run while iterating; the report says what
+/// `HELO_BENCH_REPEAT` / `HELO_BENCH_ROUNDS` (and `HELO_BENCH_ONLY`, below) shorten a run while iterating; the report says what
 /// was used, and `cargo xtask bench` runs the defaults.
 fn setting(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -73,6 +73,9 @@ fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
 fn main() -> Result<()> {
     let repeat = setting("HELO_BENCH_REPEAT", REPEAT as usize) as u32;
     let rounds = setting("HELO_BENCH_ROUNDS", ROUNDS);
+    // `HELO_BENCH_ONLY=SYN`: only the arms whose label holds this text (and the baseline), for
+    // profiling one path.
+    let only = std::env::var("HELO_BENCH_ONLY").ok();
     let key = HashKey { k0: rand::random(), k1: rand::random() };
     let mut filter = KernelFilter::load(LoadOptions::default()).context("loading helo (run as root)")?;
     filter.configure(key, FilterMode::Enforce, &[25])?;
@@ -145,7 +148,7 @@ fn main() -> Result<()> {
                 bail!("baseline arm did not drop (verdict {v})");
             }
             arms.entry("baseline: parse + drop port 25".into()).or_default().push(ns);
-            for c in &cases {
+            for c in cases.iter().filter(|c| only.as_deref().is_none_or(|o| c.label.contains(o))) {
                 let before = filter.maps.counters()?;
                 let (v, ns) = run(filter.program(), &c.frame, repeat)?;
                 let ran = filter.maps.counters()?.since(&before);

@@ -1,5 +1,5 @@
 //! How a stored entry sits in the kernel's blocklist maps: its key (a keyed hash of the name's
-//! bytes, an address, or a network) and its value (reason, expiry on the boot clock). The live
+//! bytes, an address, or a network) and its value (reason, expiry on the monotonic clock). The live
 //! agent and the offline admin commands both go through here, so they put an entry where the
 //! other looks for it.
 
@@ -12,7 +12,7 @@ use helo_common::{
     HashKey,
 };
 
-use super::{boot_now_ns, name, unix_now};
+use super::{mono_now_ns, name, unix_now};
 use crate::{
     kernel::{
         addr::addr_key,
@@ -41,9 +41,9 @@ pub fn helo_hash(key: &HashKey, stored_name: &str) -> u64 {
 }
 
 pub fn value(e: &Entry) -> BlockEntry {
-    let expires_boot_ns =
-        if e.expires_unix_s == 0 { 0 } else { boot_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000 };
-    BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_boot_ns, ..Default::default() }
+    let expires_mono_ns =
+        if e.expires_unix_s == 0 { 0 } else { mono_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000 };
+    BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_mono_ns, ..Default::default() }
 }
 
 pub fn put<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<()> {

@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context, Result};
 
-use super::{boot_now_ns, Blocklist, Committed};
+use super::{mono_now_ns, Blocklist, Committed};
 use crate::store::Kind;
 
 /// The reason of a ladder listing, as stored and shown.
@@ -19,7 +19,7 @@ impl Blocklist {
     /// the source is listed with that reply for the ladder's TTL.
     pub fn strike(&self, ip: IpAddr, reply: &str) -> Result<Option<Committed>> {
         let ip = ip.to_canonical();
-        let ttl_ns = self.tables.kernel.lock().unwrap().strike(ip, boot_now_ns())?;
+        let ttl_ns = self.tables.kernel.lock().unwrap().strike(ip, mono_now_ns())?;
         let Some(ttl_ns) = ttl_ns else { return Ok(None) };
         tracing::info!("{ip}: listed by the offender ladder for {}s", ttl_ns / 1_000_000_000);
         let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(ttl_ns)), LADDER_ORIGIN);
@@ -31,7 +31,7 @@ impl Blocklist {
     pub fn adopt_ladder_listing(&self, ip: IpAddr, reply: &str) -> Result<Committed> {
         let ip = ip.to_canonical();
         let kernel_entry = self.tables.kernel.lock().unwrap().source_entry(ip).context("the kernel's ladder entry is gone")?;
-        let left_ns = kernel_entry.expires_boot_ns.saturating_sub(boot_now_ns()).max(1_000_000_000);
+        let left_ns = kernel_entry.expires_mono_ns.saturating_sub(mono_now_ns()).max(1_000_000_000);
         tracing::info!("{ip}: listed by the offender ladder in the kernel for {}s", left_ns / 1_000_000_000);
         let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(left_ns)), LADDER_ORIGIN);
         self.list_now(entry)

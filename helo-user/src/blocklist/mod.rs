@@ -1,7 +1,7 @@
 //! The blocklist: what is listed, kept in three places that this module keeps in step.
 //!
 //! - the store (durable, written first: nothing is acknowledged before it is on disk);
-//! - the kernel maps (hashes and addresses only, with an expiry on the kernel's boot clock);
+//! - the kernel maps (hashes and addresses only, with an expiry on the kernel's monotonic clock);
 //! - a memory index of greeting hash → entry, so a kernel drop event can be answered with the
 //!   entry's own reply text (the kernel only knows the hash).
 //!
@@ -44,11 +44,12 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// `CLOCK_BOOTTIME` in ns: the kernel's clock for entry expiry and hit times.
-pub fn boot_now_ns() -> u64 {
+/// `CLOCK_MONOTONIC` in ns: the kernel's clock for entry expiry and hit times (the XDP program
+/// reads its coarse form, which is at most a tick behind).
+pub fn mono_now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -540,14 +541,14 @@ impl Blocklist {
 
     /// Every entry with its kernel hit count and last hit.
     pub fn list(&self) -> Result<Vec<Listed>> {
-        let boot_now = boot_now_ns();
+        let mono_now = mono_now_ns();
         let unix = unix_now();
         let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
             let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry) {
-                Some(v) if v.last_hit_boot_ns > 0 => {
-                    (v.hits, unix.saturating_sub(boot_now.saturating_sub(v.last_hit_boot_ns) / 1_000_000_000))
+                Some(v) if v.last_hit_mono_ns > 0 => {
+                    (v.hits, unix.saturating_sub(mono_now.saturating_sub(v.last_hit_mono_ns) / 1_000_000_000))
                 }
                 Some(v) => (v.hits, 0),
                 None => (0, 0),

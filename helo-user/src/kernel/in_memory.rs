@@ -118,12 +118,12 @@ impl BlockTables for InMemoryKernel {
 }
 
 impl Kernel for InMemoryKernel {
-    fn strike(&mut self, ip: IpAddr, now_boot_ns: u64) -> Result<Option<u64>> {
+    fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>> {
         if self.ladder.strikes == 0 {
             return Ok(None);
         }
         let standing = self.strikes.entry(addr_key(ip)).or_default();
-        Ok(self.ladder.strike(standing, now_boot_ns))
+        Ok(self.ladder.strike(standing, now_mono_ns))
     }
     fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
         self.allowed.insert(canonical(net, prefix));

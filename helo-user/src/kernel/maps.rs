@@ -90,14 +90,14 @@ impl KernelMaps {
 
     /// One strike from the agent against `ip`, on the same map and by the same rule as the
     /// kernel's strikes. `Some(ttl_ns)` when this strike puts it on the ladder (the caller lists it).
-    pub fn strike(&mut self, ip: IpAddr, now_boot_ns: u64) -> Result<Option<u64>> {
+    pub fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>> {
         let ladder = self.ladder.get(&0, 0).context("reading the ladder's settings")?;
         if ladder.strikes == 0 {
             return Ok(None);
         }
         let key = addr_key(ip);
         let mut standing = self.strikes.get(&key, 0).unwrap_or_default();
-        let listed = ladder.strike(&mut standing, now_boot_ns);
+        let listed = ladder.strike(&mut standing, now_mono_ns);
         self.strikes.insert(key, standing, 0).context("recording a strike")?;
         Ok(listed)
     }
@@ -178,7 +178,7 @@ impl KernelMaps {
     }
 
     pub fn remember_flow(&mut self, flow: FlowKey, first_payload_seq: u32) -> Result<()> {
-        // No SYN time: as old as the boot clock, so a SYN replaces it (tests set flows this way).
+        // No SYN time: as old as the flows' clock, so a SYN replaces it (tests set flows this way).
         self.flows.insert(flow, FlowState { first_payload_seq, state: 0 }, 0).context("inserting a flow")
     }
 

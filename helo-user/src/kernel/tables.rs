@@ -41,7 +41,7 @@ pub trait BlockTables: Send {
 pub trait Kernel: BlockTables {
     /// One strike from the agent against `ip`, by the kernel's own ladder rule. `Some(ttl_ns)` when
     /// this strike puts it on the ladder (the caller lists it).
-    fn strike(&mut self, ip: IpAddr, now_boot_ns: u64) -> Result<Option<u64>>;
+    fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>>;
     /// Exempts a network from every kernel drop.
     fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()>;
     fn disallow(&mut self, net: IpAddr, prefix: u8) -> Result<bool>;
@@ -122,8 +122,8 @@ impl BlockTables for KernelFilter {
 }
 
 impl Kernel for KernelFilter {
-    fn strike(&mut self, ip: IpAddr, now_boot_ns: u64) -> Result<Option<u64>> {
-        self.maps.strike(ip, now_boot_ns)
+    fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>> {
+        self.maps.strike(ip, now_mono_ns)
     }
     fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
         self.maps.allow(net, prefix)
