@@ -13,7 +13,9 @@ pub mod names {
     pub const SOURCE_BLOCKS: &str = "HELO_SOURCE_BLOCKS";
     pub const SOURCE_NETS: &str = "HELO_SOURCE_NETS";
     pub const ALLOW: &str = "HELO_ALLOW";
-    pub const FLOWS: &str = "HELO_FLOWS";
+    pub const FLOWS: &str = "HELO_FLOW_TABLE";
+    /// The flow map's name up to 0.1 (an LRU hash): a pin left under this name is removed.
+    pub const OBSOLETE_FLOWS: &str = "HELO_FLOWS";
     pub const COUNTERS: &str = "HELO_COUNTERS";
     pub const EVENTS: &str = "HELO_EVENTS";
     pub const SCRATCH: &str = "HELO_SCRATCH";
@@ -38,7 +40,7 @@ pub const SOURCE_NET_CAPACITY: u32 = 65_536;
 pub const ALLOW_CAPACITY: u32 = 16_384;
 /// Sources with strikes on the offender ladder (LRU).
 pub const STRIKES_CAPACITY: u32 = 1 << 18;
-/// Flows whose first payload is still to come (LRU).
+/// Slots of the flow table (a power of two: [`FlowKey::slot`] masks).
 pub const FLOW_CAPACITY: u32 = 1 << 18;
 /// Drop-event ring size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -166,6 +168,55 @@ pub struct FlowKey {
     pub dport_be: u16,
 }
 
+impl FlowKey {
+    /// The flow's slot in the flow table (`HELO_FLOW_TABLE`, [`FLOW_CAPACITY`] slots): a keyed
+    /// multiply-xor mix of the 4-tuple, a handful of instructions where the LRU hash map it
+    /// replaced ran jhash over the 36 bytes and a `memcmp`. Keyed with the box's secret, so a
+    /// sender cannot pick 4-tuples that land on another client's slot; a collision only ever
+    /// loses a flow (its greeting goes unjudged by XDP: fail open, the agent still judges it).
+    #[inline(always)]
+    pub fn slot(&self, key: &crate::HashKey) -> u32 {
+        let [s0, s1, d0, d1] = self.words();
+        let ports = (self.sport_be as u64) << 16 | self.dport_be as u64;
+        let h = (s0 ^ key.k0).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (s1 ^ key.k1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+            ^ (d0 ^ key.k1).wrapping_mul(0x1656_67b1_9e37_79f9)
+            ^ (d1 ^ key.k0).wrapping_mul(0x85eb_ca77_c2b2_ae63)
+            ^ (ports ^ key.k0 ^ key.k1).wrapping_mul(0x27d4_eb2f_1656_67c5);
+        // The high bits of a product mix all of its input's bits.
+        ((h ^ (h >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32 & (FLOW_CAPACITY - 1)
+    }
+
+    /// The addresses as four little-endian words.
+    #[inline(always)]
+    fn words(&self) -> [u64; 4] {
+        let w = |a: &[u8; 16], i: usize| u64::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3], a[i + 4], a[i + 5], a[i + 6], a[i + 7]]);
+        [w(&self.saddr, 0), w(&self.saddr, 8), w(&self.daddr, 0), w(&self.daddr, 8)]
+    }
+
+    /// The same flow: compared word by word (a derived `==` becomes a byte-loop `bcmp` call in
+    /// the XDP program).
+    #[inline(always)]
+    pub fn same_as(&self, other: &FlowKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+            && self.sport_be == other.sport_be
+            && self.dport_be == other.dport_be
+    }
+}
+
+/// One slot of the flow table: the flow it holds and its state. A SYN writes its flow into its
+/// slot, replacing whatever other flow was there (as an LRU map evicts); the same flow's entry is
+/// only replaced once stale ([`FlowState::syn_replaces`]). Aligned to 8 so the key is read in
+/// whole words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlot {
+    pub flow: FlowKey,
+    pub state: FlowState,
+    pub _pad: u32,
+}
+
 /// Value of the flow map: the sequence number the client's first payload byte will carry, and a
 /// word of [`flow_state`] flags and the SYN's time.
 ///
@@ -177,7 +228,6 @@ pub struct FlowKey {
 ///   spoofed packets (a SYN with an ISN of the attacker's choosing, then a listed greeting at
 ///   ISN + 1) would pass for another client's first payload and get its session ended.
 ///
-/// Eight bytes, as before the time was kept: a restarted agent reuses the pinned flow map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
@@ -374,6 +424,7 @@ const _: () = assert!(core::mem::size_of::<AddrKey>() == 16);
 const _: () = assert!(core::mem::size_of::<BlockEntry>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 36);
 const _: () = assert!(core::mem::size_of::<FlowState>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 48);
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<Ladder>() == 32);
 const _: () = assert!(core::mem::size_of::<Strikes>() == 16);
@@ -391,6 +442,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid FlowState.
     unsafe impl aya::Pod for super::FlowState {}
+    // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid FlowSlot.
+    unsafe impl aya::Pod for super::FlowSlot {}
     // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid DropEvent.
     unsafe impl aya::Pod for super::DropEvent {}
     // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid Ladder.

@@ -10,11 +10,11 @@ use aya_ebpf::{
 };
 use helo_common::{
     maps::{
-        counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
+        counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowSlot, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
         DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS, SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
     },
     words::WordScan,
-    GreetingScanner, Scan, PAYLOAD_WINDOW,
+    GreetingScanner, HashKey, Scan, PAYLOAD_WINDOW,
 };
 
 #[map(name = "HELO_CONFIG")]
@@ -41,9 +41,11 @@ pub static SOURCE_NETS: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::with_max_entrie
 #[map(name = "HELO_ALLOW")]
 pub static ALLOW: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(ALLOW_CAPACITY, 0);
 
-/// Flows whose SYN was seen: where their first payload byte will be.
-#[map(name = "HELO_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOW_CAPACITY, 0);
+/// Flows whose SYN was seen: where their first payload byte will be. A table of slots indexed by
+/// [`FlowKey::slot`] rather than a hash map: an array lookup is inlined by the kernel and the key
+/// check is five word compares (see the README's cost notes).
+#[map(name = "HELO_FLOW_TABLE")]
+pub static FLOWS: Array<FlowSlot> = Array::with_max_entries(FLOW_CAPACITY, 0);
 
 /// The offender ladder's settings (see [`Ladder`]); all zero (off) until the agent writes them.
 #[map(name = "HELO_LADDER")]
@@ -275,32 +277,42 @@ pub fn worth_reporting(flow: Option<FlowRef>, previous_hit: u64, now: u64) -> bo
     }
 }
 
+/// The flow's state, if its slot holds it.
 #[inline(always)]
-pub fn flow(flow: &FlowKey) -> Option<FlowRef> {
-    FLOWS.get_ptr_mut(flow).map(FlowRef)
+pub fn flow(flow: &FlowKey, key: &HashKey) -> Option<FlowRef> {
+    let slot = FLOWS.get_ptr_mut(flow.slot(key))?;
+    // SAFETY: an array map value, valid for this program run. A SYN on another CPU may be
+    // rewriting the slot: a torn key matches neither flow (the payload passes, unjudged), and a
+    // key with another flow's sequence number fails the caller's sequence check.
+    unsafe { (*slot).flow.same_as(flow).then_some(FlowRef(&raw mut (*slot).state)) }
 }
 
-/// A client SYN: remember where its first payload byte will be, unless the 4-tuple already has a
-/// flow that is not stale (see [`FlowState::syn_replaces`]): a spoofed SYN must not re-key an
-/// established flow. The clock is read here, on SYNs only, and not for a retransmitted SYN.
+/// A client SYN: remember where its first payload byte will be, unless its slot already holds
+/// this 4-tuple and that entry is not stale (see [`FlowState::syn_replaces`]): a spoofed SYN must
+/// not re-key an established flow. Another flow in the slot is replaced, as an LRU map evicts.
+/// The clock is read here, on SYNs only, and not for a retransmitted SYN.
 #[inline(always)]
-pub fn remember_flow(flow: &FlowKey, first_payload_seq: u32) {
-    // A SYN for a 4-tuple already known (a retransmitted SYN, a reused port) starts it afresh in
-    // place when it may (an insert into an LRU map costs several times a lookup).
-    if let Some(f) = FLOWS.get_ptr_mut(flow) {
-        // SAFETY: a flow map value, valid for this program run; a racing CPU writes the same.
-        unsafe {
-            if (*f).first_payload_seq != first_payload_seq {
-                let now = flow_tick();
-                if (*f).syn_replaces(first_payload_seq, now) {
-                    *f = FlowState::new(first_payload_seq, now);
-                }
-            }
-        }
+pub fn remember_flow(flow: &FlowKey, key: &HashKey, first_payload_seq: u32) {
+    let Some(slot) = FLOWS.get_ptr_mut(flow.slot(key)) else {
         return;
+    };
+    // SAFETY: an array map value, valid for this program run; a racing CPU writing the same slot
+    // can only lose a flow (see `flow`).
+    unsafe {
+        if (*slot).flow.same_as(flow) {
+            let state = (*slot).state;
+            if state.first_payload_seq == first_payload_seq {
+                return;
+            }
+            let now = flow_tick();
+            if state.syn_replaces(first_payload_seq, now) {
+                (*slot).state = FlowState::new(first_payload_seq, now);
+            }
+            return;
+        }
+        (*slot).flow = *flow;
+        (*slot).state = FlowState::new(first_payload_seq, flow_tick());
     }
-    // A full LRU map evicts; an insert failure only means this flow goes uninspected (fail open).
-    let _ = FLOWS.insert(flow, FlowState::new(first_payload_seq, flow_tick()), 0);
 }
 
 /// The flows' clock ([`flow_state::TICK_NS_SHIFT`]).

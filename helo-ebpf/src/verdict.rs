@@ -57,13 +57,13 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         }
         // The client's first payload byte will carry ISN + 1 (unless the 4-tuple's flow is
         // established: a spoofed SYN does not re-key it).
-        maps::remember_flow(&flow, seg.tcp.seq.wrapping_add(1));
+        maps::remember_flow(&flow, &cfg.key, seg.tcp.seq.wrapping_add(1));
         return pass(Pass::NoPayload);
     }
     if seg.tcp.payload_len == 0 {
         // The handshake's ACK carries ISN + 1: from then on the flow is established.
         if seg.tcp.ack {
-            if let Some(f) = seg.flow_key(ctx).and_then(|key| maps::flow(&key)) {
+            if let Some(f) = seg.flow_key(ctx).and_then(|key| maps::flow(&key, &cfg.key)) {
                 if f.first_payload_seq() == seg.tcp.seq {
                     f.mark_established();
                 }
@@ -84,7 +84,7 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     let Some(key) = seg.flow_key(ctx) else {
         return pass(Pass::Truncated);
     };
-    let flow = match maps::flow(&key) {
+    let flow = match maps::flow(&key, &cfg.key) {
         Some(f) if f.first_payload_seq() == seg.tcp.seq => f,
         _ => return pass(Pass::NotFirstPayload),
     };

@@ -126,6 +126,7 @@ impl KernelFilter {
         loader.map_max_entries(names::HELO_BLOCKS, opts.helo_capacity).map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity);
         if let Some(dir) = &opts.pin_dir {
             pin::prepare(dir)?;
+            pin::remove_obsolete(dir)?;
             for name in pin::PINNED_MAPS {
                 // Reused if already pinned (a restart), created and pinned otherwise.
                 loader.map_pin_path(name, pin::map_path(dir, name));
@@ -153,6 +154,7 @@ impl KernelFilter {
             self.maps.set_port(port, true)?;
         }
         let config = Config { key, mode: mode.kernel_value(), flags: self.maps.empty_flags() };
+        self.maps.hash_key = key;
         self.maps.config.set(0, config, 0).context("writing the program's configuration")
     }
 

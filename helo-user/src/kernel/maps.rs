@@ -7,7 +7,7 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
-use helo_common::maps::{config_flags, counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowState, Ladder, Strikes};
+use helo_common::maps::{config_flags, counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowSlot, FlowState, Ladder, Strikes};
 
 use super::{
     addr::addr_key,
@@ -40,7 +40,11 @@ pub struct KernelMaps {
     /// The blocklist maps: greeting hashes, source addresses, source networks.
     pub blocks: BlockMaps,
     pub allow: LpmTrie<MapData, [u8; 16], u8>,
-    pub flows: HashMap<MapData, FlowKey, FlowState>,
+    /// The flow table: slots indexed by [`FlowKey::slot`] under the configured hash key.
+    pub flows: Array<MapData, FlowSlot>,
+    /// The hash key the program is configured with (its flow slots depend on it), kept here so
+    /// a flow is found without reading the configuration back.
+    pub(super) hash_key: helo_common::HashKey,
     pub counters: PerCpuArray<MapData, u64>,
     pub ladder: Array<MapData, Ladder>,
     pub strikes: HashMap<MapData, AddrKey, Strikes>,
@@ -53,8 +57,11 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf
 
 impl KernelMaps {
     pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
+        let config: Array<MapData, Config> = take(ebpf, names::CONFIG)?;
+        // Pinned maps reused from a running filter already carry the key.
+        let hash_key = config.get(&0, 0).map(|c| c.key).unwrap_or_default();
         Ok(Self {
-            config: take(ebpf, names::CONFIG)?,
+            config,
             ports: take(ebpf, names::PORTS)?,
             blocks: BlockMaps {
                 helo: take(ebpf, names::HELO_BLOCKS)?,
@@ -64,6 +71,7 @@ impl KernelMaps {
             },
             allow: take(ebpf, names::ALLOW)?,
             flows: take(ebpf, names::FLOWS)?,
+            hash_key,
             counters: take(ebpf, names::COUNTERS)?,
             ladder: take(ebpf, names::LADDER)?,
             strikes: take(ebpf, names::STRIKES)?,
@@ -174,26 +182,37 @@ impl KernelMaps {
 
     /// The flow map's entry for `flow`, if any.
     pub fn flow_state(&self, flow: FlowKey) -> Option<FlowState> {
-        self.flows.get(&flow, 0).ok()
+        let slot = self.flows.get(&flow.slot(&self.hash_key), 0).ok()?;
+        slot.flow.same_as(&flow).then_some(slot.state)
     }
 
     pub fn remember_flow(&mut self, flow: FlowKey, first_payload_seq: u32) -> Result<()> {
         // No SYN time: as old as the flows' clock, so a SYN replaces it (tests set flows this way).
-        self.flows.insert(flow, FlowState { first_payload_seq, state: 0 }, 0).context("inserting a flow")
+        let slot = FlowSlot { flow, state: FlowState { first_payload_seq, state: 0 }, _pad: 0 };
+        self.flows.set(flow.slot(&self.hash_key), slot, 0).context("recording a flow")
     }
 
     /// Forgets the flow from `client` to `server`, so that its later copies of the first payload
     /// pass instead of being dropped as a listed greeting. For a connection the agent has already
     /// answered: the client's retransmitted greeting is then acknowledged and read, and both sides
     /// close cleanly instead of the client retransmitting for minutes into a closed window.
+    ///
+    /// The slot is cleared only if it still holds this flow; a SYN the program records into the
+    /// same slot between the read and the write is lost (its greeting passes, unjudged by XDP).
     pub fn release_flow(&mut self, client: std::net::SocketAddr, server: std::net::SocketAddr) -> Result<bool> {
-        let key = FlowKey {
+        let flow = FlowKey {
             saddr: addr_key(client.ip().to_canonical()).addr,
             daddr: addr_key(server.ip().to_canonical()).addr,
             sport_be: client.port().to_be(),
             dport_be: server.port().to_be(),
         };
-        remove_if_present(self.flows.remove(&key))
+        let index = flow.slot(&self.hash_key);
+        let slot = self.flows.get(&index, 0).context("reading a flow slot")?;
+        if !slot.flow.same_as(&flow) {
+            return Ok(false);
+        }
+        self.flows.set(index, FlowSlot::default(), 0).context("clearing a flow slot")?;
+        Ok(true)
     }
 
     pub fn counters(&self) -> Result<Counters> {

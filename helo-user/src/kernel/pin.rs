@@ -113,6 +113,16 @@ pub fn pins_outlive_process(dir: &Path) -> Option<bool> {
     Some(false)
 }
 
+/// Removes the pins of maps an older agent kept and this one no longer uses: the flow map was an
+/// LRU hash under another name (its flows are short-lived; nothing is lost).
+pub fn remove_obsolete(dir: &Path) -> Result<()> {
+    let path = map_path(dir, names::OBSOLETE_FLOWS);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
 /// Removes the link (detaching the program) and every pinned map.
 pub fn remove(dir: &Path) -> Result<bool> {
     if !dir.exists() {
