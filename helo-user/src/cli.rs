@@ -4,16 +4,12 @@
 //! A flag whose default lives in the configuration (so that the file can set it) names that
 //! default in its help text rather than through clap, which would make it always win.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    config::{Config, KernelDropReply, MetricsAddr, DEFAULT_ADMIN_SOCKET, DEFAULT_STATE_DIR},
-    kernel::{AttachMode, FilterMode},
+    config::{declare::LayOver, Config, FactFlags, RunFlags, DEFAULT_ADMIN_SOCKET, DEFAULT_STATE_DIR},
     logging::LogFormat,
 };
 
@@ -252,140 +248,35 @@ pub struct StatsArgs {
     pub interval: f64,
 }
 
-/// Server facts shared by `run` and `classify`.
+/// Server facts shared by `run` and `classify`: the config file, and the fact flags over it.
 #[derive(Args, Debug, Default, Clone)]
 pub struct FactArgs {
     /// TOML config file; flags override its keys.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// This server's host name, as in the banner.
-    #[arg(long)]
-    pub hostname: Option<String>,
-    /// An IP address of this server (repeat for several).
-    #[arg(long = "server-ip")]
-    pub server_ip: Vec<IpAddr>,
-    /// A domain this server receives mail for (repeat for several).
-    #[arg(long)]
-    pub domain: Vec<String>,
+    #[command(flatten)]
+    pub flags: FactFlags,
 }
 
+/// `helo run`'s flags: every agent option with a flag is a row of the table in
+/// [`crate::config`]; `--command-timeout-s` is the one flag that reaches into a table
+/// (`timeouts.command-s`).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
     pub facts: FactArgs,
-    /// Interface to attach the XDP program to (required unless --no-xdp).
-    #[arg(long)]
-    pub iface: Option<String>,
-    /// How to attach: native (in the driver, or fail), skb (generic), auto (native, else skb)
-    /// [default: native].
-    #[arg(long = "xdp-mode", value_enum)]
-    pub xdp_mode: Option<AttachMode>,
-    /// Attach no XDP program: classify, reply and keep the blocklist in user space only.
-    #[arg(long = "no-xdp", conflicts_with_all = ["iface", "xdp_mode"])]
-    pub no_xdp: bool,
-    /// Address to accept SMTP on (repeat for several) [default: 0.0.0.0:25 and [::]:25].
-    #[arg(long)]
-    pub listen: Vec<SocketAddr>,
-    /// The MTA sessions are handed to (it must accept PROXY protocol v2) [default: 127.0.0.1:10025].
-    #[arg(long)]
-    pub backend: Option<SocketAddr>,
-    /// enforce: drop listed greetings and sources; observe: count and report them, but pass
-    /// [default: enforce].
-    #[arg(long, value_enum)]
-    pub mode: Option<FilterMode>,
-    /// TCP port the kernel filters (repeat for several) [default: 25].
-    #[arg(long = "port")]
-    pub ports: Vec<u16>,
-    /// The durable store (blocklist, hash key, fleet outbox) [default: /var/lib/helo].
-    #[arg(long = "state-dir")]
-    pub state_dir: Option<PathBuf>,
-    /// What a sender whose greeting the kernel dropped reads before the close [default: reply].
-    #[arg(long = "kernel-drop-reply", value_enum)]
-    pub kernel_drop_reply: Option<KernelDropReply>,
-    /// Open SMTP sessions at most; more get 421 [default: 1000].
-    #[arg(long = "max-sessions")]
-    pub max_sessions: Option<usize>,
-    /// Open SMTP sessions per client address at most [default: 50].
-    #[arg(long = "max-sessions-per-source")]
-    pub max_sessions_per_source: Option<usize>,
-    /// Threads running SMTP sessions, each with its own event loop and listening socket; 0 is one
-    /// per CPU core [default: 0].
-    #[arg(long = "session-threads")]
-    pub session_threads: Option<usize>,
-    /// Hold the banner this long to catch clients that talk first: milliseconds, or a duration
-    /// like `500ms` [default: 0].
-    #[arg(long = "pregreet-ms", value_parser = crate::duration::parse_millis)]
-    pub pregreet_ms: Option<u64>,
-    /// Log lines a minute that may quote what clients sent (greetings, bad commands); past that,
-    /// protocol errors go unlogged and rejections are logged without the client's bytes, and a
-    /// summary counts them [default: 600].
-    #[arg(long = "log-client-lines-per-minute")]
-    pub log_client_lines_per_minute: Option<u64>,
-    /// A last line for every rejection reply, like Postfix's smtpd_reject_footer (`\n` starts
-    /// another line) [default: none].
-    #[arg(long = "reply-footer")]
-    pub reply_footer: Option<String>,
-    /// The Public Suffix List file, read at start and on every reload [default:
-    /// /usr/share/publicsuffix/public_suffix_list.dat when present, else the list compiled in].
-    #[arg(long = "public-suffix-list")]
-    pub public_suffix_list: Option<PathBuf>,
+    #[command(flatten)]
+    pub flags: RunFlags,
     /// Idle time allowed between client commands (timeouts.command-s): seconds, or a duration like
     /// `5m` [default: 300].
     #[arg(long = "command-timeout-s", value_parser = crate::duration::parse_seconds)]
     pub command_timeout_s: Option<u64>,
-    /// Where the maps and the XDP link are pinned, on a bpf filesystem [default: /sys/fs/bpf/helo].
-    #[arg(long = "pin-dir")]
-    pub pin_dir: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, or `off` [default: 127.0.0.1:9725].
-    /// A port that cannot be bound fails the start.
-    #[arg(long, value_name = "ADDR:PORT|off")]
-    pub metrics: Option<MetricsAddr>,
-    /// The root-only admin socket for blocklist, stats, top and reload [default: /run/helo/admin.sock].
-    #[arg(long = "admin-socket")]
-    pub admin_socket: Option<PathBuf>,
-    /// Time between removals of expired entries from the store and the kernel: seconds, or a
-    /// duration like `10s` [default: 10].
-    #[arg(long = "expire-interval-s", value_parser = crate::duration::parse_seconds)]
-    pub expire_interval_s: Option<u64>,
-    /// Time between checks for entries a full kernel map evicted: seconds, or a duration like
-    /// `5m` [default: 300].
-    #[arg(long = "reconcile-interval-s", value_parser = crate::duration::parse_seconds)]
-    pub reconcile_interval_s: Option<u64>,
-    /// Time to live of a listed greeting: a duration like `7d`, `12h`, or seconds [default: 7d].
-    #[arg(long = "helo-ttl-s", value_parser = crate::duration::parse_seconds)]
-    pub helo_ttl_s: Option<u64>,
-    /// Time to live of a listed source address or network: a duration like `1d`, `90m`, or seconds
-    /// [default: 1d].
-    #[arg(long = "source-ttl-s", value_parser = crate::duration::parse_seconds)]
-    pub source_ttl_s: Option<u64>,
-    /// Share the blocklist through Redis: redis://[user@]host:port/db (rediss:// for TLS). Put the
-    /// password in --fleet-password-file, not here: a command line is readable by every local user.
-    #[arg(long)]
-    pub fleet: Option<String>,
-    /// This box's name in the fleet [default: the hostname].
-    #[arg(long = "fleet-name")]
-    pub fleet_name: Option<String>,
-    /// A file (mode 0600) whose first line is the Redis password for --fleet.
-    #[arg(long = "fleet-password-file")]
-    pub fleet_password_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 pub struct ClassifyArgs {
     #[command(flatten)]
     pub facts: FactArgs,
-}
-
-fn set<T>(slot: &mut T, flag: Option<T>) {
-    if let Some(v) = flag {
-        *slot = v;
-    }
-}
-
-fn set_list<T>(slot: &mut Vec<T>, flag: Vec<T>) {
-    if !flag.is_empty() {
-        *slot = flag;
-    }
 }
 
 impl FactArgs {
@@ -395,11 +286,7 @@ impl FactArgs {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        if self.hostname.is_some() {
-            c.hostname = self.hostname.clone();
-        }
-        set_list(&mut c.server_ip, self.server_ip.clone());
-        set_list(&mut c.domain, self.domain.clone());
+        self.flags.clone().lay_over(&mut c);
         Ok(c)
     }
 }
@@ -407,45 +294,8 @@ impl FactArgs {
 impl RunArgs {
     pub fn config(self) -> anyhow::Result<Config> {
         let mut c = self.facts.config()?;
-        if self.iface.is_some() {
-            c.iface = self.iface;
-        }
-        set(&mut c.xdp_mode, self.xdp_mode);
-        c.no_xdp |= self.no_xdp;
-        set_list(&mut c.listen, self.listen);
-        set(&mut c.backend, self.backend);
-        set(&mut c.mode, self.mode);
-        set_list(&mut c.ports, self.ports);
-        set(&mut c.state_dir, self.state_dir);
-        set(&mut c.kernel_drop_reply, self.kernel_drop_reply);
-        set(&mut c.max_sessions, self.max_sessions);
-        set(&mut c.max_sessions_per_source, self.max_sessions_per_source);
-        set(&mut c.session_threads, self.session_threads);
-        set(&mut c.pregreet_ms, self.pregreet_ms);
-        set(&mut c.log_client_lines_per_minute, self.log_client_lines_per_minute);
-        if self.reply_footer.is_some() {
-            c.reply_footer = self.reply_footer;
-        }
-        if self.public_suffix_list.is_some() {
-            c.public_suffix_list = self.public_suffix_list;
-        }
-        set(&mut c.timeouts.command_s, self.command_timeout_s);
-        set(&mut c.pin_dir, self.pin_dir);
-        set(&mut c.metrics, self.metrics);
-        set(&mut c.admin_socket, self.admin_socket);
-        set(&mut c.expire_interval_s, self.expire_interval_s);
-        set(&mut c.reconcile_interval_s, self.reconcile_interval_s);
-        set(&mut c.helo_ttl_s, self.helo_ttl_s);
-        set(&mut c.source_ttl_s, self.source_ttl_s);
-        if self.fleet.is_some() {
-            c.fleet = self.fleet;
-        }
-        if self.fleet_name.is_some() {
-            c.fleet_name = self.fleet_name;
-        }
-        if self.fleet_password_file.is_some() {
-            c.fleet_password_file = self.fleet_password_file;
-        }
+        self.flags.lay_over(&mut c);
+        LayOver::lay_over(self.command_timeout_s, &mut c.timeouts.command_s);
         c.require_xdp_choice()?;
         c.validate()?;
         Ok(c)

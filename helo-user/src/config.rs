@@ -1,4 +1,6 @@
 //! The agent's configuration: a TOML file and command-line flags with the same keys. Flags win.
+//! Each option is one row of the [`options!`] table below: its key, flag, default and help
+//! (`declare.rs` turns the table into [`Config`], its defaults, the flag structs and their merge).
 //!
 //! Everything is checked here, before anything is loaded or bound, so a mistake costs one clear
 //! error line (and exit code 2), not a half-started agent.
@@ -13,6 +15,12 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{AttachMode, FilterMode};
+
+pub(crate) mod declare;
+#[cfg(test)]
+mod options_tests;
+
+use declare::options;
 
 /// What to do on a socket whose greeting the kernel dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -161,124 +169,138 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/helo/admin.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/helo";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/helo";
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct Config {
-    pub iface: Option<String>,
-    pub xdp_mode: AttachMode,
-    /// User space only: the maps are kept (and filled) but no XDP program is attached, so nothing
-    /// is dropped in the kernel. For hosts whose NIC or kernel cannot run XDP, and for comparisons.
-    pub no_xdp: bool,
-    pub listen: Vec<SocketAddr>,
-    pub backend: SocketAddr,
-    pub hostname: Option<String>,
-    pub server_ip: Vec<IpAddr>,
-    pub domain: Vec<String>,
-    pub mode: FilterMode,
-    /// TCP ports the XDP program filters (`--port`, repeatable).
+options! {
+    /// The agent's configuration: the config file's keys (kebab-case), with the command line's
+    /// flags laid over them ([`RunFlags::lay_over`], [`FactFlags::lay_over`]). Flags win.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+    pub struct Config;
+    run flags: RunFlags;
+    fact flags: FactFlags;
+
+    /// Interface to attach the XDP program to (required unless --no-xdp).
+    #[arg(long)]
+    run iface: Option<String> = None, flag: Option<String>;
+    /// How to attach: native (in the driver, or fail), skb (generic), auto (native, else skb)
+    /// [default: native].
+    #[arg(long, value_enum)]
+    run xdp_mode: AttachMode = AttachMode::Native, flag: Option<AttachMode>;
+    /// Attach no XDP program: classify, reply and keep the blocklist in user space only.
+    #[arg(long, conflicts_with_all = ["iface", "xdp_mode"])]
+    run no_xdp: bool = false, flag: bool;
+    /// Address to accept SMTP on (repeat for several) [default: 0.0.0.0:25 and [::]:25].
+    #[arg(long)]
+    run listen: Vec<SocketAddr> = vec!["0.0.0.0:25".parse().unwrap(), "[::]:25".parse().unwrap()], flag: Vec<SocketAddr>;
+    /// The MTA sessions are handed to (it must accept PROXY protocol v2) [default: 127.0.0.1:10025].
+    #[arg(long)]
+    run backend: SocketAddr = "127.0.0.1:10025".parse().unwrap(), flag: Option<SocketAddr>;
+    /// This server's host name, as in the banner.
+    #[arg(long)]
+    fact hostname: Option<String> = None, flag: Option<String>;
+    /// An IP address of this server (repeat for several).
+    #[arg(long)]
+    fact server_ip: Vec<IpAddr> = vec![], flag: Vec<IpAddr>;
+    /// A domain this server receives mail for (repeat for several).
+    #[arg(long)]
+    fact domain: Vec<String> = vec![], flag: Vec<String>;
+    /// enforce: drop listed greetings and sources; observe: count and report them, but pass
+    /// [default: enforce].
+    #[arg(long, value_enum)]
+    run mode: FilterMode = FilterMode::Enforce, flag: Option<FilterMode>;
+    /// TCP port the kernel filters (repeat for several) [default: 25].
     #[serde(rename = "port")]
-    pub ports: Vec<u16>,
-    pub state_dir: PathBuf,
-    pub kernel_drop_reply: KernelDropReply,
-    pub max_sessions: usize,
-    pub max_sessions_per_source: usize,
-    /// Threads that run SMTP sessions, each its own event loop with its own listening socket
-    /// (SO_REUSEPORT); 0: one per CPU core. See [`crate::server`].
-    pub session_threads: usize,
+    #[arg(long = "port")]
+    run ports: Vec<u16> = vec![helo_common::maps::DEFAULT_PORT], flag: Vec<u16>;
+    /// The durable store (blocklist, hash key, fleet outbox) [default: /var/lib/helo].
+    #[arg(long)]
+    run state_dir: PathBuf = PathBuf::from(DEFAULT_STATE_DIR), flag: Option<PathBuf>;
+    /// What a sender whose greeting the kernel dropped reads before the close [default: reply].
+    #[arg(long, value_enum)]
+    run kernel_drop_reply: KernelDropReply = KernelDropReply::Reply, flag: Option<KernelDropReply>;
+    /// Open SMTP sessions at most; more get 421 [default: 1000].
+    #[arg(long)]
+    run max_sessions: usize = 1000, flag: Option<usize>;
+    /// Open SMTP sessions per client address at most [default: 50].
+    #[arg(long)]
+    run max_sessions_per_source: usize = 50, flag: Option<usize>;
+    /// Threads running SMTP sessions, each with its own event loop and listening socket
+    /// (SO_REUSEPORT); 0 is one per CPU core [default: 0].
+    #[arg(long)]
+    run session_threads: usize = 0, flag: Option<usize>;
     /// Protocol errors (unknown commands, overlong lines) before a 421.
-    pub max_errors: u32,
+    file max_errors: u32 = 10;
     /// New greeting names one source may get listed per hour; past that it is still refused, but
     /// nothing new is listed (anyone can get a name listed: one client must not fill the map).
-    pub learned_per_source_per_hour: u32,
+    file learned_per_source_per_hour: u32 = crate::blocklist::learned::PER_SOURCE_PER_HOUR;
     /// Commands of any kind (NOOP and RSET included) before the greeting, before a 421.
-    pub max_commands_before_greeting: u32,
+    file max_commands_before_greeting: u32 = 20;
     /// Sessions in use, in percent of `max-sessions`, from which timeouts shrink to `stress-s`.
-    pub stress_percent: u8,
-    /// How long to hold the banner to see whether the client talks first.
+    file stress_percent: u8 = 80;
+    /// Hold the banner this long to catch clients that talk first: milliseconds, or a duration
+    /// like `500ms` [default: 0].
     #[serde(deserialize_with = "crate::duration::millis")]
-    pub pregreet_ms: u64,
-    /// Log lines a minute that may quote what clients sent (or exist only because a client sent
-    /// junk); see [`crate::logging::client_lines`].
-    pub log_client_lines_per_minute: u64,
-    /// Appended to every rejection the agent writes as its last reply line (`\n` for more lines),
-    /// like Postfix's `smtpd_reject_footer`: a link to the operator's own page, say.
-    pub reply_footer: Option<String>,
-    /// The Public Suffix List file; default: the system's (/usr/share/publicsuffix/), else the
-    /// list compiled in. Read at start and on every reload.
-    pub public_suffix_list: Option<PathBuf>,
-    /// Time to live of a listed greeting, and of a listed source.
+    #[arg(long, value_parser = crate::duration::parse_millis)]
+    run pregreet_ms: u64 = 0, flag: Option<u64>;
+    /// Log lines a minute that may quote what clients sent (greetings, bad commands); past that,
+    /// protocol errors go unlogged and rejections are logged without the client's bytes, and a
+    /// summary counts them [default: 600].
+    #[arg(long)]
+    run log_client_lines_per_minute: u64 = 600, flag: Option<u64>;
+    /// A last line for every rejection reply, like Postfix's smtpd_reject_footer (`\n` starts
+    /// another line) [default: none].
+    #[arg(long)]
+    run reply_footer: Option<String> = None, flag: Option<String>;
+    /// The Public Suffix List file, read at start and on every reload [default:
+    /// /usr/share/publicsuffix/public_suffix_list.dat when present, else the list compiled in].
+    #[arg(long)]
+    run public_suffix_list: Option<PathBuf> = None, flag: Option<PathBuf>;
+    /// Time to live of a listed greeting: a duration like `7d`, `12h`, or seconds [default: 7d].
     #[serde(deserialize_with = "crate::duration::seconds")]
-    pub helo_ttl_s: u64,
+    #[arg(long, value_parser = crate::duration::parse_seconds)]
+    run helo_ttl_s: u64 = 7 * 24 * 3600, flag: Option<u64>;
+    /// Time to live of a listed source address or network: a duration like `1d`, `90m`, or seconds
+    /// [default: 1d].
     #[serde(deserialize_with = "crate::duration::seconds")]
-    pub source_ttl_s: u64,
+    #[arg(long, value_parser = crate::duration::parse_seconds)]
+    run source_ttl_s: u64 = 24 * 3600, flag: Option<u64>;
     /// Capacity of the kernel's HELO map.
-    pub helo_capacity: u32,
-    /// Where maps and the XDP link are pinned (on a bpf filesystem).
-    pub pin_dir: PathBuf,
-    /// Prometheus metrics at http://ADDR/metrics, or `off`.
-    pub metrics: MetricsAddr,
-    /// The root-only admin socket for `blocklist` and `stats`.
-    pub admin_socket: PathBuf,
-    /// How often expired entries are removed from the store and the kernel.
+    file helo_capacity: u32 = helo_common::maps::DEFAULT_HELO_CAPACITY;
+    /// Where the maps and the XDP link are pinned, on a bpf filesystem [default: /sys/fs/bpf/helo].
+    #[arg(long)]
+    run pin_dir: PathBuf = PathBuf::from(DEFAULT_PIN_DIR), flag: Option<PathBuf>;
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, or `off` [default: 127.0.0.1:9725].
+    /// A port that cannot be bound fails the start.
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    run metrics: MetricsAddr = MetricsAddr(Some("127.0.0.1:9725".parse().unwrap())), flag: Option<MetricsAddr>;
+    /// The root-only admin socket for blocklist, stats, top and reload [default: /run/helo/admin.sock].
+    #[arg(long)]
+    run admin_socket: PathBuf = PathBuf::from(DEFAULT_ADMIN_SOCKET), flag: Option<PathBuf>;
+    /// Time between removals of expired entries from the store and the kernel: seconds, or a
+    /// duration like `10s` [default: 10].
     #[serde(deserialize_with = "crate::duration::seconds")]
-    pub expire_interval_s: u64,
-    /// How often the store is checked against the kernel maps for entries a full map evicted.
+    #[arg(long, value_parser = crate::duration::parse_seconds)]
+    run expire_interval_s: u64 = 10, flag: Option<u64>;
+    /// Time between checks for entries a full kernel map evicted: seconds, or a duration like
+    /// `5m` [default: 300].
     #[serde(deserialize_with = "crate::duration::seconds")]
-    pub reconcile_interval_s: u64,
-    /// Share the blocklist through Redis: `redis://[user:pass@]host:port/db` (`rediss://` for TLS).
-    pub fleet: Option<String>,
-    /// This box's name in the fleet. Default: the hostname.
-    pub fleet_name: Option<String>,
-    /// A file holding the Redis password (first line), so it is on no command line and in no
-    /// config file others can read; it fills in the password of `fleet`'s URL.
-    pub fleet_password_file: Option<PathBuf>,
-    pub timeouts: Timeouts,
-    pub ladder: LadderSettings,
-    pub classifier: crate::classify::ClassifierConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            iface: None,
-            xdp_mode: AttachMode::Native,
-            no_xdp: false,
-            listen: vec!["0.0.0.0:25".parse().unwrap(), "[::]:25".parse().unwrap()],
-            backend: "127.0.0.1:10025".parse().unwrap(),
-            hostname: None,
-            server_ip: vec![],
-            domain: vec![],
-            mode: FilterMode::Enforce,
-            ports: vec![helo_common::maps::DEFAULT_PORT],
-            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            kernel_drop_reply: KernelDropReply::Reply,
-            max_sessions: 1000,
-            max_sessions_per_source: 50,
-            session_threads: 0,
-            max_errors: 10,
-            max_commands_before_greeting: 20,
-            learned_per_source_per_hour: crate::blocklist::learned::PER_SOURCE_PER_HOUR,
-            stress_percent: 80,
-            pregreet_ms: 0,
-            log_client_lines_per_minute: 600,
-            reply_footer: None,
-            public_suffix_list: None,
-            helo_ttl_s: 7 * 24 * 3600,
-            source_ttl_s: 24 * 3600,
-            helo_capacity: helo_common::maps::DEFAULT_HELO_CAPACITY,
-            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
-            metrics: MetricsAddr(Some("127.0.0.1:9725".parse().unwrap())),
-            admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
-            expire_interval_s: 10,
-            reconcile_interval_s: 300,
-            fleet: None,
-            fleet_name: None,
-            fleet_password_file: None,
-            timeouts: Timeouts::default(),
-            ladder: LadderSettings::default(),
-            classifier: Default::default(),
-        }
-    }
+    #[arg(long, value_parser = crate::duration::parse_seconds)]
+    run reconcile_interval_s: u64 = 300, flag: Option<u64>;
+    /// Share the blocklist through Redis: redis://[user@]host:port/db (rediss:// for TLS). Put the
+    /// password in --fleet-password-file, not here: a command line is readable by every local user.
+    #[arg(long)]
+    run fleet: Option<String> = None, flag: Option<String>;
+    /// This box's name in the fleet [default: the hostname].
+    #[arg(long)]
+    run fleet_name: Option<String> = None, flag: Option<String>;
+    /// A file (mode 0600) whose first line is the Redis password for --fleet.
+    #[arg(long)]
+    run fleet_password_file: Option<PathBuf> = None, flag: Option<PathBuf>;
+    /// `[timeouts]`; `timeouts.command-s` also as `--command-timeout-s` (see [`crate::cli::RunArgs`]).
+    file timeouts: Timeouts = Timeouts::default();
+    /// `[ladder]`, the offender ladder.
+    file ladder: LadderSettings = LadderSettings::default();
+    /// `[classifier]`: the HELO rules, allow lists and server facts.
+    file classifier: crate::classify::ClassifierConfig = Default::default();
 }
 
 impl Config {

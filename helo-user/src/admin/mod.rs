@@ -11,3 +11,6 @@ pub mod client;
 pub mod ops;
 pub mod protocol;
 pub mod server;
+
+#[cfg(test)]
+mod tests;

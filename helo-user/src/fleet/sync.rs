@@ -1,28 +1,24 @@
 //! The two fleet tasks. Both reconnect with backoff; while Redis is away, filtering goes on from
 //! the local store and kernel, and local blocks wait in the store's outbox.
 
-use std::{
-    net::IpAddr,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use redis::{aio::MultiplexedConnection, Client};
 
-use super::wire::{entry_key, Message, ENTRY_PREFIX, STREAM, STREAM_MAXLEN};
+use super::{
+    consume::{self, StartAt, StreamMessage, EPOCH, LAST_ID},
+    wire::{entry_key, Message, ENTRY_PREFIX, STREAM, STREAM_MAXLEN},
+};
 use crate::{
     agent::Agent,
-    classify::{Greeting, ObservationKind, Verb},
-    store::{Entry, FleetChange, Kind},
+    store::{Entry, FleetChange},
 };
 
-const LAST_ID: &str = "fleet_last_id";
 /// The fleet's generation: a random token Redis keeps. A box that finds a token other than the
 /// one it synced with knows Redis lost its data (a restart without persistence, a failover to an
 /// empty replica) or that it is joining for the first time: it reloads and republishes its own.
 const EPOCH_KEY: &str = "helo:epoch";
-const EPOCH: &str = "fleet_epoch";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the publisher and the consumer. `url` is `redis://[user:pass@]host:port/db` (or
@@ -41,10 +37,6 @@ fn redact(url: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
         _ => url.to_owned(),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 async fn connect(client: &Client) -> Result<MultiplexedConnection> {
@@ -158,8 +150,6 @@ async fn publisher(agent: Arc<Agent>, client: Client, me: String, shown: String)
     }
 }
 
-type StreamMessage = (String, Vec<(String, Vec<u8>)>);
-
 fn pairs(flat: Vec<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
     flat.chunks(2).filter(|c| c.len() == 2).map(|c| (String::from_utf8_lossy(&c[0]).into_owned(), c[1].clone())).collect()
 }
@@ -176,60 +166,6 @@ async fn first_id(con: &mut MultiplexedConnection) -> Result<Option<String>> {
     Ok(first.into_iter().next().map(|(id, _)| id))
 }
 
-/// Stream IDs compare as (ms, seq).
-fn id_key(id: &str) -> (u64, u64) {
-    let mut it = id.splitn(2, '-');
-    (it.next().and_then(|s| s.parse().ok()).unwrap_or(0), it.next().and_then(|s| s.parse().ok()).unwrap_or(0))
-}
-
-/// Whether this box's own allow list covers the entry: then another box's block is not applied.
-fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
-    match kind {
-        // A listed network is refused here if any of it is allowed here.
-        Kind::Source => match crate::store::source_target(name) {
-            Ok(crate::store::SourceTarget::Addr(ip)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
-            Ok(crate::store::SourceTarget::Net(net)) => {
-                agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n))
-            }
-            Err(_) => false,
-        },
-        Kind::Helo => {
-            let probe = Greeting::new(Verb::Ehlo, name.as_bytes(), IpAddr::from([0, 0, 0, 0]));
-            agent.classifier.classify(&probe).observations.iter().any(|o| o == ObservationKind::OperatorAllow)
-        }
-    }
-}
-
-fn apply(agent: &Agent, msg: &Message) -> Result<()> {
-    match msg {
-        Message::Add(e) => {
-            if allowed_here(agent, e.kind, &e.name) {
-                tracing::info!("fleet: {} lists {} {}, but it is allowed here", e.origin, e.kind.as_str(), e.name);
-                agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "allowed".into() }).inc();
-                return Ok(());
-            }
-            agent.blocklist.apply_remote(e)
-        }
-        Message::Del { kind, name, .. } => agent.blocklist.remove(&[format!("{}/{name}", kind.as_str())]).map(|_| ()),
-    }
-}
-
-fn handle(agent: &Agent, me: &str, fields: &[(String, Vec<u8>)]) {
-    match Message::from_fields(fields) {
-        Ok(msg) if msg.origin() == me => {}
-        Ok(msg) => match apply(agent, &msg) {
-            Ok(()) => {
-                agent.metrics.fleet_received.inc();
-            }
-            Err(e) => tracing::error!("fleet: applying {msg:?}: {e:#}"),
-        },
-        Err(e) => {
-            tracing::warn!("fleet: skipping a bad stream entry: {e:#}");
-            agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "malformed".into() }).inc();
-        }
-    }
-}
-
 /// Loads the current state (the entry keys), returning the stream ID to follow from.
 async fn load_state(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Result<String> {
     // The head is read first: anything added while the keys are scanned is applied again from
@@ -242,18 +178,7 @@ async fn load_state(agent: &Agent, con: &mut MultiplexedConnection, me: &str) ->
             redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{ENTRY_PREFIX}*")).arg("COUNT").arg(1000).query_async(con).await?;
         if !keys.is_empty() {
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(con).await?;
-            for v in values.into_iter().flatten() {
-                match serde_json::from_str::<Entry>(&v) {
-                    Ok(e) if e.origin == me => {}
-                    Ok(e) => match apply(agent, &Message::Add(e)) {
-                        Ok(()) => loaded += 1,
-                        Err(err) => tracing::warn!("fleet: a stored entry was refused: {err:#}"),
-                    },
-                    Err(_) => {
-                        agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "malformed".into() }).inc();
-                    }
-                }
-            }
+            loaded += values.into_iter().flatten().filter(|v| consume::load_entry(agent, me, v)).count();
         }
         cursor = next;
         if cursor == 0 {
@@ -291,26 +216,20 @@ async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Res
     let fresh: String = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
     let _: Option<String> = redis::cmd("SET").arg(EPOCH_KEY).arg(&fresh).arg("NX").query_async(con).await?;
     let epoch: String = redis::cmd("GET").arg(EPOCH_KEY).query_async(con).await?;
-    let saved = store.meta(LAST_ID)?;
     let first = first_id(con).await?;
-    let mut last = if store.meta(EPOCH)?.as_deref() != Some(epoch.as_str()) {
-        // New to this Redis, or Redis lost its data: load what is there, and publish this box's
-        // own entries (again) so the fleet has them.
-        tracing::info!("fleet: joining generation {epoch}; loading the current list and publishing this box's entries");
-        for e in store.entries()?.into_iter().filter(|e| e.origin == "agent" || e.origin == "operator") {
-            store.queue(&FleetChange::Add { entry: e })?;
+    let start = consume::start_at(store.meta(EPOCH)?.as_deref(), &epoch, store.meta(LAST_ID)?.as_deref(), first.as_deref());
+    let mut last = match start {
+        StartAt::Join => {
+            // New to this Redis, or Redis lost its data: load what is there, and publish this
+            // box's own entries (again) so the fleet has them.
+            tracing::info!("fleet: joining generation {epoch}; loading the current list and publishing this box's entries");
+            consume::republish_own(agent)?;
+            let head = load_state(agent, con, me).await?;
+            store.set_meta(EPOCH, &epoch)?;
+            head
         }
-        agent.blocklist.outbox_ready.notify_one();
-        let head = load_state(agent, con, me).await?;
-        store.set_meta(EPOCH, &epoch)?;
-        head
-    } else {
-        match saved {
-            // Trimmed past where this box stopped: the stream no longer has what it missed.
-            Some(s) if first.as_deref().is_some_and(|f| id_key(f) > id_key(&s)) => load_state(agent, con, me).await?,
-            Some(s) => s,
-            None => load_state(agent, con, me).await?,
-        }
+        StartAt::Reload => load_state(agent, con, me).await?,
+        StartAt::Resume(id) => id,
     };
     store.set_meta(LAST_ID, &last)?;
     agent.metrics.fleet_connected.set(1);
@@ -319,15 +238,6 @@ async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Res
             redis::cmd("XREAD").arg("COUNT").arg(500).arg("BLOCK").arg(1000).arg("STREAMS").arg(STREAM).arg(&last).query_async(con).await?;
         let messages: Vec<StreamMessage> =
             reply.into_iter().flatten().flat_map(|(_, msgs)| msgs).map(|(id, flat)| (id, pairs(flat))).collect();
-        if messages.is_empty() {
-            agent.metrics.fleet_lag_seconds.set(0.0);
-            continue;
-        }
-        for (id, fields) in &messages {
-            handle(agent, me, fields);
-            last = id.clone();
-        }
-        agent.metrics.fleet_lag_seconds.set(now_ms().saturating_sub(id_key(&last).0) as f64 / 1000.0);
-        store.set_meta(LAST_ID, &last)?;
+        last = consume::apply_batch(agent, me, &messages, &last)?;
     }
 }
