@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use crate::{
     admin::{client::call_with_config, protocol::Request},
-    blocklist::{unix_now, Listed},
+    blocklist::Listed,
     cli::{AdminArgs, AllowArgs, AllowCommand, BlocklistArgs, BlocklistCommand, KindArg, StatsArgs},
-    store::{Entry, Kind},
+    listing::{clock::unix_now, Entry, Kind},
 };
 
 fn kind(arg: Option<KindArg>, name: &str) -> Kind {
@@ -147,7 +147,7 @@ pub fn allow(args: AllowArgs) -> Result<()> {
             } else {
                 println!("{:<5} {:<44} {:<9} {:<14}", "KIND", "VALUE", "ORIGIN", "ADDED");
                 for e in &allowed {
-                    println!("{:<5} {:<44} {:<9} {:<14}", e.kind.as_str(), e.value, e.origin, when(e.added_unix_s));
+                    println!("{:<5} {:<44} {:<9} {:<14}", e.kind.as_str(), e.value, e.origin.as_str(), when(e.added_unix_s));
                 }
             }
         }

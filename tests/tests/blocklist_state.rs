@@ -19,7 +19,8 @@ use helo_testbed::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
 use helo_user::{
     blocklist::{kernel_side::helo_hash, offline::Offline, Blocklist},
     kernel::{FilterMode, KernelFilter, LoadOptions},
-    store::{Entry, Kind, Store},
+    listing::{name, reason, Entry, Kind, Origin},
+    store::Store,
 };
 
 const REPLY: &str = "550 5.7.1 Bogus HELO";
@@ -43,8 +44,8 @@ fn rig(state: &Path, pin_dir: Option<PathBuf>, helo_capacity: u32) -> Result<Rig
 }
 
 impl Rig {
-    fn entry(&self, name: &str, origin: &str) -> Entry {
-        self.blocklist.new_entry(Kind::Helo, name.into(), "operator", REPLY, None, origin)
+    fn entry(&self, name: &str, origin: Origin) -> Entry {
+        self.blocklist.new_entry(Kind::Helo, name.into(), reason::OPERATOR, REPLY, None, origin)
     }
 
     fn kernel_hashes(&self) -> HashSet<u64> {
@@ -75,13 +76,13 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
     }
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, DEFAULT_CAPACITY)?;
-    r.blocklist.add_all(&[r.entry("op.example.com", "operator"), r.entry("fleet.example.com", "mx2")])?;
+    r.blocklist.add_all(&[r.entry("op.example.com", Origin::Operator), r.entry("fleet.example.com", Origin::Fleet("mx2".into()))])?;
     assert!(r.blocklist.block_helo(b"Learned.Example.", "bogus_helo", REPLY)?.wait_blocking());
     // The agent rejecting an operator-listed name (with --no-xdp, say) leaves the operator's entry.
     assert!(r.blocklist.block_helo(b"OP.example.com", "bogus_helo", REPLY)?.wait_blocking());
     r.blocklist.sync();
     assert!(r.in_kernel("learned.example"));
-    assert_eq!(r.store.get("helo/op.example.com")?.unwrap().origin, "operator");
+    assert_eq!(r.store.get("helo/op.example.com")?.unwrap().origin, Origin::Operator);
     // The kernel's LRU map evicts all three; a ghost appears that the store never held.
     {
         let mut k = r.kernel.lock().unwrap();
@@ -108,7 +109,7 @@ fn operator_entries_survive_a_flood_of_learned_names_in_a_small_map() -> Result<
     }
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, 64)?;
-    r.blocklist.add_all(&[r.entry("op.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("op.example.com", Origin::Operator)])?;
     // 300 invented names from 300 addresses (one source is held to its quota: see below).
     for i in 0..300u32 {
         let client = IpAddr::from((0xc612_0000u32 + i).to_be_bytes());
@@ -162,7 +163,7 @@ fn an_eight_bit_name_is_hashed_as_the_kernel_sees_it() -> Result<()> {
     assert!(r.kernel_hashes().contains(&kernel_hash), "the kernel's own hash of the greeting must be listed");
     assert_eq!(r.blocklist.helo_listed(kernel_hash).map(|(n, _)| n).as_deref(), Some("caf\\xe9"));
     // The operator removes it by its escape, in any case.
-    assert_eq!(r.blocklist.remove(&[format!("helo/{}", helo_user::blocklist::normalise("Caf\\xE9")?)])?.len(), 1);
+    assert_eq!(r.blocklist.remove(&[format!("helo/{}", name::from_operator("Caf\\xE9")?)])?.len(), 1);
     assert!(r.kernel_hashes().is_empty());
     Ok(())
 }
@@ -191,7 +192,7 @@ fn the_kernel_follows_the_store_across_restarts_and_offline_edits() -> Result<()
     let state = dir.path().join("state");
     let r = rig(&state, Some(pins.clone()), DEFAULT_CAPACITY)?;
     let key = r.key;
-    r.blocklist.add_all(&[r.entry("one.example.com", "operator"), r.entry("two.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("one.example.com", Origin::Operator), r.entry("two.example.com", Origin::Operator)])?;
     drop(r);
 
     // Agent down. An offline delete reaches the pinned map at once.
@@ -204,7 +205,7 @@ fn the_kernel_follows_the_store_across_restarts_and_offline_edits() -> Result<()
         reply: REPLY.into(),
         added_unix_s: 0,
         expires_unix_s: 0,
-        origin: "operator".into(),
+        origin: Origin::Operator,
     };
     assert_eq!(o.remove(&probe("one.example.com"))?, 1);
     // An older version's offline delete reached the store only: the kernel still has a ghost.
@@ -239,7 +240,7 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
     let dir = tempfile::tempdir()?;
     let fs = Tmpfs::mount(dir.path().join("fs"), "2m")?;
     let r = rig(&fs.path.join("state"), None, DEFAULT_CAPACITY)?;
-    r.blocklist.add_all(&[r.entry("before.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("before.example.com", Origin::Operator)])?;
     let filler = fs.fill()?;
     // A burst of rejections on the full filesystem: each session waits for its commit.
     let names: Vec<String> = (0..300).map(|i| format!("full{i}.invalid")).collect();
@@ -251,7 +252,7 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
     assert!(c.store_errors >= 1, "nothing failed: the filesystem was not full enough");
     assert!(r.kernel_within_store(), "a kernel entry has no store entry");
     // An operator change meanwhile is all or nothing: stored and in the kernel, or in neither.
-    let during = r.blocklist.add_all(&[r.entry("during.example.com", "operator")]);
+    let during = r.blocklist.add_all(&[r.entry("during.example.com", Origin::Operator)]);
     assert_eq!(during.is_ok(), r.in_kernel("during.example.com"), "{during:?}");
     assert_eq!(during.is_ok(), r.stored().contains("during.example.com"));
     let expected = names.len() + 1 + during.is_ok() as usize;
@@ -264,7 +265,7 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
         thread::sleep(Duration::from_millis(100));
     }
     assert!(names.iter().all(|n| r.in_kernel(n)), "replayed listings are back in the kernel");
-    r.blocklist.add_all(&[r.entry("after.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("after.example.com", Origin::Operator)])?;
     assert!(r.in_kernel("after.example.com") && r.stored().contains("after.example.com"));
     assert!(r.kernel_within_store());
     Ok(())

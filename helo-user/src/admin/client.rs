@@ -14,7 +14,8 @@ use super::{
 };
 use crate::{
     allow::{offline::OfflineAllow, AllowEntry},
-    blocklist::{offline::Offline, unix_now},
+    blocklist::offline::Offline,
+    listing::clock::unix_now,
 };
 
 fn allow_offline(mut target: OfflineAllow<'_>, req: Request) -> Result<Response> {

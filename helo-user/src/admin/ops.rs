@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 
 use super::protocol::{Request, Response};
 use crate::{
-    blocklist::{offline::Offline, unix_now, Blocklist, Listed},
+    blocklist::{offline::Offline, Blocklist, Listed},
+    listing::{self, Entry, Kind, Origin},
     smtp::reply::KERNEL_DROP_DEFAULT,
-    store::{Entry, FleetChange, Kind},
+    store::FleetChange,
 };
 
 pub enum Target<'a> {
@@ -26,7 +27,7 @@ fn entry_for(
     default_ttl: Duration,
 ) -> Result<Entry> {
     let name = match kind {
-        Kind::Helo => crate::blocklist::normalise(name)?,
+        Kind::Helo => listing::name::from_operator(name)?,
         Kind::Source => match name.parse::<ipnet::IpNet>() {
             // A /32 or /128 is one address, kept in the cheaper exact map.
             Ok(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_canonical().to_string(),
@@ -39,17 +40,15 @@ fn entry_for(
                 .to_string(),
         },
     };
-    let now = unix_now();
     let ttl = ttl_s.map(Duration::from_secs).unwrap_or(default_ttl);
-    let e = Entry {
+    let e = Entry::new(
         kind,
         name,
-        reason: reason.unwrap_or_else(|| "operator".into()),
-        reply: reply.unwrap_or_else(|| KERNEL_DROP_DEFAULT.into()),
-        added_unix_s: now,
-        expires_unix_s: if ttl.is_zero() { 0 } else { now + ttl.as_secs() },
-        origin: "operator".into(),
-    };
+        reason.as_deref().unwrap_or(listing::reason::OPERATOR),
+        reply.as_deref().unwrap_or(KERNEL_DROP_DEFAULT),
+        ttl,
+        Origin::Operator,
+    );
     e.validate()?;
     Ok(e)
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     allow::{AllowKind, Allowed},
     blocklist::{ChangeCounts, Listed},
-    store::{Entry, Kind},
+    listing::{Entry, Kind},
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -59,7 +59,7 @@ fn answer(agent: &Agent, line: &str) -> Response {
             crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() })
         }
         Request::AllowList => Ok(Response { ok: true, allowed: Some(crate::allow::live::list(agent)), ..Default::default() }),
-        Request::AllowAdd { value, kind } => crate::allow::AllowEntry::parse(&value, kind, crate::blocklist::unix_now())
+        Request::AllowAdd { value, kind } => crate::allow::AllowEntry::parse(&value, kind, crate::listing::clock::unix_now())
             .and_then(|e| crate::allow::live::add(agent, e))
             .map(|c| Response { ok: true, message: Some(c.message), ..Default::default() }),
         Request::AllowDel { value, kind } => crate::allow::AllowEntry::parse(&value, kind, 0)

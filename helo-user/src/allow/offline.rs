@@ -51,14 +51,14 @@ impl OfflineAllow<'_> {
             }
             AllowKind::Name => {
                 // An allowed name must not stay listed: off the blocklist (store and pinned maps).
-                let probe = crate::store::Entry {
-                    kind: crate::store::Kind::Helo,
+                let probe = crate::listing::Entry {
+                    kind: crate::listing::Kind::Helo,
                     name: entry.value.clone(),
                     reason: String::new(),
                     reply: String::new(),
                     added_unix_s: 0,
                     expires_unix_s: 0,
-                    origin: String::new(),
+                    origin: crate::listing::Origin::default(),
                 };
                 self.blocklist.remove(&probe)?;
             }

@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::store::{Entry, Store};
+use crate::{listing::Entry, store::Store};
 
 /// At most this many entries per transaction, so one commit stays short under a flood.
 const MAX_BATCH: usize = 4096;
@@ -238,7 +238,7 @@ fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, outcom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::entry;
+    use crate::listing::entry::tests::entry;
 
     /// The relay's synchronous judge waits for a commit on a session thread, inside a
     /// single-threaded runtime, where `blocking_recv` would panic.

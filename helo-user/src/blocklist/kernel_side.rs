@@ -8,32 +8,18 @@ use std::collections::HashSet;
 use anyhow::Result;
 use helo_common::{
     hash_normalised,
-    maps::{reason, AddrKey, BlockEntry},
+    maps::{AddrKey, BlockEntry},
     HashKey,
 };
 
-use super::{boot_now_ns, name, unix_now};
 use crate::{
     kernel::{
         addr::addr_key,
         blocks::{net_key, NetKey, Removed},
         tables::BlockTables,
     },
-    store::{source_target, Entry, Kind, SourceTarget},
+    listing::{clock::expiry_on_boot_clock, name, reason, source_target, Entry, Kind, SourceTarget},
 };
-
-/// The kernel's reason code for a reason string (a rule id, or anything an operator wrote).
-fn reason_code(reason: &str) -> u32 {
-    match reason {
-        "bogus_helo" => reason::BOGUS_HELO,
-        "helo_is_my_ip" => reason::HELO_IS_MY_IP,
-        "helo_matches_rcpt" => reason::HELO_MATCHES_RCPT,
-        "operator_deny" => reason::OPERATOR_DENY,
-        "literal_mismatch" => reason::LITERAL_MISMATCH,
-        super::ladder::LADDER_REASON => reason::LADDER,
-        _ => reason::OPERATOR,
-    }
-}
 
 /// The hash the kernel computes for a stored greeting name.
 pub fn helo_hash(key: &HashKey, stored_name: &str) -> u64 {
@@ -41,9 +27,12 @@ pub fn helo_hash(key: &HashKey, stored_name: &str) -> u64 {
 }
 
 pub fn value(e: &Entry) -> BlockEntry {
-    let expires_boot_ns =
-        if e.expires_unix_s == 0 { 0 } else { boot_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000 };
-    BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_boot_ns, ..Default::default() }
+    BlockEntry {
+        reason: reason::kernel_code(&e.reason),
+        added_unix_s: e.added_unix_s,
+        expires_boot_ns: expiry_on_boot_clock(e.expires_unix_s),
+        ..Default::default()
+    }
 }
 
 pub fn put<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<()> {

@@ -14,7 +14,6 @@ mod group_commit;
 pub mod kernel_side;
 mod ladder;
 pub mod learned;
-pub mod name;
 pub mod offline;
 #[cfg(test)]
 mod tests;
@@ -28,7 +27,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -37,26 +36,12 @@ use helo_common::HashKey;
 use self::group_commit::{GroupCommit, Outcome};
 use crate::{
     kernel::Kernel,
-    store::{source_target, Entry, Kind, SourceTarget, Store},
+    listing::{
+        clock::{boot_ns_to_unix_s, unix_now},
+        name, source_target, Entry, Kind, Origin, SourceTarget,
+    },
+    store::Store,
 };
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// `CLOCK_BOOTTIME` in ns: the kernel's clock for entry expiry and hit times.
-pub fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The stored form of a greeting name an operator typed: normalised as the kernel does, escaped
-/// byte for byte (see [`name`]).
-pub fn normalise(raw: &str) -> Result<String> {
-    name::from_operator(raw)
-}
 
 /// An entry with what the kernel knows of it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -251,12 +236,6 @@ impl Drop for Exclusive<'_> {
     }
 }
 
-/// Whether an entry's listing came from the agent's own classifier (and so may be dropped when
-/// the kernel evicts it): operator, imported and fleet entries are kept and put back.
-fn learned_here(e: &Entry) -> bool {
-    e.origin == "agent"
-}
-
 impl Blocklist {
     /// Builds the blocklist over `store` and makes the kernel maps equal to it: every live entry
     /// is loaded, and every kernel entry the store does not hold (an offline delete while the
@@ -362,7 +341,7 @@ impl Blocklist {
         let _order = self.tables.order.lock().unwrap();
         // An operator's, imported or fleet entry for the same name stays as it is: replaced by
         // the agent's, it would become evictable and lose its reason, reply and expiry.
-        if self.tables.indexed(&entry).is_some_and(|e| !learned_here(&e)) {
+        if self.tables.indexed(&entry).is_some_and(|e| !e.origin.learned_here()) {
             return Ok(Committed::resolved(true));
         }
         self.tables.to_kernel(&entry)?;
@@ -386,21 +365,9 @@ impl Blocklist {
         self.source_ttl_s.store(source.as_secs(), Ordering::Relaxed);
     }
 
-    pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: &str) -> Entry {
-        let now = unix_now();
-        let ttl = ttl.unwrap_or(match kind {
-            Kind::Helo => self.default_ttl(Kind::Helo),
-            Kind::Source => self.default_ttl(Kind::Source),
-        });
-        Entry {
-            kind,
-            name,
-            reason: reason.to_owned(),
-            reply: reply.to_owned(),
-            added_unix_s: now,
-            expires_unix_s: if ttl.is_zero() { 0 } else { now + ttl.as_secs() },
-            origin: origin.to_owned(),
-        }
+    /// An entry added now, for `ttl` or else the default of its kind.
+    pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: Origin) -> Entry {
+        Entry::new(kind, name, reason, reply, ttl.unwrap_or_else(|| self.default_ttl(kind)), origin)
     }
 
     /// From now on, local changes are queued for the fleet.
@@ -426,7 +393,7 @@ impl Blocklist {
     /// Lists a greeting argument (as the client sent it, byte for byte) for every sender, with no
     /// per-source bound: sessions should call [`Blocklist::block_helo_from`].
     pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
-        self.list_now(self.new_entry(Kind::Helo, name::from_wire(raw_arg), rule, reply, None, "agent"))
+        self.list_now(self.new_entry(Kind::Helo, name::from_wire(raw_arg), rule, reply, None, Origin::Agent))
     }
 
     /// [`Blocklist::block_helo`] for a greeting `client` sent, within the client's quota of new
@@ -446,12 +413,12 @@ impl Blocklist {
             tracing::debug!("{client}: over its quota of new listings; {name} is not listed");
             return Ok(Committed::resolved(true));
         }
-        self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, "agent"))
+        self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, Origin::Agent))
     }
 
     /// Lists a client address.
     pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
-        self.list_now(self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, "agent"))
+        self.list_now(self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, Origin::Agent))
     }
 
     /// Removes entries by key (`helo/NAME`, `source/ADDR`); returns what was removed.
@@ -513,7 +480,7 @@ impl Blocklist {
             let k = self.tables.kernel.lock().unwrap();
             for e in entries.iter().filter(|e| !e.expired(now)) {
                 if !self.tables.in_kernel(&*k, e) {
-                    if learned_here(e) {
+                    if e.origin.learned_here() {
                         gone.push(e.key());
                     } else {
                         missing.push(e.clone());
@@ -540,16 +507,11 @@ impl Blocklist {
 
     /// Every entry with its kernel hit count and last hit.
     pub fn list(&self) -> Result<Vec<Listed>> {
-        let boot_now = boot_now_ns();
-        let unix = unix_now();
         let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
             let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry) {
-                Some(v) if v.last_hit_boot_ns > 0 => {
-                    (v.hits, unix.saturating_sub(boot_now.saturating_sub(v.last_hit_boot_ns) / 1_000_000_000))
-                }
-                Some(v) => (v.hits, 0),
+                Some(v) => (v.hits, boot_ns_to_unix_s(v.last_hit_boot_ns)),
                 None => (0, 0),
             };
             out.push(Listed { entry, hits, last_hit_unix_s });

@@ -9,10 +9,7 @@ use anyhow::Result;
 use helo_common::HashKey;
 
 use super::kernel_side;
-use crate::{
-    kernel::blocks::BlockMaps,
-    store::{Entry, Store},
-};
+use crate::{kernel::blocks::BlockMaps, listing::Entry, store::Store};
 
 pub struct Offline {
     pub store: Store,

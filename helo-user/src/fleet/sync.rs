@@ -14,7 +14,8 @@ use super::wire::{entry_key, Message, ENTRY_PREFIX, STREAM, STREAM_MAXLEN};
 use crate::{
     agent::Agent,
     classify::{Greeting, ObservationKind, Verb},
-    store::{Entry, FleetChange, Kind},
+    listing::{source_target, Entry, Kind, Origin, SourceTarget},
+    store::FleetChange,
 };
 
 const LAST_ID: &str = "fleet_last_id";
@@ -67,8 +68,8 @@ impl Backoff {
 /// What other boxes see as the origin of this box's own entries.
 fn published(entry: &Entry, me: &str) -> Entry {
     let mut e = entry.clone();
-    if e.origin == "agent" || e.origin == "operator" {
-        e.origin = me.to_owned();
+    if e.origin.published_as_this_box() {
+        e.origin = Origin::Fleet(me.to_owned());
     }
     e
 }
@@ -79,7 +80,7 @@ async fn publish(con: &mut MultiplexedConnection, change: &FleetChange, me: &str
             let e = published(entry, me);
             (Message::Add(e.clone()), Some(e))
         }
-        FleetChange::Del { kind, name } => (Message::Del { kind: *kind, name: name.clone(), origin: me.to_owned() }, None),
+        FleetChange::Del { kind, name } => (Message::Del { kind: *kind, name: name.clone(), origin: Origin::Fleet(me.to_owned()) }, None),
     };
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -186,11 +187,9 @@ fn id_key(id: &str) -> (u64, u64) {
 fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
     match kind {
         // A listed network is refused here if any of it is allowed here.
-        Kind::Source => match crate::store::source_target(name) {
-            Ok(crate::store::SourceTarget::Addr(ip)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
-            Ok(crate::store::SourceTarget::Net(net)) => {
-                agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n))
-            }
+        Kind::Source => match source_target(name) {
+            Ok(SourceTarget::Addr(ip)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
+            Ok(SourceTarget::Net(net)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n)),
             Err(_) => false,
         },
         Kind::Helo => {
@@ -216,7 +215,7 @@ fn apply(agent: &Agent, msg: &Message) -> Result<()> {
 
 fn handle(agent: &Agent, me: &str, fields: &[(String, Vec<u8>)]) {
     match Message::from_fields(fields) {
-        Ok(msg) if msg.origin() == me => {}
+        Ok(msg) if msg.origin().as_str() == me => {}
         Ok(msg) => match apply(agent, &msg) {
             Ok(()) => {
                 agent.metrics.fleet_received.inc();
@@ -244,7 +243,7 @@ async fn load_state(agent: &Agent, con: &mut MultiplexedConnection, me: &str) ->
             let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(con).await?;
             for v in values.into_iter().flatten() {
                 match serde_json::from_str::<Entry>(&v) {
-                    Ok(e) if e.origin == me => {}
+                    Ok(e) if e.origin.as_str() == me => {}
                     Ok(e) => match apply(agent, &Message::Add(e)) {
                         Ok(()) => loaded += 1,
                         Err(err) => tracing::warn!("fleet: a stored entry was refused: {err:#}"),
@@ -297,7 +296,7 @@ async fn follow(agent: &Agent, con: &mut MultiplexedConnection, me: &str) -> Res
         // New to this Redis, or Redis lost its data: load what is there, and publish this box's
         // own entries (again) so the fleet has them.
         tracing::info!("fleet: joining generation {epoch}; loading the current list and publishing this box's entries");
-        for e in store.entries()?.into_iter().filter(|e| e.origin == "agent" || e.origin == "operator") {
+        for e in store.entries()?.into_iter().filter(|e| e.origin.published_as_this_box()) {
             store.queue(&FleetChange::Add { entry: e })?;
         }
         agent.blocklist.outbox_ready.notify_one();
