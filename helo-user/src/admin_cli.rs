@@ -42,8 +42,8 @@ fn print_table(entries: &[Listed]) {
         let expires = if e.expires_unix_s == 0 { "never".into() } else { when(e.expires_unix_s) };
         println!(
             "{:<6} {:<40} {:<18} {:<8} {:<14} {:<16} {:>8} {:<14}",
-            e.kind.as_str(),
-            e.name,
+            e.kind().as_str(),
+            e.name(),
             e.reason,
             e.origin,
             when(e.added_unix_s),

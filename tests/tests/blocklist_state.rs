@@ -19,7 +19,7 @@ use helo_testbed::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
 use helo_user::{
     blocklist::{kernel_side::helo_hash, offline::Offline, Blocklist},
     kernel::{FilterMode, KernelFilter, LoadOptions},
-    listing::{name, reason, Entry, Kind, Origin},
+    listing::{name, reason, Entry, Origin, Target},
     store::Store,
 };
 
@@ -45,7 +45,7 @@ fn rig(state: &Path, pin_dir: Option<PathBuf>, helo_capacity: u32) -> Result<Rig
 
 impl Rig {
     fn entry(&self, name: &str, origin: Origin) -> Entry {
-        self.blocklist.new_entry(Kind::Helo, name.into(), reason::OPERATOR, REPLY, None, origin)
+        self.blocklist.new_entry(Target::greeting(name.into()), reason::OPERATOR, REPLY, None, origin)
     }
 
     fn kernel_hashes(&self) -> HashSet<u64> {
@@ -57,7 +57,7 @@ impl Rig {
     }
 
     fn stored(&self) -> HashSet<String> {
-        self.store.entries().unwrap().into_iter().map(|e| e.name).collect()
+        self.store.entries().unwrap().iter().map(|e| e.name().to_owned()).collect()
     }
 
     /// Every kernel entry has a store entry.
@@ -199,15 +199,14 @@ fn the_kernel_follows_the_store_across_restarts_and_offline_edits() -> Result<()
     let mut o = offline(&state, &pins)?;
     assert!(o.note().contains("maps pinned"), "{}", o.note());
     let probe = |name: &str| Entry {
-        kind: Kind::Helo,
-        name: name.into(),
+        target: Target::greeting(name.into()),
         reason: "x".into(),
         reply: REPLY.into(),
         added_unix_s: 0,
         expires_unix_s: 0,
         origin: Origin::Operator,
     };
-    assert_eq!(o.remove(&probe("one.example.com"))?, 1);
+    assert_eq!(o.remove(&Target::greeting("one.example.com".into()))?, 1);
     // An older version's offline delete reached the store only: the kernel still has a ghost.
     assert_eq!(o.store.remove_all(&["helo/two.example.com".into()])?.len(), 1);
     o.add_all(&[probe("three.example.com")])?;

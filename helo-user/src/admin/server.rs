@@ -10,7 +10,7 @@ use tokio::{
 };
 
 use super::{
-    ops::{self, Target},
+    ops::{self, Where},
     protocol::{Request, Response, Stats, IMPORT_PREFIX, MAX_IMPORT_BYTES, MAX_REQUEST_BYTES},
 };
 use crate::agent::Agent;
@@ -65,7 +65,7 @@ fn answer(agent: &Agent, line: &str) -> Response {
         Request::AllowDel { value, kind } => crate::allow::AllowEntry::parse(&value, kind, 0)
             .and_then(|e| crate::allow::live::del(agent, e))
             .map(|c| Response { ok: true, message: Some(c.message), ..Default::default() }),
-        req => ops::handle(Target::Live(&agent.blocklist), req),
+        req => ops::handle(Where::Live(&agent.blocklist), req),
     };
     result.unwrap_or_else(Response::error)
 }

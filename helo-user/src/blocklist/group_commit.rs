@@ -293,7 +293,7 @@ mod tests {
         for t in threads {
             assert!(t.join().unwrap(), "an entry was reported as not committed");
         }
-        let names: std::collections::HashSet<String> = store.entries().unwrap().into_iter().map(|e| e.name).collect();
+        let names: std::collections::HashSet<String> = store.entries().unwrap().iter().map(|e| e.name().to_owned()).collect();
         assert_eq!(names.len(), 401);
         // Batched: fewer transactions than entries (at least one per waiting thread's burst).
         let n = commits.load(Ordering::SeqCst);

@@ -18,7 +18,7 @@ use crate::{
         blocks::{net_key, NetKey, Removed},
         tables::BlockTables,
     },
-    listing::{clock::expiry_on_boot_clock, name, reason, source_target, Entry, Kind, SourceTarget},
+    listing::{clock::expiry_on_boot_clock, name, reason, Entry, Match, Target},
 };
 
 /// The hash the kernel computes for a stored greeting name.
@@ -37,35 +37,28 @@ pub fn value(e: &Entry) -> BlockEntry {
 
 pub fn put<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<()> {
     let v = value(e);
-    match e.kind {
-        Kind::Helo => maps.block_helo(helo_hash(key, &e.name), v),
-        Kind::Source => match source_target(&e.name)? {
-            SourceTarget::Addr(ip) => maps.block_source(ip, v),
-            SourceTarget::Net(net) => maps.block_source_net(net.addr(), net.prefix_len(), v),
-        },
+    match e.target.matches() {
+        Match::Greeting => maps.block_helo(helo_hash(key, e.name()), v),
+        Match::Addr(ip) => maps.block_source(ip, v),
+        Match::Net(net) => maps.block_source_net(net.addr(), net.prefix_len(), v),
     }
 }
 
-/// Removes the entry's key; `Ok(false)` if the kernel did not hold it.
-pub fn remove<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<bool> {
-    match e.kind {
-        Kind::Helo => maps.unblock_helo(helo_hash(key, &e.name)),
-        Kind::Source => match source_target(&e.name) {
-            Ok(SourceTarget::Addr(ip)) => maps.unblock_source(ip),
-            Ok(SourceTarget::Net(net)) => maps.unblock_source_net(net.addr(), net.prefix_len()),
-            Err(_) => Ok(false),
-        },
+/// Removes the target's key; `Ok(false)` if the kernel did not hold it.
+pub fn remove<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, t: &Target) -> Result<bool> {
+    match t.matches() {
+        Match::Greeting => maps.unblock_helo(helo_hash(key, t.name())),
+        Match::Addr(ip) => maps.unblock_source(ip),
+        Match::Net(net) => maps.unblock_source_net(net.addr(), net.prefix_len()),
     }
 }
 
-/// The kernel's value for the entry's key, if it holds one.
-pub fn get<M: BlockTables + ?Sized>(maps: &M, key: &HashKey, e: &Entry) -> Option<BlockEntry> {
-    match e.kind {
-        Kind::Helo => maps.helo_entry(helo_hash(key, &e.name)),
-        Kind::Source => match source_target(&e.name).ok()? {
-            SourceTarget::Addr(ip) => maps.source_entry(ip),
-            SourceTarget::Net(net) => maps.source_net_entry(net.addr(), net.prefix_len()),
-        },
+/// The kernel's value for the target's key, if it holds one.
+pub fn get<M: BlockTables + ?Sized>(maps: &M, key: &HashKey, t: &Target) -> Option<BlockEntry> {
+    match t.matches() {
+        Match::Greeting => maps.helo_entry(helo_hash(key, t.name())),
+        Match::Addr(ip) => maps.source_entry(ip),
+        Match::Net(net) => maps.source_net_entry(net.addr(), net.prefix_len()),
     }
 }
 
@@ -75,19 +68,16 @@ pub fn retain_only<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, entries
     let mut sources: HashSet<AddrKey> = HashSet::new();
     let mut nets: HashSet<NetKey> = HashSet::new();
     for e in entries {
-        match e.kind {
-            Kind::Helo => {
-                helo.insert(helo_hash(key, &e.name));
+        match e.target.matches() {
+            Match::Greeting => {
+                helo.insert(helo_hash(key, e.name()));
             }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    sources.insert(addr_key(ip));
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    nets.insert(net_key(net.addr(), net.prefix_len()));
-                }
-                Err(_) => {}
-            },
+            Match::Addr(ip) => {
+                sources.insert(addr_key(ip));
+            }
+            Match::Net(net) => {
+                nets.insert(net_key(net.addr(), net.prefix_len()));
+            }
         }
     }
     maps.retain(&helo, &sources, &nets)

@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::Duration};
 use anyhow::{Context, Result};
 
 use super::{Blocklist, Committed};
-use crate::listing::{clock::boot_now_ns, reason, Kind, Origin};
+use crate::listing::{clock::boot_now_ns, reason, Origin, Target};
 
 impl Blocklist {
     /// One strike against `ip` for a greeting the agent refused with `reply`. When it strikes out,
@@ -17,7 +17,7 @@ impl Blocklist {
         let ttl_ns = self.tables.kernel.lock().unwrap().strike(ip, boot_now_ns())?;
         let Some(ttl_ns) = ttl_ns else { return Ok(None) };
         tracing::info!("{ip}: listed by the offender ladder for {}s", ttl_ns / 1_000_000_000);
-        let entry = self.new_entry(Kind::Source, ip.to_string(), reason::LADDER, reply, Some(Duration::from_nanos(ttl_ns)), Origin::Ladder);
+        let entry = self.new_entry(Target::addr(ip), reason::LADDER, reply, Some(Duration::from_nanos(ttl_ns)), Origin::Ladder);
         self.list_now(entry).map(Some)
     }
 
@@ -28,8 +28,7 @@ impl Blocklist {
         let kernel_entry = self.tables.kernel.lock().unwrap().source_entry(ip).context("the kernel's ladder entry is gone")?;
         let left_ns = kernel_entry.expires_boot_ns.saturating_sub(boot_now_ns()).max(1_000_000_000);
         tracing::info!("{ip}: listed by the offender ladder in the kernel for {}s", left_ns / 1_000_000_000);
-        let entry =
-            self.new_entry(Kind::Source, ip.to_string(), reason::LADDER, reply, Some(Duration::from_nanos(left_ns)), Origin::Ladder);
+        let entry = self.new_entry(Target::addr(ip), reason::LADDER, reply, Some(Duration::from_nanos(left_ns)), Origin::Ladder);
         self.list_now(entry)
     }
 }

@@ -38,7 +38,7 @@ use crate::{
     kernel::Kernel,
     listing::{
         clock::{boot_ns_to_unix_s, unix_now},
-        name, source_target, Entry, Kind, Origin, SourceTarget,
+        name, Entry, Kind, Match, Origin, Target,
     },
     store::Store,
 };
@@ -95,47 +95,39 @@ struct Tables {
 
 impl Tables {
     fn index(&self, e: &Entry) {
-        match e.kind {
-            Kind::Helo => {
-                self.helo_index.lock().unwrap().insert(kernel_side::helo_hash(&self.key, &e.name), e.clone());
+        match e.target.matches() {
+            Match::Greeting => {
+                self.helo_index.lock().unwrap().insert(kernel_side::helo_hash(&self.key, e.name()), e.clone());
             }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    self.sources.lock().unwrap().insert(ip, e.clone());
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    self.nets.lock().unwrap().insert(net, e.clone());
-                }
-                Err(_) => {}
-            },
+            Match::Addr(ip) => {
+                self.sources.lock().unwrap().insert(ip, e.clone());
+            }
+            Match::Net(net) => {
+                self.nets.lock().unwrap().insert(net, e.clone());
+            }
         }
     }
 
-    /// The indexed entry with `e`'s key, if any.
-    fn indexed(&self, e: &Entry) -> Option<Entry> {
-        match e.kind {
-            Kind::Helo => self.helo_index.lock().unwrap().get(&kernel_side::helo_hash(&self.key, &e.name)).cloned(),
-            Kind::Source => match source_target(&e.name).ok()? {
-                SourceTarget::Addr(ip) => self.sources.lock().unwrap().get(&ip).cloned(),
-                SourceTarget::Net(net) => self.nets.lock().unwrap().get(&net).cloned(),
-            },
+    /// The indexed entry for `t`, if any.
+    fn indexed(&self, t: &Target) -> Option<Entry> {
+        match t.matches() {
+            Match::Greeting => self.helo_index.lock().unwrap().get(&kernel_side::helo_hash(&self.key, t.name())).cloned(),
+            Match::Addr(ip) => self.sources.lock().unwrap().get(&ip).cloned(),
+            Match::Net(net) => self.nets.lock().unwrap().get(&net).cloned(),
         }
     }
 
-    fn unindex(&self, e: &Entry) {
-        match e.kind {
-            Kind::Helo => {
-                self.helo_index.lock().unwrap().remove(&kernel_side::helo_hash(&self.key, &e.name));
+    fn unindex(&self, t: &Target) {
+        match t.matches() {
+            Match::Greeting => {
+                self.helo_index.lock().unwrap().remove(&kernel_side::helo_hash(&self.key, t.name()));
             }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    self.sources.lock().unwrap().remove(&ip);
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    self.nets.lock().unwrap().remove(&net);
-                }
-                Err(_) => {}
-            },
+            Match::Addr(ip) => {
+                self.sources.lock().unwrap().remove(&ip);
+            }
+            Match::Net(net) => {
+                self.nets.lock().unwrap().remove(&net);
+            }
         }
     }
 
@@ -146,13 +138,13 @@ impl Tables {
     }
 
     fn withdraw_from_kernel(&self, e: &Entry) -> Result<()> {
-        kernel_side::remove(&mut *self.kernel.lock().unwrap(), &self.key, e)?;
-        self.unindex(e);
+        kernel_side::remove(&mut *self.kernel.lock().unwrap(), &self.key, &e.target)?;
+        self.unindex(&e.target);
         Ok(())
     }
 
     fn in_kernel(&self, k: &dyn Kernel, e: &Entry) -> bool {
-        kernel_side::get(k, &self.key, e).is_some()
+        kernel_side::get(k, &self.key, &e.target).is_some()
     }
 }
 
@@ -341,7 +333,7 @@ impl Blocklist {
         let _order = self.tables.order.lock().unwrap();
         // An operator's, imported or fleet entry for the same name stays as it is: replaced by
         // the agent's, it would become evictable and lose its reason, reply and expiry.
-        if self.tables.indexed(&entry).is_some_and(|e| !e.origin.learned_here()) {
+        if self.tables.indexed(&entry.target).is_some_and(|e| !e.origin.learned_here()) {
             return Ok(Committed::resolved(true));
         }
         self.tables.to_kernel(&entry)?;
@@ -366,8 +358,9 @@ impl Blocklist {
     }
 
     /// An entry added now, for `ttl` or else the default of its kind.
-    pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: Origin) -> Entry {
-        Entry::new(kind, name, reason, reply, ttl.unwrap_or_else(|| self.default_ttl(kind)), origin)
+    pub fn new_entry(&self, target: Target, reason: &str, reply: &str, ttl: Option<Duration>, origin: Origin) -> Entry {
+        let ttl = ttl.unwrap_or_else(|| self.default_ttl(target.kind()));
+        Entry::new(target, reason, reply, ttl, origin)
     }
 
     /// From now on, local changes are queued for the fleet.
@@ -393,7 +386,7 @@ impl Blocklist {
     /// Lists a greeting argument (as the client sent it, byte for byte) for every sender, with no
     /// per-source bound: sessions should call [`Blocklist::block_helo_from`].
     pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
-        self.list_now(self.new_entry(Kind::Helo, name::from_wire(raw_arg), rule, reply, None, Origin::Agent))
+        self.list_now(self.new_entry(Target::greeting(name::from_wire(raw_arg)), rule, reply, None, Origin::Agent))
     }
 
     /// [`Blocklist::block_helo`] for a greeting `client` sent, within the client's quota of new
@@ -413,12 +406,12 @@ impl Blocklist {
             tracing::debug!("{client}: over its quota of new listings; {name} is not listed");
             return Ok(Committed::resolved(true));
         }
-        self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, Origin::Agent))
+        self.list_now(self.new_entry(Target::greeting(name), rule, reply, None, Origin::Agent))
     }
 
     /// Lists a client address.
     pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
-        self.list_now(self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, Origin::Agent))
+        self.list_now(self.new_entry(Target::addr(ip), rule, reply, None, Origin::Agent))
     }
 
     /// Removes entries by key (`helo/NAME`, `source/ADDR`); returns what was removed.
@@ -456,10 +449,10 @@ impl Blocklist {
     }
 
     /// One entry, if it is listed both in the store and in the kernel.
-    pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Listed>> {
-        let Some(entry) = self.store.get(&format!("{}/{name}", kind.as_str()))? else { return Ok(None) };
+    pub fn get(&self, target: &Target) -> Result<Option<Listed>> {
+        let Some(entry) = self.store.get(&target.key())? else { return Ok(None) };
         let k = self.tables.kernel.lock().unwrap();
-        let kernel = kernel_side::get(&*k, &self.tables.key, &entry);
+        let kernel = kernel_side::get(&*k, &self.tables.key, &entry.target);
         Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
     }
 
@@ -510,7 +503,7 @@ impl Blocklist {
         let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
-            let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry) {
+            let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry.target) {
                 Some(v) => (v.hits, boot_ns_to_unix_s(v.last_hit_boot_ns)),
                 None => (0, 0),
             };
@@ -521,7 +514,7 @@ impl Blocklist {
 
     /// The listed name and the reply for a kernel drop of this greeting hash, if it is listed here.
     pub fn helo_listed(&self, hash: u64) -> Option<(String, String)> {
-        self.tables.helo_index.lock().unwrap().get(&hash).map(|e| (e.name.clone(), e.reply.clone()))
+        self.tables.helo_index.lock().unwrap().get(&hash).map(|e| (e.name().to_owned(), e.reply.clone()))
     }
 
     /// Entries by kind: (helo, source), networks counted as source entries.

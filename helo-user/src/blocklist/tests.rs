@@ -14,7 +14,7 @@ use helo_common::maps::BlockEntry;
 use super::{kernel_side, Blocklist};
 use crate::{
     kernel::{BlockTables, InMemoryKernel},
-    listing::{clock::unix_now, reason, Entry, Kind, Origin},
+    listing::{clock::unix_now, reason, Entry, Kind, Origin, Target},
     store::Store,
 };
 
@@ -38,11 +38,11 @@ fn rig() -> Result<Rig> {
 
 impl Rig {
     fn entry(&self, kind: Kind, name: &str, origin: Origin) -> Entry {
-        self.blocklist.new_entry(kind, name.into(), reason::OPERATOR, REPLY, None, origin)
+        self.blocklist.new_entry(Target::parse(kind, name.into()).unwrap(), reason::OPERATOR, REPLY, None, origin)
     }
 
     fn in_kernel(&self, e: &Entry) -> bool {
-        kernel_side::get(&*self.kernel.lock().unwrap(), &self.blocklist.tables.key, e).is_some()
+        kernel_side::get(&*self.kernel.lock().unwrap(), &self.blocklist.tables.key, &e.target).is_some()
     }
 
     fn stored_keys(&self) -> Vec<String> {
@@ -129,7 +129,7 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
         // A full LRU map evicts all three; a ghost the store never held appears.
         let mut k = r.kernel.lock().unwrap();
         for e in [&operator, &fleet, &learned] {
-            assert!(kernel_side::remove(&mut *k, &key, e)?);
+            assert!(kernel_side::remove(&mut *k, &key, &e.target)?);
         }
         k.block_helo(kernel_side::helo_hash(&key, "ghost.example"), BlockEntry::default())?;
     }
@@ -153,15 +153,14 @@ fn opening_makes_the_kernel_equal_to_the_store() -> Result<()> {
     kernel.block_helo(kernel_side::helo_hash(&key, "stale.example"), BlockEntry::default())?;
     kernel.block_source("198.18.3.3".parse()?, BlockEntry::default())?;
     let kept = Entry {
-        kind: Kind::Helo,
-        name: "kept.example".into(),
+        target: Target::greeting("kept.example".into()),
         reason: reason::OPERATOR.into(),
         reply: REPLY.into(),
         added_unix_s: unix_now(),
         expires_unix_s: 0,
         origin: Origin::Operator,
     };
-    let expired = Entry { name: "gone.example".into(), expires_unix_s: unix_now() - 1, ..kept.clone() };
+    let expired = Entry { target: Target::greeting("gone.example".into()), expires_unix_s: unix_now() - 1, ..kept.clone() };
     let store = Store::open(dir.path())?;
     store.put_all_publishing(&[kept, expired], false)?;
     drop(store);
@@ -173,5 +172,20 @@ fn opening_makes_the_kernel_equal_to_the_store() -> Result<()> {
     assert_eq!(r.stored_keys(), ["helo/kept.example"]);
     r.assert_kernel_equals_store();
     assert_eq!(r.blocklist.changes().reconciled_from_kernel, 2);
+    Ok(())
+}
+
+#[test]
+fn an_address_in_a_spelling_of_its_own_is_kept_under_that_key() -> Result<()> {
+    // An import can hold an address as a person wrote it; the stored name is its key, so it is
+    // kept as written, and the kernel entry is the address's.
+    let r = rig()?;
+    let e = r.entry(Kind::Source, "2001:DB8::7", Origin::Operator);
+    r.blocklist.add_all(std::slice::from_ref(&e))?;
+    assert_eq!(r.stored_keys(), vec!["source/2001:DB8::7".to_string()]);
+    assert!(r.kernel.lock().unwrap().source_entry("2001:db8::7".parse()?).is_some());
+    assert_eq!(r.blocklist.remove(&["source/2001:DB8::7".into()])?.len(), 1);
+    r.assert_kernel_equals_store();
+    assert_eq!(r.kernel.lock().unwrap().blocklist_len(), 0);
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::wire::{entry_key, Message, ENTRY_PREFIX, STREAM, STREAM_MAXLEN};
 use crate::{
     agent::Agent,
     classify::{Greeting, ObservationKind, Verb},
-    listing::{source_target, Entry, Kind, Origin, SourceTarget},
+    listing::{Entry, Match, Origin, Target},
     store::FleetChange,
 };
 
@@ -86,7 +86,7 @@ async fn publish(con: &mut MultiplexedConnection, change: &FleetChange, me: &str
     pipe.atomic();
     match (&msg, state) {
         (Message::Add(_), Some(e)) => {
-            let key = entry_key(e.kind, &e.name);
+            let key = entry_key(e.kind(), e.name());
             let json = serde_json::to_string(&e)?;
             if e.expires_unix_s == 0 {
                 pipe.cmd("SET").arg(&key).arg(json).ignore();
@@ -184,16 +184,13 @@ fn id_key(id: &str) -> (u64, u64) {
 }
 
 /// Whether this box's own allow list covers the entry: then another box's block is not applied.
-fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
-    match kind {
+fn allowed_here(agent: &Agent, target: &Target) -> bool {
+    match target.matches() {
+        Match::Addr(ip) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
         // A listed network is refused here if any of it is allowed here.
-        Kind::Source => match source_target(name) {
-            Ok(SourceTarget::Addr(ip)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
-            Ok(SourceTarget::Net(net)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n)),
-            Err(_) => false,
-        },
-        Kind::Helo => {
-            let probe = Greeting::new(Verb::Ehlo, name.as_bytes(), IpAddr::from([0, 0, 0, 0]));
+        Match::Net(net) => agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n)),
+        Match::Greeting => {
+            let probe = Greeting::new(Verb::Ehlo, target.name().as_bytes(), IpAddr::from([0, 0, 0, 0]));
             agent.classifier.classify(&probe).observations.iter().any(|o| o == ObservationKind::OperatorAllow)
         }
     }
@@ -202,8 +199,8 @@ fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
 fn apply(agent: &Agent, msg: &Message) -> Result<()> {
     match msg {
         Message::Add(e) => {
-            if allowed_here(agent, e.kind, &e.name) {
-                tracing::info!("fleet: {} lists {} {}, but it is allowed here", e.origin, e.kind.as_str(), e.name);
+            if allowed_here(agent, &e.target) {
+                tracing::info!("fleet: {} lists {}, but it is allowed here", e.origin, e.target);
                 agent.metrics.fleet_skipped.get_or_create(&crate::metrics::KindLabel { kind: "allowed".into() }).inc();
                 return Ok(());
             }

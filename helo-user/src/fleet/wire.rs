@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::listing::{Entry, Kind, Origin};
+use crate::listing::{Entry, Kind, Origin, Target};
 
 pub const STREAM: &str = "helo:stream";
 pub const ENTRY_PREFIX: &str = "helo:entry:";
@@ -43,8 +43,8 @@ impl Message {
             Message::Add(e) => vec![
                 ("v", "1".into()),
                 ("op", "add".into()),
-                ("kind", e.kind.as_str().into()),
-                ("name", e.name.clone()),
+                ("kind", e.kind().as_str().into()),
+                ("name", e.name().into()),
                 ("reason", e.reason.clone()),
                 ("reply", e.reply.clone()),
                 ("added_unix_s", e.added_unix_s.to_string()),
@@ -87,8 +87,7 @@ impl Message {
         match get("op")?.as_str() {
             "add" => {
                 let entry = Entry {
-                    kind,
-                    name,
+                    target: Target::parse(kind, name)?,
                     reason: get("reason")?,
                     reply: get("reply")?,
                     added_unix_s: get("added_unix_s")?.parse().context("added_unix_s")?,
@@ -115,8 +114,7 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let e = Entry {
-            kind: Kind::Helo,
-            name: "localhost".into(),
+            target: Target::greeting("localhost".into()),
             reason: "bogus_helo".into(),
             reply: "550 5.7.1 Bogus HELO".into(),
             added_unix_s: 1,

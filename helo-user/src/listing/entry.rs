@@ -5,35 +5,15 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
-use super::{clock, name, source_target, Origin};
+use super::{clock, Kind, Origin, Target};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A greeting name, dropped for every sender.
-    Helo,
-    /// A client address.
-    Source,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Helo => "helo",
-            Kind::Source => "source",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Stored")]
 pub struct Entry {
-    pub kind: Kind,
-    /// The normalised greeting name (escaped, byte for byte: see [`name`]), or the address or
-    /// network.
-    pub name: String,
+    /// What is listed; stored as the two fields `kind` and `name`.
+    pub target: Target,
     /// Why: a rule id (`bogus_helo`, …) or the operator's text (see [`super::reason`]).
     pub reason: String,
     /// The reply a sender reads when the kernel drops it.
@@ -41,18 +21,73 @@ pub struct Entry {
     pub added_unix_s: u64,
     /// 0: never expires.
     pub expires_unix_s: u64,
+    pub origin: Origin,
+}
+
+/// The format itself: what is read, field for field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    kind: Kind,
+    /// The escaped greeting name (see [`super::name`]), or the address or network.
+    name: String,
+    reason: String,
+    reply: String,
+    added_unix_s: u64,
+    expires_unix_s: u64,
     /// Absent in entries written before origins were recorded: those were all an operator's.
     #[serde(default)]
-    pub origin: Origin,
+    origin: Origin,
+}
+
+impl TryFrom<Stored> for Entry {
+    type Error = anyhow::Error;
+
+    fn try_from(s: Stored) -> Result<Self> {
+        Ok(Entry {
+            target: Target::parse(s.kind, s.name)?,
+            reason: s.reason,
+            reply: s.reply,
+            added_unix_s: s.added_unix_s,
+            expires_unix_s: s.expires_unix_s,
+            origin: s.origin,
+        })
+    }
+}
+
+/// What is written, in the order earlier versions wrote it.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    kind: Kind,
+    name: &'a str,
+    reason: &'a str,
+    reply: &'a str,
+    added_unix_s: u64,
+    expires_unix_s: u64,
+    origin: &'a Origin,
+}
+
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StoredRef {
+            kind: self.kind(),
+            name: self.name(),
+            reason: &self.reason,
+            reply: &self.reply,
+            added_unix_s: self.added_unix_s,
+            expires_unix_s: self.expires_unix_s,
+            origin: &self.origin,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Entry {
     /// An entry added now, expiring after `ttl` (zero: never).
-    pub fn new(kind: Kind, name: String, reason: &str, reply: &str, ttl: Duration, origin: Origin) -> Self {
+    pub fn new(target: Target, reason: &str, reply: &str, ttl: Duration, origin: Origin) -> Self {
         let now = clock::unix_now();
         Entry {
-            kind,
-            name,
+            target,
             reason: reason.to_owned(),
             reply: reply.to_owned(),
             added_unix_s: now,
@@ -61,35 +96,27 @@ impl Entry {
         }
     }
 
+    pub fn kind(&self) -> Kind {
+        self.target.kind()
+    }
+
+    /// As stored: see [`Target::name`].
+    pub fn name(&self) -> &str {
+        self.target.name()
+    }
+
     /// The store's key: `kind/name`.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.kind.as_str(), self.name)
+        self.target.key()
     }
 
     pub fn expired(&self, now_unix_s: u64) -> bool {
         self.expires_unix_s != 0 && self.expires_unix_s <= now_unix_s
     }
 
-    /// Checks what a hand-written (imported) entry could get wrong.
+    /// Checks what a hand-written (imported) entry could get wrong that reading it did not.
     pub fn validate(&self) -> Result<()> {
-        match self.kind {
-            Kind::Helo => {
-                // The name is the escaped form of the bytes the kernel hashes.
-                let bytes = name::unescape(&self.name)?;
-                if !name::is_canonical(&self.name) {
-                    bail!("name {:?} is not in its canonical escaped form ({:?})", self.name, name::escape(&bytes));
-                }
-                if bytes.iter().any(|b| b.is_ascii_uppercase()) {
-                    bail!("name {:?} is not normalised (ASCII lower case)", self.name);
-                }
-                if bytes.len() > helo_common::greeting::MAX_ARG_LEN || bytes.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n')) {
-                    bail!("name {:?} cannot be a greeting argument", self.name);
-                }
-            }
-            Kind::Source => {
-                source_target(&self.name)?;
-            }
-        }
+        self.target.validate()?;
         if !self.reply.starts_with(['4', '5']) || self.reply.len() < 4 || self.reply.contains(['\r', '\n']) {
             bail!("reply {:?} is not a one-line 4xx/5xx SMTP reply", self.reply);
         }
@@ -103,8 +130,7 @@ pub(crate) mod tests {
 
     pub(crate) fn entry(name: &str) -> Entry {
         Entry {
-            kind: Kind::Helo,
-            name: name.into(),
+            target: Target::greeting(name.into()),
             reason: "bogus_helo".into(),
             reply: "550 5.7.1 Bogus HELO".into(),
             added_unix_s: 1,
@@ -134,21 +160,19 @@ pub(crate) mod tests {
         let oldest =
             r#"{"kind":"helo","name":"localhost","reason":"operator","reply":"550 5.7.1 Bogus HELO","added_unix_s":1,"expires_unix_s":0}"#;
         let e: Entry = serde_json::from_str(oldest).unwrap();
-        assert_eq!((e.kind, e.name.as_str(), e.origin), (Kind::Helo, "localhost", Origin::Operator));
-        // An unknown field is still refused (a typo in a hand-written import).
+        assert_eq!((e.kind(), e.name(), &e.origin), (Kind::Helo, "localhost", &Origin::Operator));
+        // An unknown field is still refused (a typo in a hand-written import), and so is a source
+        // that is not an address or a network.
         assert!(serde_json::from_str::<Entry>(&oldest.replace("\"reason\"", "\"reasn\"")).is_err());
+        assert!(serde_json::from_str::<Entry>(&written[1].replace("198.18.99.0/24", "198.18.99.7/24")).is_err());
     }
 
     #[test]
     fn an_eight_bit_name_is_stored_as_its_escape() {
-        let mut e = entry("caf\\xe9.example");
-        assert!(e.validate().is_ok());
-        e.name = "caf\\xE9.example".into();
-        assert!(e.validate().is_err(), "not the canonical escape");
-        e.name = "caf\\x41.example".into();
-        assert!(e.validate().is_err(), "an escaped printable byte is not canonical");
-        e.name = "a\\x20b".into();
-        assert!(e.validate().is_err(), "a space cannot be in a greeting argument");
+        assert!(entry("caf\\xe9.example").validate().is_ok());
+        assert!(entry("caf\\xE9.example").validate().is_err(), "not the canonical escape");
+        assert!(entry("caf\\x41.example").validate().is_err(), "an escaped printable byte is not canonical");
+        assert!(entry("a\\x20b").validate().is_err(), "a space cannot be in a greeting argument");
     }
 
     #[test]
@@ -156,10 +180,7 @@ pub(crate) mod tests {
         assert!(entry("localhost").validate().is_ok());
         assert!(entry("LocalHost").validate().is_err());
         assert!(entry("x y").validate().is_err());
-        let mut e = entry("x");
-        e.kind = Kind::Source;
-        assert!(e.validate().is_err());
-        e.name = "198.18.0.1".into();
+        let mut e = Entry { target: Target::parse(Kind::Source, "198.18.0.1".into()).unwrap(), ..entry("x") };
         assert!(e.validate().is_ok());
         e.reply = "250 ok".into();
         assert!(e.validate().is_err());
@@ -167,10 +188,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_zero_ttl_never_expires() {
-        let forever = Entry::new(Kind::Helo, "x".into(), "operator", "550 no", Duration::ZERO, Origin::Operator);
+        let forever = Entry::new(Target::greeting("x".into()), "operator", "550 no", Duration::ZERO, Origin::Operator);
         assert_eq!(forever.expires_unix_s, 0);
         assert!(!forever.expired(u64::MAX));
-        let hour = Entry::new(Kind::Helo, "x".into(), "operator", "550 no", Duration::from_secs(3600), Origin::Operator);
+        let hour = Entry::new(Target::greeting("x".into()), "operator", "550 no", Duration::from_secs(3600), Origin::Operator);
         assert_eq!(hour.expires_unix_s, hour.added_unix_s + 3600);
         assert!(!hour.expired(hour.added_unix_s) && hour.expired(hour.expires_unix_s));
     }

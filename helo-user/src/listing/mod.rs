@@ -6,7 +6,7 @@
 //! - [`entry`]: one listed name or address, as stored, exported, published and shown;
 //! - [`origin`]: who listed it (the agent, an operator, the offender ladder, another box);
 //! - [`reason`]: the reasons the code writes, and the kernel's code for each;
-//! - [`target`]: what a source entry's name stands for (an address or a network);
+//! - [`target`]: what an entry lists (a greeting name, an address or a network), parsed once;
 //! - [`name`]: greeting names as text, escaped without losing a byte;
 //! - [`clock`]: wall-clock and boot-clock time, and an expiry moved from one to the other.
 
@@ -18,7 +18,7 @@ pub mod reason;
 pub mod target;
 
 pub use self::{
-    entry::{Entry, Kind},
+    entry::Entry,
     origin::Origin,
-    target::{source_target, SourceTarget},
+    target::{Kind, Match, Target},
 };

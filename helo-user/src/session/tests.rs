@@ -77,7 +77,7 @@ async fn a_bogus_greeting_gets_its_reply_again_for_the_helo_fallback_221_to_quit
     assert_eq!(line(&mut r).await?, "", "closed after QUIT");
     // The reply waited for the listing to be durable: it is in the store and in the kernel.
     let stored = e.env.store.get("helo/rad.internal")?.expect("the bogus name is stored");
-    assert_eq!((stored.kind, stored.origin), (Kind::Helo, Origin::Agent));
+    assert_eq!((stored.kind(), stored.origin), (Kind::Helo, Origin::Agent));
     let hash = helo_hash(&e.env.store.hash_key()?, "rad.internal");
     assert!(e.env.kernel.lock().unwrap().helo_entry(hash).is_some(), "the bogus name is in the kernel");
     Ok(())
