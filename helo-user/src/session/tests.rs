@@ -37,7 +37,7 @@ impl Edge {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let (stream, peer) = listener.accept().await?;
-        tokio::spawn(super::run(Arc::clone(&self.env.agent), stream, peer, self.shutdown_rx.clone()));
+        tokio::spawn(super::run(Arc::clone(&self.env.agent.sessions), stream, peer, self.shutdown_rx.clone()));
         let (r, w) = client.into_split();
         Ok((BufReader::new(r), w))
     }
