@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     admin::{client::call_with_config, protocol::Request},
-    blocklist::Listed,
+    blocklist::EntryHits,
     cli::{AdminArgs, AllowArgs, AllowCommand, BlocklistArgs, BlocklistCommand, KindArg, StatsArgs},
     listing::{clock::unix_now, Entry, Kind},
 };
@@ -32,7 +32,7 @@ fn when(unix_s: u64) -> String {
     }
 }
 
-fn print_table(entries: &[Listed]) {
+fn print_table(entries: &[EntryHits]) {
     println!(
         "{:<6} {:<40} {:<18} {:<8} {:<14} {:<16} {:>8} {:<14}",
         "KIND", "NAME", "REASON", "ORIGIN", "ADDED", "EXPIRES", "HITS", "LAST HIT"
@@ -64,7 +64,7 @@ fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: Entry = serde_json::from_str::<Listed>(&line)
+        let entry: Entry = serde_json::from_str::<EntryHits>(&line)
             .map(|l| l.entry)
             .or_else(|_| serde_json::from_str::<Entry>(&line))
             .with_context(|| format!("{} line {}: not a blocklist entry", path.display(), i + 1))?;

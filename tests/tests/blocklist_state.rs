@@ -77,9 +77,9 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, DEFAULT_CAPACITY)?;
     r.blocklist.add_all(&[r.entry("op.example.com", Origin::Operator), r.entry("fleet.example.com", Origin::Fleet("mx2".into()))])?;
-    assert!(r.blocklist.block_helo(b"Learned.Example.", "bogus_helo", REPLY)?.wait_blocking());
+    assert!(r.blocklist.list_greeting(b"Learned.Example.", "bogus_helo", REPLY)?.wait_blocking());
     // The agent rejecting an operator-listed name (with --no-xdp, say) leaves the operator's entry.
-    assert!(r.blocklist.block_helo(b"OP.example.com", "bogus_helo", REPLY)?.wait_blocking());
+    assert!(r.blocklist.list_greeting(b"OP.example.com", "bogus_helo", REPLY)?.wait_blocking());
     r.blocklist.sync();
     assert!(r.in_kernel("learned.example"));
     assert_eq!(r.store.get("helo/op.example.com")?.unwrap().origin, Origin::Operator);
@@ -113,7 +113,7 @@ fn operator_entries_survive_a_flood_of_learned_names_in_a_small_map() -> Result<
     // 300 invented names from 300 addresses (one source is held to its quota: see below).
     for i in 0..300u32 {
         let client = IpAddr::from((0xc612_0000u32 + i).to_be_bytes());
-        r.blocklist.block_helo_from(client, format!("invented{i}").as_bytes(), "bogus_helo", REPLY)?;
+        r.blocklist.list_greeting_from(client, format!("invented{i}").as_bytes(), "bogus_helo", REPLY)?;
     }
     r.blocklist.sync();
     assert!(!r.in_kernel("op.example.com"), "the flood should have evicted the operator entry from a 64-entry map");
@@ -135,16 +135,16 @@ fn one_source_gets_a_bounded_number_of_new_listings() -> Result<()> {
     let quota = helo_user::blocklist::learned::PER_SOURCE_PER_HOUR as usize;
     for i in 0..quota + 5 {
         // Every call resolves (the session replies either way).
-        assert!(r.blocklist.block_helo_from(client, format!("n{i}.invalid").as_bytes(), "bogus_helo", REPLY)?.wait_blocking());
+        assert!(r.blocklist.list_greeting_from(client, format!("n{i}.invalid").as_bytes(), "bogus_helo", REPLY)?.wait_blocking());
     }
     r.blocklist.sync();
     assert_eq!(r.kernel_hashes().len(), quota);
     assert_eq!(r.stored().len(), quota);
     assert_eq!(r.blocklist.changes().learned_limited, 5);
     // A name already listed is no new listing; another source has its own quota.
-    r.blocklist.block_helo_from(client, b"n0.invalid", "bogus_helo", REPLY)?.wait_blocking();
+    r.blocklist.list_greeting_from(client, b"n0.invalid", "bogus_helo", REPLY)?.wait_blocking();
     assert_eq!(r.blocklist.changes().learned_limited, 5);
-    r.blocklist.block_helo_from("198.18.5.6".parse()?, b"other.invalid", "bogus_helo", REPLY)?.wait_blocking();
+    r.blocklist.list_greeting_from("198.18.5.6".parse()?, b"other.invalid", "bogus_helo", REPLY)?.wait_blocking();
     assert!(r.in_kernel("other.invalid"));
     Ok(())
 }
@@ -156,7 +156,7 @@ fn an_eight_bit_name_is_hashed_as_the_kernel_sees_it() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, DEFAULT_CAPACITY)?;
-    assert!(r.blocklist.block_helo(b"CAF\xe9", "bogus_helo", REPLY)?.wait_blocking());
+    assert!(r.blocklist.list_greeting(b"CAF\xe9", "bogus_helo", REPLY)?.wait_blocking());
     r.blocklist.sync();
     assert_eq!(r.stored(), HashSet::from(["caf\\xe9".to_string()]));
     let kernel_hash = helo_common::hash_helo_arg(&r.key, b"CAF\xe9");
@@ -243,7 +243,7 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
     let filler = fs.fill()?;
     // A burst of rejections on the full filesystem: each session waits for its commit.
     let names: Vec<String> = (0..300).map(|i| format!("full{i}.invalid")).collect();
-    let waits: Vec<_> = names.iter().map(|n| r.blocklist.block_helo(n.as_bytes(), "bogus_helo", REPLY)).collect::<Result<_>>()?;
+    let waits: Vec<_> = names.iter().map(|n| r.blocklist.list_greeting(n.as_bytes(), "bogus_helo", REPLY)).collect::<Result<_>>()?;
     let committed = waits.into_iter().map(|w| w.wait_blocking()).filter(|ok| *ok).count();
     r.blocklist.sync();
     let c = r.blocklist.changes();

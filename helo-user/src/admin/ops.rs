@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use super::protocol::{Request, Response};
 use crate::{
-    blocklist::{offline::Offline, Blocklist, Listed},
+    blocklist::{offline::Offline, Blocklist, EntryHits},
     listing::{self, Entry, Kind, Origin, Target},
     smtp::reply::KERNEL_DROP_DEFAULT,
     store::FleetChange,
@@ -50,7 +50,7 @@ pub fn handle(at: Where<'_>, req: Request) -> Result<Response> {
         (Request::List, Where::Live(b)) => Ok(Response { ok: true, entries: Some(b.list()?), ..Default::default() }),
         (Request::List, Where::Offline(o)) => Ok(Response {
             ok: true,
-            entries: Some(o.store.entries()?.into_iter().map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }).collect()),
+            entries: Some(o.store.entries()?.into_iter().map(|entry| EntryHits { entry, hits: 0, last_hit_unix_s: 0 }).collect()),
             ..Default::default()
         }),
         (Request::Add { kind, name, ttl_s, reason, reply }, mut at) => {
@@ -95,7 +95,7 @@ pub fn handle(at: Where<'_>, req: Request) -> Result<Response> {
             probe.validate()?;
             let found = match at {
                 Where::Live(b) => b.get(&probe)?,
-                Where::Offline(o) => o.store.get(&probe.key())?.map(|entry| Listed { entry, hits: 0, last_hit_unix_s: 0 }),
+                Where::Offline(o) => o.store.get(&probe.key())?.map(|entry| EntryHits { entry, hits: 0, last_hit_unix_s: 0 }),
             };
             Ok(Response { ok: true, entries: Some(found.into_iter().collect()), ..Default::default() })
         }

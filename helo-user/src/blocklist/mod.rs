@@ -43,9 +43,9 @@ use crate::{
     store::Store,
 };
 
-/// An entry with what the kernel knows of it.
+/// An entry with what the kernel knows of it: its hits and the latest one.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Listed {
+pub struct EntryHits {
     #[serde(flatten)]
     pub entry: Entry,
     pub hits: u64,
@@ -384,21 +384,21 @@ impl Blocklist {
     }
 
     /// Lists a greeting argument (as the client sent it, byte for byte) for every sender, with no
-    /// per-source bound: sessions should call [`Blocklist::block_helo_from`].
-    pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
+    /// per-source bound: sessions should call [`Blocklist::list_greeting_from`].
+    pub fn list_greeting(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
         self.list_now(self.new_entry(Target::greeting(name::from_wire(raw_arg)), rule, reply, None, Origin::Agent))
     }
 
-    /// [`Blocklist::block_helo`] for a greeting `client` sent, within the client's quota of new
-    /// listings ([`learned`]). Beyond it nothing is listed (and that is counted); the caller
-    /// replies all the same.
     /// At most `per_hour` new learned listings per source and hour (see [`learned`]).
     pub fn with_learned_quota(mut self, per_hour: u32) -> Self {
         self.learned = learned::Limiter::new(per_hour, learned::SOURCES);
         self
     }
 
-    pub fn block_helo_from(&self, client: IpAddr, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
+    /// [`Blocklist::list_greeting`] for a greeting `client` sent, within the client's quota of new
+    /// listings ([`learned`]). Beyond it nothing is listed (and that is counted); the caller
+    /// replies all the same.
+    pub fn list_greeting_from(&self, client: IpAddr, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
         let name = name::from_wire(raw_arg);
         let already = self.tables.helo_index.lock().unwrap().contains_key(&kernel_side::helo_hash(&self.tables.key, &name));
         if !already && !self.learned.admit(client, unix_now()) {
@@ -410,7 +410,7 @@ impl Blocklist {
     }
 
     /// Lists a client address.
-    pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
+    pub fn list_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
         self.list_now(self.new_entry(Target::addr(ip), rule, reply, None, Origin::Agent))
     }
 
@@ -449,11 +449,11 @@ impl Blocklist {
     }
 
     /// One entry, if it is listed both in the store and in the kernel.
-    pub fn get(&self, target: &Target) -> Result<Option<Listed>> {
+    pub fn get(&self, target: &Target) -> Result<Option<EntryHits>> {
         let Some(entry) = self.store.get(&target.key())? else { return Ok(None) };
         let k = self.tables.kernel.lock().unwrap();
         let kernel = kernel_side::get(&*k, &self.tables.key, &entry.target);
-        Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
+        Ok(kernel.map(|v| EntryHits { entry, hits: v.hits, last_hit_unix_s: 0 }))
     }
 
     /// Makes the kernel equal to the store again, both ways, and counts what it fixed:
@@ -499,7 +499,7 @@ impl Blocklist {
     }
 
     /// Every entry with its kernel hit count and last hit.
-    pub fn list(&self) -> Result<Vec<Listed>> {
+    pub fn list(&self) -> Result<Vec<EntryHits>> {
         let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
@@ -507,7 +507,7 @@ impl Blocklist {
                 Some(v) => (v.hits, boot_ns_to_unix_s(v.last_hit_boot_ns)),
                 None => (0, 0),
             };
-            out.push(Listed { entry, hits, last_hit_unix_s });
+            out.push(EntryHits { entry, hits, last_hit_unix_s });
         }
         Ok(out)
     }

@@ -87,7 +87,7 @@ fn operator_adds_and_deletes_reach_store_and_kernel_together() -> Result<()> {
 #[test]
 fn the_agents_listing_is_in_the_kernel_at_once_and_in_the_store_once_committed() -> Result<()> {
     let r = rig()?;
-    let committed = r.blocklist.block_helo(b"Bogus.Example.", "bogus_helo", REPLY)?;
+    let committed = r.blocklist.list_greeting(b"Bogus.Example.", "bogus_helo", REPLY)?;
     let e = r.entry(Kind::Helo, "bogus.example", Origin::Agent);
     assert!(r.in_kernel(&e), "listed in the kernel before the commit");
     assert!(committed.wait_blocking(), "the group commit reported failure");
@@ -122,7 +122,7 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
     let operator = r.entry(Kind::Helo, "op.example.com", Origin::Operator);
     let fleet = r.entry(Kind::Source, "198.18.9.9", Origin::Fleet("mx2".into()));
     r.blocklist.add_all(&[operator.clone(), fleet.clone()])?;
-    assert!(r.blocklist.block_helo(b"learned.example", "bogus_helo", REPLY)?.wait_blocking());
+    assert!(r.blocklist.list_greeting(b"learned.example", "bogus_helo", REPLY)?.wait_blocking());
     let learned = r.entry(Kind::Helo, "learned.example", Origin::Agent);
     let key = r.blocklist.tables.key;
     {

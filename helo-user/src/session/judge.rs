@@ -29,8 +29,8 @@ fn list(cx: &SessionContext, rejection: &Rejection, arg: &[u8], client: IpAddr) 
     let rule = rejection.rule.as_str();
     match rejection.scope {
         Scope::Helo if arg.len() > helo_common::greeting::MAX_ARG_LEN => Ok(None),
-        Scope::Helo => cx.blocklist.block_helo_from(client, arg, rule, &rejection.reply).map(Some),
-        Scope::Client => cx.blocklist.block_source(client, rule, &rejection.reply).map(Some),
+        Scope::Helo => cx.blocklist.list_greeting_from(client, arg, rule, &rejection.reply).map(Some),
+        Scope::Client => cx.blocklist.list_source(client, rule, &rejection.reply).map(Some),
     }
 }
 
