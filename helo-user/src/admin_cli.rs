@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use crate::{
     admin::{client::call_with_config, protocol::Request},
-    blocklist::{unix_now, Listed},
+    blocklist::EntryHits,
     cli::{AdminArgs, AllowArgs, AllowCommand, BlocklistArgs, BlocklistCommand, KindArg, StatsArgs},
-    store::{Entry, Kind},
+    listing::{clock::unix_now, Entry, Kind},
 };
 
 fn kind(arg: Option<KindArg>, name: &str) -> Kind {
@@ -32,7 +32,7 @@ fn when(unix_s: u64) -> String {
     }
 }
 
-fn print_table(entries: &[Listed]) {
+fn print_table(entries: &[EntryHits]) {
     println!(
         "{:<6} {:<40} {:<18} {:<8} {:<14} {:<16} {:>8} {:<14}",
         "KIND", "NAME", "REASON", "ORIGIN", "ADDED", "EXPIRES", "HITS", "LAST HIT"
@@ -42,8 +42,8 @@ fn print_table(entries: &[Listed]) {
         let expires = if e.expires_unix_s == 0 { "never".into() } else { when(e.expires_unix_s) };
         println!(
             "{:<6} {:<40} {:<18} {:<8} {:<14} {:<16} {:>8} {:<14}",
-            e.kind.as_str(),
-            e.name,
+            e.kind().as_str(),
+            e.name(),
             e.reason,
             e.origin,
             when(e.added_unix_s),
@@ -64,7 +64,7 @@ fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: Entry = serde_json::from_str::<Listed>(&line)
+        let entry: Entry = serde_json::from_str::<EntryHits>(&line)
             .map(|l| l.entry)
             .or_else(|_| serde_json::from_str::<Entry>(&line))
             .with_context(|| format!("{} line {}: not a blocklist entry", path.display(), i + 1))?;
@@ -147,7 +147,7 @@ pub fn allow(args: AllowArgs) -> Result<()> {
             } else {
                 println!("{:<5} {:<44} {:<9} {:<14}", "KIND", "VALUE", "ORIGIN", "ADDED");
                 for e in &allowed {
-                    println!("{:<5} {:<44} {:<9} {:<14}", e.kind.as_str(), e.value, e.origin, when(e.added_unix_s));
+                    println!("{:<5} {:<44} {:<9} {:<14}", e.kind.as_str(), e.value, e.origin.as_str(), when(e.added_unix_s));
                 }
             }
         }

@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod generate;
 pub mod kernel;
 pub mod limits;
+pub mod listing;
 pub mod load;
 pub mod logging;
 pub mod metrics;

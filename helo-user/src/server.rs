@@ -23,7 +23,10 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{agent::Agent, session, smtp::reply};
+use crate::{
+    session::{self, SessionContext},
+    smtp::reply,
+};
 
 #[cfg(test)]
 mod tests;
@@ -98,19 +101,19 @@ struct Caps {
 /// Runs until `shutdown` flips to true, then waits for open sessions up to the grace period.
 /// With more than one session thread, `listeners` go to the first and each other thread binds
 /// its own socket to the same addresses (they were reserved with `shared`).
-pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let caps = Caps { sessions: Arc::new(Semaphore::new(agent.config.max_sessions)), per_source: Arc::default() };
-    let threads = agent.config.session_threads();
+pub async fn serve(cx: Arc<SessionContext>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let caps = Caps { sessions: Arc::new(Semaphore::new(cx.config.max_sessions)), per_source: Arc::default() };
+    let threads = cx.config.session_threads();
     if threads <= 1 {
         // On the caller's runtime: the in-process tests drive it with paused time.
-        return serve_thread(agent, listeners, shutdown, caps).await;
+        return serve_thread(cx, listeners, shutdown, caps).await;
     }
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<Vec<_>>>()?;
     let mut first = Some(listeners.into_iter().map(|l| l.into_std()).collect::<std::io::Result<Vec<_>>>()?);
     let mut done = Vec::with_capacity(threads);
     for i in 0..threads {
         let (tx, rx) = oneshot::channel();
-        let (agent, caps, shutdown, addrs, given) = (Arc::clone(&agent), caps.clone(), shutdown.clone(), addrs.clone(), first.take());
+        let (cx, caps, shutdown, addrs, given) = (Arc::clone(&cx), caps.clone(), shutdown.clone(), addrs.clone(), first.take());
         std::thread::Builder::new().name(format!("helo-sessions-{i}")).spawn(move || {
             crate::logging::batch::batch_this_thread();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(crate::logging::batch::flush).build();
@@ -127,7 +130,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
                             }
                         },
                     };
-                    serve_thread(agent, listeners, shutdown, caps).await
+                    serve_thread(cx, listeners, shutdown, caps).await
                 })
             });
             crate::logging::batch::flush();
@@ -150,7 +153,7 @@ pub async fn serve(agent: Arc<Agent>, listeners: Vec<TcpListener>, shutdown: wat
 }
 
 /// One session thread's accept loop; the caps are shared with the other threads.
-async fn serve_thread(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>, caps: Caps) -> Result<()> {
+async fn serve_thread(cx: Arc<SessionContext>, listeners: Vec<TcpListener>, mut shutdown: watch::Receiver<bool>, caps: Caps) -> Result<()> {
     let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(256);
     let mut acceptors = JoinSet::new();
     for listener in listeners {
@@ -188,22 +191,22 @@ async fn serve_thread(agent: Arc<Agent>, listeners: Vec<TcpListener>, mut shutdo
                     tokio::spawn(refuse(stream, reply::TOO_MANY_CONNECTIONS));
                     continue;
                 };
-                let agent = Arc::clone(&agent);
+                let cx = Arc::clone(&cx);
                 let per_source = Arc::clone(&caps.per_source);
                 let stop = shutdown.clone();
                 sessions.spawn(async move {
                     let _permit = permit;
-                    let Some(_slot) = per_source.take(peer.ip().to_canonical(), agent.config.max_sessions_per_source) else {
+                    let Some(_slot) = per_source.take(peer.ip().to_canonical(), cx.config.max_sessions_per_source) else {
                         refuse(stream, reply::TOO_MANY_CONNECTIONS).await;
                         return;
                     };
-                    session::run(agent, stream, peer, stop).await;
+                    session::run(cx, stream, peer, stop).await;
                 });
             }
         }
     }
     acceptors.abort_all();
-    let grace = Duration::from_secs(agent.config.timeouts.shutdown_grace_s);
+    let grace = Duration::from_secs(cx.config.timeouts.shutdown_grace_s);
     // Sessions saw the same signal: those waiting on their client were told 421 and closed; those
     // mid-transaction may finish within the grace period.
     if !sessions.is_empty() {

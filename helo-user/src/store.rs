@@ -22,7 +22,6 @@
 use std::{
     fs::OpenOptions,
     io::ErrorKind,
-    net::IpAddr,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{
@@ -37,7 +36,10 @@ use helo_common::HashKey;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::allow::AllowEntry;
+use crate::{
+    allow::AllowEntry,
+    listing::{Entry, Kind},
+};
 
 /// `kind/name` → JSON [`Entry`].
 const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");
@@ -49,84 +51,6 @@ const ALLOW: TableDefinition<&str, &[u8]> = TableDefinition::new("allow");
 const HASH_KEY: &str = "hash_key";
 
 pub const DB_FILE: &str = "helo.redb";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A greeting name, dropped for every sender.
-    Helo,
-    /// A client address.
-    Source,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Helo => "helo",
-            Kind::Source => "source",
-        }
-    }
-}
-
-/// One listed name or address, as it is stored, exported and shown.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    pub kind: Kind,
-    /// The normalised greeting name (escaped, byte for byte: see `blocklist::name`), or the
-    /// address or network.
-    pub name: String,
-    /// Why: a rule id (`bogus_helo`, …) or the operator's text.
-    pub reason: String,
-    /// The reply a sender reads when the kernel drops it.
-    pub reply: String,
-    pub added_unix_s: u64,
-    /// 0: never expires.
-    pub expires_unix_s: u64,
-    /// Who listed it: `agent`, `operator`, or another box's name.
-    #[serde(default = "default_origin")]
-    pub origin: String,
-}
-
-fn default_origin() -> String {
-    "operator".into()
-}
-
-impl Entry {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.kind.as_str(), self.name)
-    }
-
-    pub fn expired(&self, now_unix_s: u64) -> bool {
-        self.expires_unix_s != 0 && self.expires_unix_s <= now_unix_s
-    }
-
-    /// Checks what a hand-written (imported) entry could get wrong.
-    pub fn validate(&self) -> Result<()> {
-        match self.kind {
-            Kind::Helo => {
-                // The name is the escaped form of the bytes the kernel hashes (blocklist::name).
-                let bytes = crate::blocklist::name::unescape(&self.name)?;
-                if !crate::blocklist::name::is_canonical(&self.name) {
-                    bail!("name {:?} is not in its canonical escaped form ({:?})", self.name, crate::blocklist::name::escape(&bytes));
-                }
-                if bytes.iter().any(|b| b.is_ascii_uppercase()) {
-                    bail!("name {:?} is not normalised (ASCII lower case)", self.name);
-                }
-                if bytes.len() > helo_common::greeting::MAX_ARG_LEN || bytes.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n')) {
-                    bail!("name {:?} cannot be a greeting argument", self.name);
-                }
-            }
-            Kind::Source => {
-                source_target(&self.name)?;
-            }
-        }
-        if !self.reply.starts_with(['4', '5']) || self.reply.len() < 4 || self.reply.contains(['\r', '\n']) {
-            bail!("reply {:?} is not a one-line 4xx/5xx SMTP reply", self.reply);
-        }
-        Ok(())
-    }
-}
 
 /// A change to publish to the fleet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,26 +81,6 @@ struct Inner {
 
 /// At most one `reopened after an error` line this often.
 const REOPEN_LOG_EVERY: Duration = Duration::from_secs(60);
-
-/// What a source entry's name stands for: one address, or a network (a CIDR, kept in its
-/// canonical form: `198.18.99.0/24`, never `198.18.99.7/24`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceTarget {
-    Addr(IpAddr),
-    Net(ipnet::IpNet),
-}
-
-pub fn source_target(name: &str) -> Result<SourceTarget> {
-    if name.contains('/') {
-        let net: ipnet::IpNet = name.parse().with_context(|| format!("{name:?} is not an address or a CIDR"))?;
-        if net.to_string() != net.trunc().to_string() {
-            bail!("{name:?} has host bits set; write {}", net.trunc());
-        }
-        Ok(SourceTarget::Net(net))
-    } else {
-        Ok(SourceTarget::Addr(name.parse().with_context(|| format!("{name:?} is not an address or a CIDR"))?))
-    }
-}
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Entry> {
     serde_json::from_slice(bytes).with_context(|| format!("store entry {key} is corrupt"))
@@ -547,17 +451,7 @@ impl Store {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn entry(name: &str) -> Entry {
-        Entry {
-            kind: Kind::Helo,
-            name: name.into(),
-            reason: "bogus_helo".into(),
-            reply: "550 5.7.1 Bogus HELO".into(),
-            added_unix_s: 1,
-            expires_unix_s: 0,
-            origin: "agent".into(),
-        }
-    }
+    use crate::listing::entry::tests::entry;
 
     #[test]
     fn entries_and_key_survive_reopening() {
@@ -637,31 +531,5 @@ pub(crate) mod tests {
         let key = Store::open_guarded(&state, &pins).unwrap().hash_key().unwrap();
         assert!(refuse_reset(&state, true, &pins).is_ok());
         assert_eq!(Store::open_guarded(&state, &pins).unwrap().existing_hash_key().unwrap(), Some(key));
-    }
-
-    #[test]
-    fn an_eight_bit_name_is_stored_as_its_escape() {
-        let mut e = entry("caf\\xe9.example");
-        assert!(e.validate().is_ok());
-        e.name = "caf\\xE9.example".into();
-        assert!(e.validate().is_err(), "not the canonical escape");
-        e.name = "caf\\x41.example".into();
-        assert!(e.validate().is_err(), "an escaped printable byte is not canonical");
-        e.name = "a\\x20b".into();
-        assert!(e.validate().is_err(), "a space cannot be in a greeting argument");
-    }
-
-    #[test]
-    fn validation_catches_hand_written_mistakes() {
-        assert!(entry("localhost").validate().is_ok());
-        assert!(entry("LocalHost").validate().is_err());
-        assert!(entry("x y").validate().is_err());
-        let mut e = entry("x");
-        e.kind = Kind::Source;
-        assert!(e.validate().is_err());
-        e.name = "198.18.0.1".into();
-        assert!(e.validate().is_ok());
-        e.reply = "250 ok".into();
-        assert!(e.validate().is_err());
     }
 }

@@ -19,7 +19,8 @@ use helo_testbed::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
 use helo_user::{
     blocklist::{kernel_side::helo_hash, offline::Offline, Blocklist},
     kernel::{FilterMode, KernelFilter, LoadOptions},
-    store::{Entry, Kind, Store},
+    listing::{name, reason, Entry, Origin, Target},
+    store::Store,
 };
 
 const REPLY: &str = "550 5.7.1 Bogus HELO";
@@ -43,8 +44,8 @@ fn rig(state: &Path, pin_dir: Option<PathBuf>, helo_capacity: u32) -> Result<Rig
 }
 
 impl Rig {
-    fn entry(&self, name: &str, origin: &str) -> Entry {
-        self.blocklist.new_entry(Kind::Helo, name.into(), "operator", REPLY, None, origin)
+    fn entry(&self, name: &str, origin: Origin) -> Entry {
+        self.blocklist.new_entry(Target::greeting(name.into()), reason::OPERATOR, REPLY, None, origin)
     }
 
     fn kernel_hashes(&self) -> HashSet<u64> {
@@ -56,7 +57,7 @@ impl Rig {
     }
 
     fn stored(&self) -> HashSet<String> {
-        self.store.entries().unwrap().into_iter().map(|e| e.name).collect()
+        self.store.entries().unwrap().iter().map(|e| e.name().to_owned()).collect()
     }
 
     /// Every kernel entry has a store entry.
@@ -75,13 +76,13 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
     }
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, DEFAULT_CAPACITY)?;
-    r.blocklist.add_all(&[r.entry("op.example.com", "operator"), r.entry("fleet.example.com", "mx2")])?;
-    assert!(r.blocklist.block_helo(b"Learned.Example.", "bogus_helo", REPLY)?.wait_blocking());
+    r.blocklist.add_all(&[r.entry("op.example.com", Origin::Operator), r.entry("fleet.example.com", Origin::Fleet("mx2".into()))])?;
+    assert!(r.blocklist.list_greeting(b"Learned.Example.", "bogus_helo", REPLY)?.wait_blocking());
     // The agent rejecting an operator-listed name (with --no-xdp, say) leaves the operator's entry.
-    assert!(r.blocklist.block_helo(b"OP.example.com", "bogus_helo", REPLY)?.wait_blocking());
+    assert!(r.blocklist.list_greeting(b"OP.example.com", "bogus_helo", REPLY)?.wait_blocking());
     r.blocklist.sync();
     assert!(r.in_kernel("learned.example"));
-    assert_eq!(r.store.get("helo/op.example.com")?.unwrap().origin, "operator");
+    assert_eq!(r.store.get("helo/op.example.com")?.unwrap().origin, Origin::Operator);
     // The kernel's LRU map evicts all three; a ghost appears that the store never held.
     {
         let mut k = r.kernel.lock().unwrap();
@@ -108,11 +109,11 @@ fn operator_entries_survive_a_flood_of_learned_names_in_a_small_map() -> Result<
     }
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, 64)?;
-    r.blocklist.add_all(&[r.entry("op.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("op.example.com", Origin::Operator)])?;
     // 300 invented names from 300 addresses (one source is held to its quota: see below).
     for i in 0..300u32 {
         let client = IpAddr::from((0xc612_0000u32 + i).to_be_bytes());
-        r.blocklist.block_helo_from(client, format!("invented{i}").as_bytes(), "bogus_helo", REPLY)?;
+        r.blocklist.list_greeting_from(client, format!("invented{i}").as_bytes(), "bogus_helo", REPLY)?;
     }
     r.blocklist.sync();
     assert!(!r.in_kernel("op.example.com"), "the flood should have evicted the operator entry from a 64-entry map");
@@ -134,16 +135,16 @@ fn one_source_gets_a_bounded_number_of_new_listings() -> Result<()> {
     let quota = helo_user::blocklist::learned::PER_SOURCE_PER_HOUR as usize;
     for i in 0..quota + 5 {
         // Every call resolves (the session replies either way).
-        assert!(r.blocklist.block_helo_from(client, format!("n{i}.invalid").as_bytes(), "bogus_helo", REPLY)?.wait_blocking());
+        assert!(r.blocklist.list_greeting_from(client, format!("n{i}.invalid").as_bytes(), "bogus_helo", REPLY)?.wait_blocking());
     }
     r.blocklist.sync();
     assert_eq!(r.kernel_hashes().len(), quota);
     assert_eq!(r.stored().len(), quota);
     assert_eq!(r.blocklist.changes().learned_limited, 5);
     // A name already listed is no new listing; another source has its own quota.
-    r.blocklist.block_helo_from(client, b"n0.invalid", "bogus_helo", REPLY)?.wait_blocking();
+    r.blocklist.list_greeting_from(client, b"n0.invalid", "bogus_helo", REPLY)?.wait_blocking();
     assert_eq!(r.blocklist.changes().learned_limited, 5);
-    r.blocklist.block_helo_from("198.18.5.6".parse()?, b"other.invalid", "bogus_helo", REPLY)?.wait_blocking();
+    r.blocklist.list_greeting_from("198.18.5.6".parse()?, b"other.invalid", "bogus_helo", REPLY)?.wait_blocking();
     assert!(r.in_kernel("other.invalid"));
     Ok(())
 }
@@ -155,14 +156,14 @@ fn an_eight_bit_name_is_hashed_as_the_kernel_sees_it() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let r = rig(dir.path(), None, DEFAULT_CAPACITY)?;
-    assert!(r.blocklist.block_helo(b"CAF\xe9", "bogus_helo", REPLY)?.wait_blocking());
+    assert!(r.blocklist.list_greeting(b"CAF\xe9", "bogus_helo", REPLY)?.wait_blocking());
     r.blocklist.sync();
     assert_eq!(r.stored(), HashSet::from(["caf\\xe9".to_string()]));
     let kernel_hash = helo_common::hash_helo_arg(&r.key, b"CAF\xe9");
     assert!(r.kernel_hashes().contains(&kernel_hash), "the kernel's own hash of the greeting must be listed");
     assert_eq!(r.blocklist.helo_listed(kernel_hash).map(|(n, _)| n).as_deref(), Some("caf\\xe9"));
     // The operator removes it by its escape, in any case.
-    assert_eq!(r.blocklist.remove(&[format!("helo/{}", helo_user::blocklist::normalise("Caf\\xE9")?)])?.len(), 1);
+    assert_eq!(r.blocklist.remove(&[format!("helo/{}", name::from_operator("Caf\\xE9")?)])?.len(), 1);
     assert!(r.kernel_hashes().is_empty());
     Ok(())
 }
@@ -191,22 +192,21 @@ fn the_kernel_follows_the_store_across_restarts_and_offline_edits() -> Result<()
     let state = dir.path().join("state");
     let r = rig(&state, Some(pins.clone()), DEFAULT_CAPACITY)?;
     let key = r.key;
-    r.blocklist.add_all(&[r.entry("one.example.com", "operator"), r.entry("two.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("one.example.com", Origin::Operator), r.entry("two.example.com", Origin::Operator)])?;
     drop(r);
 
     // Agent down. An offline delete reaches the pinned map at once.
     let mut o = offline(&state, &pins)?;
     assert!(o.note().contains("maps pinned"), "{}", o.note());
     let probe = |name: &str| Entry {
-        kind: Kind::Helo,
-        name: name.into(),
+        target: Target::greeting(name.into()),
         reason: "x".into(),
         reply: REPLY.into(),
         added_unix_s: 0,
         expires_unix_s: 0,
-        origin: "operator".into(),
+        origin: Origin::Operator,
     };
-    assert_eq!(o.remove(&probe("one.example.com"))?, 1);
+    assert_eq!(o.remove(&Target::greeting("one.example.com".into()))?, 1);
     // An older version's offline delete reached the store only: the kernel still has a ghost.
     assert_eq!(o.store.remove_all(&["helo/two.example.com".into()])?.len(), 1);
     o.add_all(&[probe("three.example.com")])?;
@@ -239,11 +239,11 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
     let dir = tempfile::tempdir()?;
     let fs = Tmpfs::mount(dir.path().join("fs"), "2m")?;
     let r = rig(&fs.path.join("state"), None, DEFAULT_CAPACITY)?;
-    r.blocklist.add_all(&[r.entry("before.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("before.example.com", Origin::Operator)])?;
     let filler = fs.fill()?;
     // A burst of rejections on the full filesystem: each session waits for its commit.
     let names: Vec<String> = (0..300).map(|i| format!("full{i}.invalid")).collect();
-    let waits: Vec<_> = names.iter().map(|n| r.blocklist.block_helo(n.as_bytes(), "bogus_helo", REPLY)).collect::<Result<_>>()?;
+    let waits: Vec<_> = names.iter().map(|n| r.blocklist.list_greeting(n.as_bytes(), "bogus_helo", REPLY)).collect::<Result<_>>()?;
     let committed = waits.into_iter().map(|w| w.wait_blocking()).filter(|ok| *ok).count();
     r.blocklist.sync();
     let c = r.blocklist.changes();
@@ -251,7 +251,7 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
     assert!(c.store_errors >= 1, "nothing failed: the filesystem was not full enough");
     assert!(r.kernel_within_store(), "a kernel entry has no store entry");
     // An operator change meanwhile is all or nothing: stored and in the kernel, or in neither.
-    let during = r.blocklist.add_all(&[r.entry("during.example.com", "operator")]);
+    let during = r.blocklist.add_all(&[r.entry("during.example.com", Origin::Operator)]);
     assert_eq!(during.is_ok(), r.in_kernel("during.example.com"), "{during:?}");
     assert_eq!(during.is_ok(), r.stored().contains("during.example.com"));
     let expected = names.len() + 1 + during.is_ok() as usize;
@@ -264,7 +264,7 @@ fn a_full_filesystem_withdraws_listings_and_recovers_without_a_restart() -> Resu
         thread::sleep(Duration::from_millis(100));
     }
     assert!(names.iter().all(|n| r.in_kernel(n)), "replayed listings are back in the kernel");
-    r.blocklist.add_all(&[r.entry("after.example.com", "operator")])?;
+    r.blocklist.add_all(&[r.entry("after.example.com", Origin::Operator)])?;
     assert!(r.in_kernel("after.example.com") && r.stored().contains("after.example.com"));
     assert!(r.kernel_within_store());
     Ok(())

@@ -73,7 +73,7 @@ fn k_dropped_greetings_list_the_source_in_the_kernel_which_answers_n_then_drops(
     let entry = filter.maps.source_entry(ip(src)).expect("the third strike lists the source in the kernel");
     assert_eq!(entry.reason, reason::LADDER);
     assert_eq!(entry.answers_left, LADDER.answers);
-    let now = helo_user::blocklist::mono_now_ns();
+    let now = helo_user::listing::clock::mono_now_ns();
     assert!(entry.expires_mono_ns > now + 590 * S && entry.expires_mono_ns <= now + 600 * S, "first offence: 600 s");
     // One event per connection (the retransmissions add none); the third says it listed the source.
     let ev = events(&mut ring);
@@ -97,7 +97,7 @@ fn k_dropped_greetings_list_the_source_in_the_kernel_which_answers_n_then_drops(
         assert_eq!(connect(&filter, src, port), (XDP_PASS, XDP_DROP));
     }
     let again = filter.maps.source_entry(ip(src)).expect("listed again");
-    let now = helo_user::blocklist::mono_now_ns();
+    let now = helo_user::listing::clock::mono_now_ns();
     assert!(again.expires_mono_ns > now + 1190 * S && again.expires_mono_ns <= now + 1200 * S, "second offence: 1200 s");
 }
 

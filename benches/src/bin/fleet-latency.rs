@@ -15,7 +15,7 @@ use helo_testbed::{
 };
 use helo_user::{
     admin::{client::call, protocol::Request},
-    store::Kind,
+    listing::Kind,
 };
 
 const ENTRIES: usize = 1000;

@@ -9,12 +9,13 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    ops::{self, Target},
+    ops::{self, Where},
     protocol::{Request, Response},
 };
 use crate::{
     allow::{offline::OfflineAllow, AllowEntry},
-    blocklist::{offline::Offline, unix_now},
+    blocklist::offline::Offline,
+    listing::clock::unix_now,
 };
 
 fn allow_offline(mut target: OfflineAllow<'_>, req: Request) -> Result<Response> {
@@ -92,7 +93,7 @@ pub fn call_with_config(
                 Request::AllowList | Request::AllowAdd { .. } | Request::AllowDel { .. } => {
                     allow_offline(OfflineAllow { blocklist: &mut offline, file }, req)
                 }
-                req => ops::handle(Target::Offline(&mut offline), req),
+                req => ops::handle(Where::Offline(&mut offline), req),
             }
         }
         Err(e) => Err(e).with_context(|| format!("connecting to {}", socket.display())),

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     allow::{AllowKind, Allowed},
-    blocklist::{ChangeCounts, Listed},
-    store::{Entry, Kind},
+    blocklist::{ChangeCounts, EntryHits},
+    listing::{Entry, Kind},
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub struct Response {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub entries: Option<Vec<Listed>>,
+    pub entries: Option<Vec<EntryHits>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]

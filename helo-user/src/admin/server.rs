@@ -10,7 +10,7 @@ use tokio::{
 };
 
 use super::{
-    ops::{self, Target},
+    ops::{self, Where},
     protocol::{Request, Response, Stats, IMPORT_PREFIX, MAX_IMPORT_BYTES, MAX_REQUEST_BYTES},
 };
 use crate::agent::Agent;
@@ -59,13 +59,13 @@ fn answer(agent: &Agent, line: &str) -> Response {
             crate::reload::reload_logged(agent).map(|o| Response { ok: true, message: Some(o.to_string()), ..Default::default() })
         }
         Request::AllowList => Ok(Response { ok: true, allowed: Some(crate::allow::live::list(agent)), ..Default::default() }),
-        Request::AllowAdd { value, kind } => crate::allow::AllowEntry::parse(&value, kind, crate::blocklist::unix_now())
+        Request::AllowAdd { value, kind } => crate::allow::AllowEntry::parse(&value, kind, crate::listing::clock::unix_now())
             .and_then(|e| crate::allow::live::add(agent, e))
             .map(|c| Response { ok: true, message: Some(c.message), ..Default::default() }),
         Request::AllowDel { value, kind } => crate::allow::AllowEntry::parse(&value, kind, 0)
             .and_then(|e| crate::allow::live::del(agent, e))
             .map(|c| Response { ok: true, message: Some(c.message), ..Default::default() }),
-        req => ops::handle(Target::Live(&agent.blocklist), req),
+        req => ops::handle(Where::Live(&agent.blocklist), req),
     };
     result.unwrap_or_else(Response::error)
 }

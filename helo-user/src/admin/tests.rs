@@ -19,7 +19,7 @@ use crate::{
     agent::in_process::{self, nowhere, InProcess},
     allow::AllowKind,
     kernel::BlockTables,
-    store::{Entry, Kind},
+    listing::{Entry, Kind, Origin, Target},
 };
 
 /// An agent with its admin socket served.
@@ -105,9 +105,9 @@ async fn add_get_list_and_del_reach_store_and_kernel() -> Result<()> {
     let mut keys = names(&listed);
     keys.sort();
     assert_eq!(keys, ["helo/rad.internal", "source/198.18.5.5", "source/198.18.64.0/18"], "names normalised");
-    let source = listed.entries.iter().flatten().find(|l| l.entry.name == "198.18.5.5").unwrap();
+    let source = listed.entries.iter().flatten().find(|l| l.entry.name() == "198.18.5.5").unwrap();
     assert_eq!((source.entry.reason.as_str(), source.entry.expires_unix_s, source.entry.origin.as_str()), ("abuse", 0, "operator"));
-    let helo = listed.entries.iter().flatten().find(|l| l.entry.kind == Kind::Helo).unwrap();
+    let helo = listed.entries.iter().flatten().find(|l| l.entry.kind() == Kind::Helo).unwrap();
     let ttl = helo.entry.expires_unix_s - helo.entry.added_unix_s;
     assert_eq!(ttl, 3600, "the agent's default time to live for a greeting");
 
@@ -138,15 +138,15 @@ async fn a_bad_value_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     assert!(not_ip.to_string().contains("\"mail.example\" is not an address or a CIDR"), "{not_ip}");
     // An import is all or nothing: the second entry's fault keeps the first out too.
     let good = Entry {
-        kind: Kind::Helo,
-        name: "a.example".into(),
+        target: Target::greeting("a.example".into()),
         reason: "operator".into(),
         reply: "550 5.7.1 Bogus HELO".into(),
         added_unix_s: 1,
         expires_unix_s: 0,
-        origin: "operator".into(),
+        origin: Origin::Operator,
     };
-    let bad = Entry { kind: Kind::Source, name: "nonsense".into(), ..good.clone() };
+    // Upper case: not the stored (normalised) form of any name.
+    let bad = Entry { target: Target::greeting("Not.Normalised".into()), ..good.clone() };
     let import = a.call(Request::Import { entries: vec![good.clone(), bad] }).await.unwrap_err();
     assert!(import.to_string().starts_with("entry 2: "), "{import}");
     assert!(names(&a.call(Request::List).await?).is_empty());
@@ -167,7 +167,7 @@ async fn the_allow_list_at_run_time() -> Result<()> {
     assert_eq!(name.message.as_deref(), Some("allowed name friend.example; 1 taken off the blocklist"));
     assert_eq!(a.env.kernel.lock().unwrap().blocklist_len(), 0);
     let listed = a.call(Request::AllowList).await?;
-    let mut allowed: Vec<(String, String)> = listed.allowed.unwrap().into_iter().map(|e| (e.value, e.origin)).collect();
+    let mut allowed: Vec<(String, String)> = listed.allowed.unwrap().into_iter().map(|e| (e.value, e.origin.as_str().to_owned())).collect();
     allowed.sort();
     assert_eq!(allowed, [("198.18.9.0/24".into(), "operator".into()), ("friend.example".into(), "operator".into())]);
     assert_eq!(a.env.store.allow_entries()?.len(), 2, "kept in the store: it survives a restart");

@@ -1,5 +1,6 @@
-//! The agent: everything a session needs, built once at start and shared (configuration,
-//! classifier, kernel handles, the blocklist and the session registry), and how it starts.
+//! The agent: what its jobs, the admin socket, reloads and the fleet share (configuration,
+//! classifier, kernel handles, the blocklist, the session registry), the narrower
+//! [`SessionContext`] every session gets, both built once at start, and how it starts.
 //!
 //! - [`start`] composes it: ports and paths first, then the kernel, the blocklist, the jobs;
 //! - [`Running::serve`] accepts SMTP until the caller's shutdown future completes;
@@ -18,7 +19,7 @@ pub use start::{start, Running};
 
 use crate::{
     blocklist::Blocklist,
-    classify::{Classification, Classifier, Greeting},
+    classify::{Classifier, LiveClassifier},
     config::Config,
     kernel::Kernel,
     load::Load,
@@ -26,28 +27,27 @@ use crate::{
     metrics::Metrics,
     recent::RecentHits,
     registry::Registry,
+    session::SessionContext,
 };
 
 pub struct Agent {
     /// The configuration the agent started with. What a reload changes (the classifier, the allow
     /// lists) lives in [`Agent::classifier`]; [`crate::reload`] keeps the last applied file.
     pub config: Config,
-    pub classifier: LiveClassifier,
+    pub classifier: Arc<LiveClassifier>,
     pub kernel: Arc<Mutex<dyn Kernel>>,
     pub blocklist: Arc<Blocklist>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub recent: Arc<RecentHits>,
-    /// How full the session slots are: timeouts shrink under load.
-    pub load: Arc<Load>,
     /// How to re-read the configuration on SIGHUP or `helo reload`.
     pub reloader: crate::reload::Reloader,
     /// The budget of log lines about what clients sent.
-    pub client_lines: ClientLines,
+    pub client_lines: Arc<ClientLines>,
     /// `reply-footer`, swapped by a reload.
-    pub reply_footer: RwLock<Option<String>>,
-    /// Whether the MTA answers: its going down and coming back are logged as state changes.
-    pub backend: crate::proxy::health::BackendHealth,
+    pub reply_footer: Arc<RwLock<Option<String>>>,
+    /// What the sessions reach: shares the handles above.
+    pub sessions: Arc<SessionContext>,
 }
 
 impl Agent {
@@ -63,49 +63,36 @@ impl Agent {
         reread: impl Fn() -> anyhow::Result<Config> + Send + Sync + 'static,
         operator_allow: Vec<crate::allow::AllowEntry>,
     ) -> Self {
+        let classifier = Arc::new(LiveClassifier::new(classifier));
+        let blocklist = Arc::new(blocklist);
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(metrics);
+        let client_lines = Arc::new(ClientLines::new(config.log_client_lines_per_minute));
+        let reply_footer = Arc::new(RwLock::new(config.reply_footer.clone()));
+        let sessions = Arc::new(SessionContext {
+            config: config.clone(),
+            classifier: Arc::clone(&classifier),
+            kernel: Arc::clone(&kernel),
+            blocklist: Arc::clone(&blocklist),
+            registry: Arc::clone(&registry),
+            metrics: Arc::clone(&metrics),
+            load: Load::new(config.max_sessions, config.stress_percent, std::time::Duration::from_secs(config.timeouts.stress_s)),
+            client_lines: Arc::clone(&client_lines),
+            reply_footer: Arc::clone(&reply_footer),
+            backend: Default::default(),
+        });
         Self {
-            load: Arc::new(Load::new(config.max_sessions, config.stress_percent, std::time::Duration::from_secs(config.timeouts.stress_s))),
-            client_lines: ClientLines::new(config.log_client_lines_per_minute),
-            reply_footer: RwLock::new(config.reply_footer.clone()),
             reloader: crate::reload::Reloader::new(reread, config.clone(), operator_allow),
             config,
-            classifier: LiveClassifier::new(classifier),
+            classifier,
             kernel,
-            blocklist: Arc::new(blocklist),
-            registry: Arc::new(Registry::default()),
-            metrics: Arc::new(metrics),
+            blocklist,
+            registry,
+            metrics,
             recent: Arc::new(RecentHits::default()),
-            backend: Default::default(),
+            client_lines,
+            reply_footer,
+            sessions,
         }
-    }
-
-    /// A rejection as the client reads it: `text` with the operator's footer, if any.
-    pub fn refusal_text(&self, text: &str) -> String {
-        crate::smtp::reply::with_footer(text, self.reply_footer.read().unwrap_or_else(|e| e.into_inner()).as_deref())
-    }
-}
-
-/// The classifier in force, swapped whole by a reload: a greeting is judged entirely by the old
-/// rules or entirely by the new ones.
-pub struct LiveClassifier(RwLock<Arc<Classifier>>);
-
-impl LiveClassifier {
-    pub fn new(c: Classifier) -> Self {
-        Self(RwLock::new(Arc::new(c)))
-    }
-
-    /// The classifier in force now, for callers that need more than one call on the same rules.
-    pub fn current(&self) -> Arc<Classifier> {
-        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// [`Classifier::classify`] on the classifier in force.
-    pub fn classify(&self, greeting: &Greeting<'_>) -> Classification {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).classify(greeting)
-    }
-
-    /// Puts `c` in force; returns the one it replaces.
-    pub fn replace(&self, c: Classifier) -> Arc<Classifier> {
-        std::mem::replace(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()), Arc::new(c))
     }
 }

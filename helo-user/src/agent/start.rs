@@ -180,7 +180,7 @@ impl Running {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let result = server::serve(Arc::clone(&agent), listeners, stop_rx).await;
+        let result = server::serve(Arc::clone(&agent.sessions), listeners, stop_rx).await;
         agent.client_lines.report();
         // Listings still queued (observe mode does not wait for them) reach the disk before exit.
         let blocklist = Arc::clone(&agent.blocklist);

@@ -49,13 +49,31 @@ pub struct AllowEntry {
     pub added_unix_s: u64,
 }
 
+/// Where an allow entry comes from, as `allow list` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllowOrigin {
+    /// The config file's `[classifier.allow]`.
+    Config,
+    /// `allow add`, kept in the store.
+    Operator,
+}
+
+impl AllowOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowOrigin::Config => "config",
+            AllowOrigin::Operator => "operator",
+        }
+    }
+}
+
 /// An entry as `allow list` shows it: where it comes from, and when an operator added it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allowed {
     pub kind: AllowKind,
     pub value: String,
-    /// `config` (the file's `[classifier.allow]`) or `operator` (`allow add`).
-    pub origin: String,
+    pub origin: AllowOrigin,
     /// 0 for the file's entries.
     pub added_unix_s: u64,
 }
@@ -82,7 +100,7 @@ pub fn parse_net(text: &str, strict: bool) -> Result<IpNet> {
 
 /// A greeting name as the classifier compares it: ASCII lower case, one trailing dot dropped.
 fn parse_name(text: &str) -> Result<String> {
-    let name = crate::blocklist::normalise(text.trim())?;
+    let name = crate::listing::name::from_operator(text.trim())?;
     if name.is_empty() || name.contains('\\') || !name.is_ascii() {
         bail!("{text:?} is not a greeting name an allow entry can hold (printable ASCII, no spaces)");
     }
@@ -143,7 +161,7 @@ pub fn listing(config: &ClassifierConfig, operator: &[AllowEntry]) -> Vec<Allowe
             .map(|v| Allowed {
                 kind,
                 value: AllowEntry::parse(v, Some(kind), 0).map(|e| e.value).unwrap_or_else(|_| v.clone()),
-                origin: "config".into(),
+                origin: AllowOrigin::Config,
                 added_unix_s: 0,
             })
             .collect()
@@ -153,7 +171,7 @@ pub fn listing(config: &ClassifierConfig, operator: &[AllowEntry]) -> Vec<Allowe
     out.extend(operator.iter().map(|e| Allowed {
         kind: e.kind,
         value: e.value.clone(),
-        origin: "operator".into(),
+        origin: AllowOrigin::Operator,
         added_unix_s: e.added_unix_s,
     }));
     out
@@ -162,7 +180,7 @@ pub fn listing(config: &ClassifierConfig, operator: &[AllowEntry]) -> Vec<Allowe
 /// The greeting names allowed by `after` that `before` did not allow: they come off the blocklist.
 pub fn newly_allowed_names(before: &ClassifierConfig, after: &ClassifierConfig) -> Vec<String> {
     let names = |c: &ClassifierConfig| -> std::collections::BTreeSet<String> {
-        c.allow.names.iter().filter_map(|n| crate::blocklist::normalise(n).ok()).collect()
+        c.allow.names.iter().filter_map(|n| crate::listing::name::from_operator(n).ok()).collect()
     };
     let old = names(before);
     names(after).into_iter().filter(|n| !old.contains(n)).map(|n| format!("helo/{n}")).collect()
@@ -211,8 +229,8 @@ mod tests {
         let nets: Vec<IpNet> = crate::classify::Classifier::new(&m).unwrap().exempt_networks().collect();
         assert_eq!(nets.len(), 2);
         let shown = listing(&config, &operator);
-        assert_eq!(shown.iter().filter(|a| a.origin == "config").count(), 2);
-        assert_eq!(shown.iter().filter(|a| a.origin == "operator").count(), 4);
+        assert_eq!(shown.iter().filter(|a| a.origin == AllowOrigin::Config).count(), 2);
+        assert_eq!(shown.iter().filter(|a| a.origin == AllowOrigin::Operator).count(), 4);
         assert_eq!(shown[1].value, "box.example", "the file's spelling is shown normalised");
         assert_eq!(newly_allowed_names(&config, &m), vec!["helo/other.example".to_string()]);
     }

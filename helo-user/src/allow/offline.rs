@@ -9,7 +9,7 @@
 use anyhow::{bail, Result};
 
 use super::{listing, AllowEntry, AllowKind, Allowed};
-use crate::{blocklist::offline::Offline, classify::ClassifierConfig, kernel::allow_trie::PinnedAllow};
+use crate::{blocklist::offline::Offline, classify::ClassifierConfig, kernel::allow_trie::PinnedAllow, listing::Target};
 
 /// The offline target: the blocklist's offline view (store, pinned block maps) and the file's
 /// classifier configuration if known.
@@ -51,16 +51,7 @@ impl OfflineAllow<'_> {
             }
             AllowKind::Name => {
                 // An allowed name must not stay listed: off the blocklist (store and pinned maps).
-                let probe = crate::store::Entry {
-                    kind: crate::store::Kind::Helo,
-                    name: entry.value.clone(),
-                    reason: String::new(),
-                    reply: String::new(),
-                    added_unix_s: 0,
-                    expires_unix_s: 0,
-                    origin: String::new(),
-                };
-                self.blocklist.remove(&probe)?;
+                self.blocklist.remove(&Target::greeting(entry.value.clone()))?;
             }
         }
         Ok(self.note(pinned.is_some()))

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use helo_common::{hash_normalised, normalised_arg};
 
-use super::{unix_now, Blocklist};
+use super::Blocklist;
+use crate::listing::clock::unix_now;
 
 impl Blocklist {
     /// The reply of the live entry listing this greeting argument (raw, as sent), if any. The

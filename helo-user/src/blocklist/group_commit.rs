@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use crate::store::{Entry, Store};
+use crate::{listing::Entry, store::Store};
 
 /// At most this many entries per transaction, so one commit stays short under a flood.
 const MAX_BATCH: usize = 4096;
@@ -238,7 +238,7 @@ fn run(store: Store, jobs: mpsc::Receiver<Job>, publish: Arc<AtomicBool>, outcom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::entry;
+    use crate::listing::entry::tests::entry;
 
     /// The relay's synchronous judge waits for a commit on a session thread, inside a
     /// single-threaded runtime, where `blocking_recv` would panic.
@@ -293,7 +293,7 @@ mod tests {
         for t in threads {
             assert!(t.join().unwrap(), "an entry was reported as not committed");
         }
-        let names: std::collections::HashSet<String> = store.entries().unwrap().into_iter().map(|e| e.name).collect();
+        let names: std::collections::HashSet<String> = store.entries().unwrap().iter().map(|e| e.name().to_owned()).collect();
         assert_eq!(names.len(), 401);
         // Batched: fewer transactions than entries (at least one per waiting thread's burst).
         let n = commits.load(Ordering::SeqCst);

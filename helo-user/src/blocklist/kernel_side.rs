@@ -8,32 +8,18 @@ use std::collections::HashSet;
 use anyhow::Result;
 use helo_common::{
     hash_normalised,
-    maps::{reason, AddrKey, BlockEntry},
+    maps::{AddrKey, BlockEntry},
     HashKey,
 };
 
-use super::{mono_now_ns, name, unix_now};
 use crate::{
     kernel::{
         addr::addr_key,
         blocks::{net_key, NetKey, Removed},
         tables::BlockTables,
     },
-    store::{source_target, Entry, Kind, SourceTarget},
+    listing::{clock::expiry_on_mono_clock, name, reason, Entry, Match, Target},
 };
-
-/// The kernel's reason code for a reason string (a rule id, or anything an operator wrote).
-fn reason_code(reason: &str) -> u32 {
-    match reason {
-        "bogus_helo" => reason::BOGUS_HELO,
-        "helo_is_my_ip" => reason::HELO_IS_MY_IP,
-        "helo_matches_rcpt" => reason::HELO_MATCHES_RCPT,
-        "operator_deny" => reason::OPERATOR_DENY,
-        "literal_mismatch" => reason::LITERAL_MISMATCH,
-        super::ladder::LADDER_REASON => reason::LADDER,
-        _ => reason::OPERATOR,
-    }
-}
 
 /// The hash the kernel computes for a stored greeting name.
 pub fn helo_hash(key: &HashKey, stored_name: &str) -> u64 {
@@ -41,42 +27,38 @@ pub fn helo_hash(key: &HashKey, stored_name: &str) -> u64 {
 }
 
 pub fn value(e: &Entry) -> BlockEntry {
-    let expires_mono_ns =
-        if e.expires_unix_s == 0 { 0 } else { mono_now_ns() + e.expires_unix_s.saturating_sub(unix_now()) * 1_000_000_000 };
-    BlockEntry { reason: reason_code(&e.reason), added_unix_s: e.added_unix_s, expires_mono_ns, ..Default::default() }
+    BlockEntry {
+        reason: reason::kernel_code(&e.reason),
+        added_unix_s: e.added_unix_s,
+        expires_mono_ns: expiry_on_mono_clock(e.expires_unix_s),
+        ..Default::default()
+    }
 }
 
 pub fn put<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<()> {
     let v = value(e);
-    match e.kind {
-        Kind::Helo => maps.block_helo(helo_hash(key, &e.name), v),
-        Kind::Source => match source_target(&e.name)? {
-            SourceTarget::Addr(ip) => maps.block_source(ip, v),
-            SourceTarget::Net(net) => maps.block_source_net(net.addr(), net.prefix_len(), v),
-        },
+    match e.target.matches() {
+        Match::Greeting => maps.block_helo(helo_hash(key, e.name()), v),
+        Match::Addr(ip) => maps.block_source(ip, v),
+        Match::Net(net) => maps.block_source_net(net.addr(), net.prefix_len(), v),
     }
 }
 
-/// Removes the entry's key; `Ok(false)` if the kernel did not hold it.
-pub fn remove<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, e: &Entry) -> Result<bool> {
-    match e.kind {
-        Kind::Helo => maps.unblock_helo(helo_hash(key, &e.name)),
-        Kind::Source => match source_target(&e.name) {
-            Ok(SourceTarget::Addr(ip)) => maps.unblock_source(ip),
-            Ok(SourceTarget::Net(net)) => maps.unblock_source_net(net.addr(), net.prefix_len()),
-            Err(_) => Ok(false),
-        },
+/// Removes the target's key; `Ok(false)` if the kernel did not hold it.
+pub fn remove<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, t: &Target) -> Result<bool> {
+    match t.matches() {
+        Match::Greeting => maps.unblock_helo(helo_hash(key, t.name())),
+        Match::Addr(ip) => maps.unblock_source(ip),
+        Match::Net(net) => maps.unblock_source_net(net.addr(), net.prefix_len()),
     }
 }
 
-/// The kernel's value for the entry's key, if it holds one.
-pub fn get<M: BlockTables + ?Sized>(maps: &M, key: &HashKey, e: &Entry) -> Option<BlockEntry> {
-    match e.kind {
-        Kind::Helo => maps.helo_entry(helo_hash(key, &e.name)),
-        Kind::Source => match source_target(&e.name).ok()? {
-            SourceTarget::Addr(ip) => maps.source_entry(ip),
-            SourceTarget::Net(net) => maps.source_net_entry(net.addr(), net.prefix_len()),
-        },
+/// The kernel's value for the target's key, if it holds one.
+pub fn get<M: BlockTables + ?Sized>(maps: &M, key: &HashKey, t: &Target) -> Option<BlockEntry> {
+    match t.matches() {
+        Match::Greeting => maps.helo_entry(helo_hash(key, t.name())),
+        Match::Addr(ip) => maps.source_entry(ip),
+        Match::Net(net) => maps.source_net_entry(net.addr(), net.prefix_len()),
     }
 }
 
@@ -86,19 +68,16 @@ pub fn retain_only<M: BlockTables + ?Sized>(maps: &mut M, key: &HashKey, entries
     let mut sources: HashSet<AddrKey> = HashSet::new();
     let mut nets: HashSet<NetKey> = HashSet::new();
     for e in entries {
-        match e.kind {
-            Kind::Helo => {
-                helo.insert(helo_hash(key, &e.name));
+        match e.target.matches() {
+            Match::Greeting => {
+                helo.insert(helo_hash(key, e.name()));
             }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    sources.insert(addr_key(ip));
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    nets.insert(net_key(net.addr(), net.prefix_len()));
-                }
-                Err(_) => {}
-            },
+            Match::Addr(ip) => {
+                sources.insert(addr_key(ip));
+            }
+            Match::Net(net) => {
+                nets.insert(net_key(net.addr(), net.prefix_len()));
+            }
         }
     }
     maps.retain(&helo, &sources, &nets)

@@ -6,13 +6,8 @@ use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context, Result};
 
-use super::{mono_now_ns, Blocklist, Committed};
-use crate::store::Kind;
-
-/// The reason of a ladder listing, as stored and shown.
-pub const LADDER_REASON: &str = "offender_ladder";
-/// Its origin.
-pub const LADDER_ORIGIN: &str = "ladder";
+use super::{Blocklist, Committed};
+use crate::listing::{clock::mono_now_ns, reason, Origin, Target};
 
 impl Blocklist {
     /// One strike against `ip` for a greeting the agent refused with `reply`. When it strikes out,
@@ -22,7 +17,7 @@ impl Blocklist {
         let ttl_ns = self.tables.kernel.lock().unwrap().strike(ip, mono_now_ns())?;
         let Some(ttl_ns) = ttl_ns else { return Ok(None) };
         tracing::info!("{ip}: listed by the offender ladder for {}s", ttl_ns / 1_000_000_000);
-        let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(ttl_ns)), LADDER_ORIGIN);
+        let entry = self.new_entry(Target::addr(ip), reason::LADDER, reply, Some(Duration::from_nanos(ttl_ns)), Origin::Ladder);
         self.list_now(entry).map(Some)
     }
 
@@ -33,7 +28,7 @@ impl Blocklist {
         let kernel_entry = self.tables.kernel.lock().unwrap().source_entry(ip).context("the kernel's ladder entry is gone")?;
         let left_ns = kernel_entry.expires_mono_ns.saturating_sub(mono_now_ns()).max(1_000_000_000);
         tracing::info!("{ip}: listed by the offender ladder in the kernel for {}s", left_ns / 1_000_000_000);
-        let entry = self.new_entry(Kind::Source, ip.to_string(), LADDER_REASON, reply, Some(Duration::from_nanos(left_ns)), LADDER_ORIGIN);
+        let entry = self.new_entry(Target::addr(ip), reason::LADDER, reply, Some(Duration::from_nanos(left_ns)), Origin::Ladder);
         self.list_now(entry)
     }
 }

@@ -14,7 +14,6 @@ mod group_commit;
 pub mod kernel_side;
 mod ladder;
 pub mod learned;
-pub mod name;
 pub mod offline;
 #[cfg(test)]
 mod tests;
@@ -28,7 +27,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -37,31 +36,16 @@ use helo_common::HashKey;
 use self::group_commit::{GroupCommit, Outcome};
 use crate::{
     kernel::Kernel,
-    store::{source_target, Entry, Kind, SourceTarget, Store},
+    listing::{
+        clock::{mono_ns_to_unix_s, unix_now},
+        name, Entry, Kind, Match, Origin, Target,
+    },
+    store::Store,
 };
 
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// `CLOCK_MONOTONIC` in ns: the kernel's clock for entry expiry and hit times (the XDP program
-/// reads its coarse form, which is at most a tick behind).
-pub fn mono_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// The stored form of a greeting name an operator typed: normalised as the kernel does, escaped
-/// byte for byte (see [`name`]).
-pub fn normalise(raw: &str) -> Result<String> {
-    name::from_operator(raw)
-}
-
-/// An entry with what the kernel knows of it.
+/// An entry with what the kernel knows of it: its hits and the latest one.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Listed {
+pub struct EntryHits {
     #[serde(flatten)]
     pub entry: Entry,
     pub hits: u64,
@@ -111,47 +95,39 @@ struct Tables {
 
 impl Tables {
     fn index(&self, e: &Entry) {
-        match e.kind {
-            Kind::Helo => {
-                self.helo_index.lock().unwrap().insert(kernel_side::helo_hash(&self.key, &e.name), e.clone());
+        match e.target.matches() {
+            Match::Greeting => {
+                self.helo_index.lock().unwrap().insert(kernel_side::helo_hash(&self.key, e.name()), e.clone());
             }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    self.sources.lock().unwrap().insert(ip, e.clone());
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    self.nets.lock().unwrap().insert(net, e.clone());
-                }
-                Err(_) => {}
-            },
+            Match::Addr(ip) => {
+                self.sources.lock().unwrap().insert(ip, e.clone());
+            }
+            Match::Net(net) => {
+                self.nets.lock().unwrap().insert(net, e.clone());
+            }
         }
     }
 
-    /// The indexed entry with `e`'s key, if any.
-    fn indexed(&self, e: &Entry) -> Option<Entry> {
-        match e.kind {
-            Kind::Helo => self.helo_index.lock().unwrap().get(&kernel_side::helo_hash(&self.key, &e.name)).cloned(),
-            Kind::Source => match source_target(&e.name).ok()? {
-                SourceTarget::Addr(ip) => self.sources.lock().unwrap().get(&ip).cloned(),
-                SourceTarget::Net(net) => self.nets.lock().unwrap().get(&net).cloned(),
-            },
+    /// The indexed entry for `t`, if any.
+    fn indexed(&self, t: &Target) -> Option<Entry> {
+        match t.matches() {
+            Match::Greeting => self.helo_index.lock().unwrap().get(&kernel_side::helo_hash(&self.key, t.name())).cloned(),
+            Match::Addr(ip) => self.sources.lock().unwrap().get(&ip).cloned(),
+            Match::Net(net) => self.nets.lock().unwrap().get(&net).cloned(),
         }
     }
 
-    fn unindex(&self, e: &Entry) {
-        match e.kind {
-            Kind::Helo => {
-                self.helo_index.lock().unwrap().remove(&kernel_side::helo_hash(&self.key, &e.name));
+    fn unindex(&self, t: &Target) {
+        match t.matches() {
+            Match::Greeting => {
+                self.helo_index.lock().unwrap().remove(&kernel_side::helo_hash(&self.key, t.name()));
             }
-            Kind::Source => match source_target(&e.name) {
-                Ok(SourceTarget::Addr(ip)) => {
-                    self.sources.lock().unwrap().remove(&ip);
-                }
-                Ok(SourceTarget::Net(net)) => {
-                    self.nets.lock().unwrap().remove(&net);
-                }
-                Err(_) => {}
-            },
+            Match::Addr(ip) => {
+                self.sources.lock().unwrap().remove(&ip);
+            }
+            Match::Net(net) => {
+                self.nets.lock().unwrap().remove(&net);
+            }
         }
     }
 
@@ -162,13 +138,13 @@ impl Tables {
     }
 
     fn withdraw_from_kernel(&self, e: &Entry) -> Result<()> {
-        kernel_side::remove(&mut *self.kernel.lock().unwrap(), &self.key, e)?;
-        self.unindex(e);
+        kernel_side::remove(&mut *self.kernel.lock().unwrap(), &self.key, &e.target)?;
+        self.unindex(&e.target);
         Ok(())
     }
 
     fn in_kernel(&self, k: &dyn Kernel, e: &Entry) -> bool {
-        kernel_side::get(k, &self.key, e).is_some()
+        kernel_side::get(k, &self.key, &e.target).is_some()
     }
 }
 
@@ -250,12 +226,6 @@ impl Drop for Exclusive<'_> {
     fn drop(&mut self) {
         self.busy.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// Whether an entry's listing came from the agent's own classifier (and so may be dropped when
-/// the kernel evicts it): operator, imported and fleet entries are kept and put back.
-fn learned_here(e: &Entry) -> bool {
-    e.origin == "agent"
 }
 
 impl Blocklist {
@@ -363,7 +333,7 @@ impl Blocklist {
         let _order = self.tables.order.lock().unwrap();
         // An operator's, imported or fleet entry for the same name stays as it is: replaced by
         // the agent's, it would become evictable and lose its reason, reply and expiry.
-        if self.tables.indexed(&entry).is_some_and(|e| !learned_here(&e)) {
+        if self.tables.indexed(&entry.target).is_some_and(|e| !e.origin.learned_here()) {
             return Ok(Committed::resolved(true));
         }
         self.tables.to_kernel(&entry)?;
@@ -387,21 +357,10 @@ impl Blocklist {
         self.source_ttl_s.store(source.as_secs(), Ordering::Relaxed);
     }
 
-    pub fn new_entry(&self, kind: Kind, name: String, reason: &str, reply: &str, ttl: Option<Duration>, origin: &str) -> Entry {
-        let now = unix_now();
-        let ttl = ttl.unwrap_or(match kind {
-            Kind::Helo => self.default_ttl(Kind::Helo),
-            Kind::Source => self.default_ttl(Kind::Source),
-        });
-        Entry {
-            kind,
-            name,
-            reason: reason.to_owned(),
-            reply: reply.to_owned(),
-            added_unix_s: now,
-            expires_unix_s: if ttl.is_zero() { 0 } else { now + ttl.as_secs() },
-            origin: origin.to_owned(),
-        }
+    /// An entry added now, for `ttl` or else the default of its kind.
+    pub fn new_entry(&self, target: Target, reason: &str, reply: &str, ttl: Option<Duration>, origin: Origin) -> Entry {
+        let ttl = ttl.unwrap_or_else(|| self.default_ttl(target.kind()));
+        Entry::new(target, reason, reply, ttl, origin)
     }
 
     /// From now on, local changes are queued for the fleet.
@@ -425,21 +384,21 @@ impl Blocklist {
     }
 
     /// Lists a greeting argument (as the client sent it, byte for byte) for every sender, with no
-    /// per-source bound: sessions should call [`Blocklist::block_helo_from`].
-    pub fn block_helo(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
-        self.list_now(self.new_entry(Kind::Helo, name::from_wire(raw_arg), rule, reply, None, "agent"))
+    /// per-source bound: sessions should call [`Blocklist::list_greeting_from`].
+    pub fn list_greeting(&self, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
+        self.list_now(self.new_entry(Target::greeting(name::from_wire(raw_arg)), rule, reply, None, Origin::Agent))
     }
 
-    /// [`Blocklist::block_helo`] for a greeting `client` sent, within the client's quota of new
-    /// listings ([`learned`]). Beyond it nothing is listed (and that is counted); the caller
-    /// replies all the same.
     /// At most `per_hour` new learned listings per source and hour (see [`learned`]).
     pub fn with_learned_quota(mut self, per_hour: u32) -> Self {
         self.learned = learned::Limiter::new(per_hour, learned::SOURCES);
         self
     }
 
-    pub fn block_helo_from(&self, client: IpAddr, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
+    /// [`Blocklist::list_greeting`] for a greeting `client` sent, within the client's quota of new
+    /// listings ([`learned`]). Beyond it nothing is listed (and that is counted); the caller
+    /// replies all the same.
+    pub fn list_greeting_from(&self, client: IpAddr, raw_arg: &[u8], rule: &str, reply: &str) -> Result<Committed> {
         let name = name::from_wire(raw_arg);
         let already = self.tables.helo_index.lock().unwrap().contains_key(&kernel_side::helo_hash(&self.tables.key, &name));
         if !already && !self.learned.admit(client, unix_now()) {
@@ -447,12 +406,12 @@ impl Blocklist {
             tracing::debug!("{client}: over its quota of new listings; {name} is not listed");
             return Ok(Committed::resolved(true));
         }
-        self.list_now(self.new_entry(Kind::Helo, name, rule, reply, None, "agent"))
+        self.list_now(self.new_entry(Target::greeting(name), rule, reply, None, Origin::Agent))
     }
 
     /// Lists a client address.
-    pub fn block_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
-        self.list_now(self.new_entry(Kind::Source, ip.to_canonical().to_string(), rule, reply, None, "agent"))
+    pub fn list_source(&self, ip: IpAddr, rule: &str, reply: &str) -> Result<Committed> {
+        self.list_now(self.new_entry(Target::addr(ip), rule, reply, None, Origin::Agent))
     }
 
     /// Removes entries by key (`helo/NAME`, `source/ADDR`); returns what was removed.
@@ -490,11 +449,11 @@ impl Blocklist {
     }
 
     /// One entry, if it is listed both in the store and in the kernel.
-    pub fn get(&self, kind: Kind, name: &str) -> Result<Option<Listed>> {
-        let Some(entry) = self.store.get(&format!("{}/{name}", kind.as_str()))? else { return Ok(None) };
+    pub fn get(&self, target: &Target) -> Result<Option<EntryHits>> {
+        let Some(entry) = self.store.get(&target.key())? else { return Ok(None) };
         let k = self.tables.kernel.lock().unwrap();
-        let kernel = kernel_side::get(&*k, &self.tables.key, &entry);
-        Ok(kernel.map(|v| Listed { entry, hits: v.hits, last_hit_unix_s: 0 }))
+        let kernel = kernel_side::get(&*k, &self.tables.key, &entry.target);
+        Ok(kernel.map(|v| EntryHits { entry, hits: v.hits, last_hit_unix_s: 0 }))
     }
 
     /// Makes the kernel equal to the store again, both ways, and counts what it fixed:
@@ -514,7 +473,7 @@ impl Blocklist {
             let k = self.tables.kernel.lock().unwrap();
             for e in entries.iter().filter(|e| !e.expired(now)) {
                 if !self.tables.in_kernel(&*k, e) {
-                    if learned_here(e) {
+                    if e.origin.learned_here() {
                         gone.push(e.key());
                     } else {
                         missing.push(e.clone());
@@ -540,27 +499,22 @@ impl Blocklist {
     }
 
     /// Every entry with its kernel hit count and last hit.
-    pub fn list(&self) -> Result<Vec<Listed>> {
-        let mono_now = mono_now_ns();
-        let unix = unix_now();
+    pub fn list(&self) -> Result<Vec<EntryHits>> {
         let k = self.tables.kernel.lock().unwrap();
         let mut out = Vec::new();
         for entry in self.store.entries()? {
-            let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry) {
-                Some(v) if v.last_hit_mono_ns > 0 => {
-                    (v.hits, unix.saturating_sub(mono_now.saturating_sub(v.last_hit_mono_ns) / 1_000_000_000))
-                }
-                Some(v) => (v.hits, 0),
+            let (hits, last_hit_unix_s) = match kernel_side::get(&*k, &self.tables.key, &entry.target) {
+                Some(v) => (v.hits, mono_ns_to_unix_s(v.last_hit_mono_ns)),
                 None => (0, 0),
             };
-            out.push(Listed { entry, hits, last_hit_unix_s });
+            out.push(EntryHits { entry, hits, last_hit_unix_s });
         }
         Ok(out)
     }
 
     /// The listed name and the reply for a kernel drop of this greeting hash, if it is listed here.
     pub fn helo_listed(&self, hash: u64) -> Option<(String, String)> {
-        self.tables.helo_index.lock().unwrap().get(&hash).map(|e| (e.name.clone(), e.reply.clone()))
+        self.tables.helo_index.lock().unwrap().get(&hash).map(|e| (e.name().to_owned(), e.reply.clone()))
     }
 
     /// Entries by kind: (helo, source), networks counted as source entries.

@@ -11,7 +11,8 @@ use helo_common::HashKey;
 use super::kernel_side;
 use crate::{
     kernel::blocks::BlockMaps,
-    store::{Entry, Store},
+    listing::{Entry, Target},
+    store::Store,
 };
 
 pub struct Offline {
@@ -64,12 +65,12 @@ impl Offline {
         Ok(())
     }
 
-    /// Removes `probe`'s key from the store and the pinned maps; returns how many places held it
-    /// (so an entry only the kernel still held, a ghost of an older delete, can be removed too).
-    pub fn remove(&mut self, probe: &Entry) -> Result<usize> {
-        let stored = self.store.remove_all(&[probe.key()])?.len();
+    /// Removes `target` from the store and the pinned maps; returns how many places held it (so
+    /// an entry only the kernel still held, a ghost of an older delete, can be removed too).
+    pub fn remove(&mut self, target: &Target) -> Result<usize> {
+        let stored = self.store.remove_all(&[target.key()])?.len();
         let in_kernel = match &mut self.kernel {
-            Some((maps, key)) => kernel_side::remove(maps, key, probe)? as usize,
+            Some((maps, key)) => kernel_side::remove(maps, key, target)? as usize,
             None => 0,
         };
         Ok(stored.max(in_kernel))

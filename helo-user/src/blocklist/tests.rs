@@ -11,10 +11,11 @@ use std::{
 use anyhow::Result;
 use helo_common::maps::BlockEntry;
 
-use super::{kernel_side, unix_now, Blocklist};
+use super::{kernel_side, Blocklist};
 use crate::{
     kernel::{BlockTables, InMemoryKernel},
-    store::{Entry, Kind, Store},
+    listing::{clock::unix_now, reason, Entry, Kind, Origin, Target},
+    store::Store,
 };
 
 const REPLY: &str = "550 5.7.1 Bogus HELO";
@@ -36,12 +37,12 @@ fn rig() -> Result<Rig> {
 }
 
 impl Rig {
-    fn entry(&self, kind: Kind, name: &str, origin: &str) -> Entry {
-        self.blocklist.new_entry(kind, name.into(), "operator", REPLY, None, origin)
+    fn entry(&self, kind: Kind, name: &str, origin: Origin) -> Entry {
+        self.blocklist.new_entry(Target::parse(kind, name.into()).unwrap(), reason::OPERATOR, REPLY, None, origin)
     }
 
     fn in_kernel(&self, e: &Entry) -> bool {
-        kernel_side::get(&*self.kernel.lock().unwrap(), &self.blocklist.tables.key, e).is_some()
+        kernel_side::get(&*self.kernel.lock().unwrap(), &self.blocklist.tables.key, &e.target).is_some()
     }
 
     fn stored_keys(&self) -> Vec<String> {
@@ -64,9 +65,9 @@ impl Rig {
 fn operator_adds_and_deletes_reach_store_and_kernel_together() -> Result<()> {
     let r = rig()?;
     let entries = [
-        r.entry(Kind::Helo, "one.example.com", "operator"),
-        r.entry(Kind::Source, "198.18.7.9", "operator"),
-        r.entry(Kind::Source, "2001:2::/48", "operator"),
+        r.entry(Kind::Helo, "one.example.com", Origin::Operator),
+        r.entry(Kind::Source, "198.18.7.9", Origin::Operator),
+        r.entry(Kind::Source, "2001:2::/48", Origin::Operator),
     ];
     r.blocklist.add_all(&entries)?;
     assert_eq!(r.stored_keys(), ["helo/one.example.com", "source/198.18.7.9", "source/2001:2::/48"]);
@@ -86,8 +87,8 @@ fn operator_adds_and_deletes_reach_store_and_kernel_together() -> Result<()> {
 #[test]
 fn the_agents_listing_is_in_the_kernel_at_once_and_in_the_store_once_committed() -> Result<()> {
     let r = rig()?;
-    let committed = r.blocklist.block_helo(b"Bogus.Example.", "bogus_helo", REPLY)?;
-    let e = r.entry(Kind::Helo, "bogus.example", "agent");
+    let committed = r.blocklist.list_greeting(b"Bogus.Example.", "bogus_helo", REPLY)?;
+    let e = r.entry(Kind::Helo, "bogus.example", Origin::Agent);
     assert!(r.in_kernel(&e), "listed in the kernel before the commit");
     assert!(committed.wait_blocking(), "the group commit reported failure");
     assert_eq!(r.stored_keys(), ["helo/bogus.example"]);
@@ -101,11 +102,11 @@ fn the_agents_listing_is_in_the_kernel_at_once_and_in_the_store_once_committed()
 #[test]
 fn expiry_removes_from_store_and_kernel_and_keeps_the_rest() -> Result<()> {
     let r = rig()?;
-    let mut old = r.entry(Kind::Helo, "old.example.com", "operator");
+    let mut old = r.entry(Kind::Helo, "old.example.com", Origin::Operator);
     old.expires_unix_s = unix_now() - 1;
-    let mut old_net = r.entry(Kind::Source, "198.18.4.0/24", "operator");
+    let mut old_net = r.entry(Kind::Source, "198.18.4.0/24", Origin::Operator);
     old_net.expires_unix_s = unix_now() - 1;
-    let fresh = r.entry(Kind::Helo, "fresh.example.com", "operator");
+    let fresh = r.entry(Kind::Helo, "fresh.example.com", Origin::Operator);
     r.blocklist.add_all(&[old, old_net, fresh])?;
     r.assert_kernel_equals_store();
     assert_eq!(r.blocklist.expire()?, 2);
@@ -118,17 +119,17 @@ fn expiry_removes_from_store_and_kernel_and_keeps_the_rest() -> Result<()> {
 #[test]
 fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()> {
     let r = rig()?;
-    let operator = r.entry(Kind::Helo, "op.example.com", "operator");
-    let fleet = r.entry(Kind::Source, "198.18.9.9", "mx2");
+    let operator = r.entry(Kind::Helo, "op.example.com", Origin::Operator);
+    let fleet = r.entry(Kind::Source, "198.18.9.9", Origin::Fleet("mx2".into()));
     r.blocklist.add_all(&[operator.clone(), fleet.clone()])?;
-    assert!(r.blocklist.block_helo(b"learned.example", "bogus_helo", REPLY)?.wait_blocking());
-    let learned = r.entry(Kind::Helo, "learned.example", "agent");
+    assert!(r.blocklist.list_greeting(b"learned.example", "bogus_helo", REPLY)?.wait_blocking());
+    let learned = r.entry(Kind::Helo, "learned.example", Origin::Agent);
     let key = r.blocklist.tables.key;
     {
         // A full LRU map evicts all three; a ghost the store never held appears.
         let mut k = r.kernel.lock().unwrap();
         for e in [&operator, &fleet, &learned] {
-            assert!(kernel_side::remove(&mut *k, &key, e)?);
+            assert!(kernel_side::remove(&mut *k, &key, &e.target)?);
         }
         k.block_helo(kernel_side::helo_hash(&key, "ghost.example"), BlockEntry::default())?;
     }
@@ -152,15 +153,14 @@ fn opening_makes_the_kernel_equal_to_the_store() -> Result<()> {
     kernel.block_helo(kernel_side::helo_hash(&key, "stale.example"), BlockEntry::default())?;
     kernel.block_source("198.18.3.3".parse()?, BlockEntry::default())?;
     let kept = Entry {
-        kind: Kind::Helo,
-        name: "kept.example".into(),
-        reason: "operator".into(),
+        target: Target::greeting("kept.example".into()),
+        reason: reason::OPERATOR.into(),
         reply: REPLY.into(),
         added_unix_s: unix_now(),
         expires_unix_s: 0,
-        origin: "operator".into(),
+        origin: Origin::Operator,
     };
-    let expired = Entry { name: "gone.example".into(), expires_unix_s: unix_now() - 1, ..kept.clone() };
+    let expired = Entry { target: Target::greeting("gone.example".into()), expires_unix_s: unix_now() - 1, ..kept.clone() };
     let store = Store::open(dir.path())?;
     store.put_all_publishing(&[kept, expired], false)?;
     drop(store);
@@ -172,5 +172,20 @@ fn opening_makes_the_kernel_equal_to_the_store() -> Result<()> {
     assert_eq!(r.stored_keys(), ["helo/kept.example"]);
     r.assert_kernel_equals_store();
     assert_eq!(r.blocklist.changes().reconciled_from_kernel, 2);
+    Ok(())
+}
+
+#[test]
+fn an_address_in_a_spelling_of_its_own_is_kept_under_that_key() -> Result<()> {
+    // An import can hold an address as a person wrote it; the stored name is its key, so it is
+    // kept as written, and the kernel entry is the address's.
+    let r = rig()?;
+    let e = r.entry(Kind::Source, "2001:DB8::7", Origin::Operator);
+    r.blocklist.add_all(std::slice::from_ref(&e))?;
+    assert_eq!(r.stored_keys(), vec!["source/2001:DB8::7".to_string()]);
+    assert!(r.kernel.lock().unwrap().source_entry("2001:db8::7".parse()?).is_some());
+    assert_eq!(r.blocklist.remove(&["source/2001:DB8::7".into()])?.len(), 1);
+    r.assert_kernel_equals_store();
+    assert_eq!(r.kernel.lock().unwrap().blocklist_len(), 0);
     Ok(())
 }

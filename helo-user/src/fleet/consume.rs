@@ -14,8 +14,9 @@ use super::wire::Message;
 use crate::{
     agent::Agent,
     classify::{Greeting, ObservationKind, Verb},
+    listing::{Entry, Match, Target},
     metrics::KindLabel,
-    store::{Entry, FleetChange, Kind},
+    store::FleetChange,
 };
 
 /// The store's meta key for the last stream ID this box applied.
@@ -56,7 +57,7 @@ pub fn start_at(synced_epoch: Option<&str>, epoch: &str, saved_id: Option<&str>,
 /// a generation does so that the fleet has them.
 pub fn republish_own(agent: &Agent) -> Result<usize> {
     let store = agent.blocklist.store();
-    let own: Vec<Entry> = store.entries()?.into_iter().filter(|e| e.origin == "agent" || e.origin == "operator").collect();
+    let own: Vec<Entry> = store.entries()?.into_iter().filter(|e| e.origin.published_as_this_box()).collect();
     for e in &own {
         store.queue(&FleetChange::Add { entry: e.clone() })?;
     }
@@ -75,18 +76,13 @@ fn skipped(agent: &Agent, why: &str) {
 }
 
 /// Whether this box's own allow list covers the entry: then another box's block is not applied.
-fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
-    match kind {
+fn allowed_here(agent: &Agent, target: &Target) -> bool {
+    match target.matches() {
+        Match::Addr(ip) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
         // A listed network is refused here if any of it is allowed here.
-        Kind::Source => match crate::store::source_target(name) {
-            Ok(crate::store::SourceTarget::Addr(ip)) => agent.classifier.current().exempt_networks().any(|n| n.contains(&ip)),
-            Ok(crate::store::SourceTarget::Net(net)) => {
-                agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n))
-            }
-            Err(_) => false,
-        },
-        Kind::Helo => {
-            let probe = Greeting::new(Verb::Ehlo, name.as_bytes(), IpAddr::from([0, 0, 0, 0]));
+        Match::Net(net) => agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n)),
+        Match::Greeting => {
+            let probe = Greeting::new(Verb::Ehlo, target.name().as_bytes(), IpAddr::from([0, 0, 0, 0]));
             agent.classifier.classify(&probe).observations.iter().any(|o| o == ObservationKind::OperatorAllow)
         }
     }
@@ -97,8 +93,8 @@ fn allowed_here(agent: &Agent, kind: Kind, name: &str) -> bool {
 fn apply(agent: &Agent, msg: &Message) -> Result<()> {
     match msg {
         Message::Add(e) => {
-            if allowed_here(agent, e.kind, &e.name) {
-                tracing::info!("fleet: {} lists {} {}, but it is allowed here", e.origin, e.kind.as_str(), e.name);
+            if allowed_here(agent, &e.target) {
+                tracing::info!("fleet: {} lists {}, but it is allowed here", e.origin, e.target);
                 skipped(agent, "allowed");
                 return Ok(());
             }
@@ -112,7 +108,7 @@ fn apply(agent: &Agent, msg: &Message) -> Result<()> {
 /// logged and counted, never fatal: the consumer goes on with the next.
 pub fn handle(agent: &Agent, me: &str, fields: &[(String, Vec<u8>)]) {
     match Message::from_fields(fields) {
-        Ok(msg) if msg.origin() == me => {}
+        Ok(msg) if msg.origin().as_str() == me => {}
         Ok(msg) => match apply(agent, &msg) {
             Ok(()) => {
                 agent.metrics.fleet_received.inc();
@@ -145,7 +141,7 @@ pub fn apply_batch(agent: &Agent, me: &str, messages: &[StreamMessage], last: &s
 /// `true` when it was applied.
 pub fn load_entry(agent: &Agent, me: &str, json: &str) -> bool {
     match serde_json::from_str::<Entry>(json) {
-        Ok(e) if e.origin == me => false,
+        Ok(e) if e.origin.as_str() == me => false,
         Ok(e) => match apply(agent, &Message::Add(e)) {
             Ok(()) => true,
             Err(err) => {

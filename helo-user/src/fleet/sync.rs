@@ -12,7 +12,8 @@ use super::{
 };
 use crate::{
     agent::Agent,
-    store::{Entry, FleetChange},
+    listing::{Entry, Origin},
+    store::FleetChange,
 };
 
 /// The fleet's generation: a random token Redis keeps. A box that finds a token other than the
@@ -59,8 +60,8 @@ impl Backoff {
 /// What other boxes see as the origin of this box's own entries.
 fn published(entry: &Entry, me: &str) -> Entry {
     let mut e = entry.clone();
-    if e.origin == "agent" || e.origin == "operator" {
-        e.origin = me.to_owned();
+    if e.origin.published_as_this_box() {
+        e.origin = Origin::Fleet(me.to_owned());
     }
     e
 }
@@ -71,13 +72,13 @@ async fn publish(con: &mut MultiplexedConnection, change: &FleetChange, me: &str
             let e = published(entry, me);
             (Message::Add(e.clone()), Some(e))
         }
-        FleetChange::Del { kind, name } => (Message::Del { kind: *kind, name: name.clone(), origin: me.to_owned() }, None),
+        FleetChange::Del { kind, name } => (Message::Del { kind: *kind, name: name.clone(), origin: Origin::Fleet(me.to_owned()) }, None),
     };
     let mut pipe = redis::pipe();
     pipe.atomic();
     match (&msg, state) {
         (Message::Add(_), Some(e)) => {
-            let key = entry_key(e.kind, &e.name);
+            let key = entry_key(e.kind(), e.name());
             let json = serde_json::to_string(&e)?;
             if e.expires_unix_s == 0 {
                 pipe.cmd("SET").arg(&key).arg(json).ignore();

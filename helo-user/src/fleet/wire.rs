@@ -10,7 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::store::{Entry, Kind};
+use crate::listing::{Entry, Kind, Origin, Target};
 
 pub const STREAM: &str = "helo:stream";
 pub const ENTRY_PREFIX: &str = "helo:entry:";
@@ -27,11 +27,11 @@ pub fn entry_key(kind: Kind, name: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Add(Entry),
-    Del { kind: Kind, name: String, origin: String },
+    Del { kind: Kind, name: String, origin: Origin },
 }
 
 impl Message {
-    pub fn origin(&self) -> &str {
+    pub fn origin(&self) -> &Origin {
         match self {
             Message::Add(e) => &e.origin,
             Message::Del { origin, .. } => origin,
@@ -43,20 +43,20 @@ impl Message {
             Message::Add(e) => vec![
                 ("v", "1".into()),
                 ("op", "add".into()),
-                ("kind", e.kind.as_str().into()),
-                ("name", e.name.clone()),
+                ("kind", e.kind().as_str().into()),
+                ("name", e.name().into()),
                 ("reason", e.reason.clone()),
                 ("reply", e.reply.clone()),
                 ("added_unix_s", e.added_unix_s.to_string()),
                 ("expires_unix_s", e.expires_unix_s.to_string()),
-                ("origin", e.origin.clone()),
+                ("origin", e.origin.as_str().into()),
             ],
             Message::Del { kind, name, origin } => vec![
                 ("v", "1".into()),
                 ("op", "del".into()),
                 ("kind", kind.as_str().into()),
                 ("name", name.clone()),
-                ("origin", origin.clone()),
+                ("origin", origin.as_str().into()),
             ],
         }
     }
@@ -83,11 +83,11 @@ impl Message {
         if origin.is_empty() || origin.len() > 64 {
             bail!("bad origin");
         }
+        let origin = Origin::from(origin);
         match get("op")?.as_str() {
             "add" => {
                 let entry = Entry {
-                    kind,
-                    name,
+                    target: Target::parse(kind, name)?,
                     reason: get("reason")?,
                     reply: get("reply")?,
                     added_unix_s: get("added_unix_s")?.parse().context("added_unix_s")?,
@@ -114,13 +114,12 @@ mod tests {
     #[test]
     fn round_trip_and_refusals() {
         let e = Entry {
-            kind: Kind::Helo,
-            name: "localhost".into(),
+            target: Target::greeting("localhost".into()),
             reason: "bogus_helo".into(),
             reply: "550 5.7.1 Bogus HELO".into(),
             added_unix_s: 1,
             expires_unix_s: 0,
-            origin: "edge-a".into(),
+            origin: Origin::Fleet("edge-a".into()),
         };
         let m = Message::Add(e.clone());
         assert_eq!(Message::from_fields(&fields(&m)).unwrap(), m);

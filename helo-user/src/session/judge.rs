@@ -12,8 +12,8 @@ use std::{
 
 use anyhow::Result;
 
+use super::SessionContext;
 use crate::{
-    agent::Agent,
     blocklist::Committed,
     classify::{Classification, Greeting, Rejection, Scope, Verb},
     kernel::FilterMode,
@@ -25,12 +25,12 @@ use crate::{
 /// Lists what was rejected: the greeting for everyone (`helo` scope, within the client's quota of
 /// new listings) or this client (`client`). A name longer than the kernel judges is not listed:
 /// no listing could ever match it, and the sender is refused here each time anyway.
-fn list(agent: &Agent, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<Option<Committed>> {
+fn list(cx: &SessionContext, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Result<Option<Committed>> {
     let rule = rejection.rule.as_str();
     match rejection.scope {
         Scope::Helo if arg.len() > helo_common::greeting::MAX_ARG_LEN => Ok(None),
-        Scope::Helo => agent.blocklist.block_helo_from(client, arg, rule, &rejection.reply).map(Some),
-        Scope::Client => agent.blocklist.block_source(client, rule, &rejection.reply).map(Some),
+        Scope::Helo => cx.blocklist.list_greeting_from(client, arg, rule, &rejection.reply).map(Some),
+        Scope::Client => cx.blocklist.list_source(client, rule, &rejection.reply).map(Some),
     }
 }
 
@@ -72,24 +72,21 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
+fn consequences(cx: &SessionContext, id: SessionId, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
     tracing::info!(
         session = %id,
         event = "reject",
         client = %client,
-        helo = agent.client_lines.quote(arg),
+        helo = cx.client_lines.quote(arg),
         rule = %rejection.rule,
         scope = rejection.scope.as_str(),
-        mode = observe_note(agent)
+        mode = observe_note(cx)
     );
     // Listing is a kernel map update and a queue push (the store write is grouped on its own
     // thread). Only while an operator change holds the blocklist (an import, say) can it wait;
     // then tokio moves other sessions off this worker thread rather than stall them.
-    let listed = if agent.blocklist.operator_busy() {
-        off_the_runtime(|| list(agent, rejection, arg, client))
-    } else {
-        list(agent, rejection, arg, client)
-    };
+    let listed =
+        if cx.blocklist.operator_busy() { off_the_runtime(|| list(cx, rejection, arg, client)) } else { list(cx, rejection, arg, client) };
     let committed = match listed {
         Ok(c) => c,
         Err(e) => {
@@ -102,10 +99,10 @@ fn consequences(agent: &Agent, id: SessionId, rejection: &Rejection, arg: &[u8],
 }
 
 /// Runs the classifier and counts what it found.
-fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
+fn classify(cx: &SessionContext, input: &Greeting<'_>) -> Classification {
     let started = Instant::now();
-    let classification = agent.classifier.classify(input);
-    let m = &agent.metrics;
+    let classification = cx.classifier.classify(input);
+    let m = &cx.metrics;
     m.classify_seconds.observe(started.elapsed().as_secs_f64());
     let rule = classification.verdict.rule().map(|r| r.as_str()).unwrap_or("accept");
     m.verdicts.get_or_create(&RuleLabel { rule: rule.to_owned() }).inc();
@@ -119,47 +116,47 @@ fn classify(agent: &Agent, input: &Greeting<'_>) -> Classification {
 /// Whether the client is exempt from the blocklist and the classifier (`allow.cidrs`), or from the
 /// kernel's HELO map at least (`relay_cidrs`, which the classifier exempts from
 /// `helo_matches_rcpt` only and judges otherwise): the kernel lets both past, and so does this.
-pub fn exempt(agent: &Agent, client: IpAddr) -> bool {
+pub fn exempt(cx: &SessionContext, client: IpAddr) -> bool {
     let client = client.to_canonical();
-    agent.classifier.current().exempt_networks().any(|n| n.contains(&client))
+    cx.classifier.current().exempt_networks().any(|n| n.contains(&client))
 }
 
 /// The reply of the blocklist entry listing this client, counted; in observe mode it is only
 /// counted and logged.
-pub fn listed_source(agent: &Agent, id: SessionId, client: IpAddr) -> Option<String> {
-    let reply = agent.blocklist.source_refusal(client)?;
-    agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_source".to_owned() }).inc();
-    tracing::info!(session = %id, event = "reject", client = %client, rule = "listed_source", mode = observe_note(agent));
+pub fn listed_source(cx: &SessionContext, id: SessionId, client: IpAddr) -> Option<String> {
+    let reply = cx.blocklist.source_refusal(client)?;
+    cx.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_source".to_owned() }).inc();
+    tracing::info!(session = %id, event = "reject", client = %client, rule = "listed_source", mode = observe_note(cx));
     Some(reply)
 }
 
 /// `mode=observe` on a decision line when the refusal was only observed (passed on).
-fn observe_note(agent: &Agent) -> Option<&'static str> {
-    (agent.config.mode == FilterMode::Observe).then_some("observe")
+fn observe_note(cx: &SessionContext) -> Option<&'static str> {
+    (cx.config.mode == FilterMode::Observe).then_some("observe")
 }
 
 /// Judges a greeting: the blocklist first (a listed name is refused with its entry's reply,
 /// whatever path its bytes took past the kernel) unless the client is `exempt`, then the
 /// classifier. `Some` when refused.
-pub fn greeting(agent: &Agent, id: SessionId, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
-    if let Some(reply) = (!exempt).then(|| agent.blocklist.helo_refusal(arg)).flatten() {
-        agent.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
+pub fn greeting(cx: &SessionContext, id: SessionId, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
+    if let Some(reply) = (!exempt).then(|| cx.blocklist.helo_refusal(arg)).flatten() {
+        cx.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
         tracing::info!(
             session = %id,
             event = "reject",
             client = %client,
-            helo = agent.client_lines.quote(arg),
+            helo = cx.client_lines.quote(arg),
             rule = "listed_helo",
-            mode = observe_note(agent)
+            mode = observe_note(cx)
         );
-        let committed = strike(agent, client, &reply);
+        let committed = strike(cx, client, &reply);
         return Some(Refusal { reply, committed });
     }
-    let classification = classify(agent, &Greeting::new(Verb::Ehlo, arg, client));
+    let classification = classify(cx, &Greeting::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
-    let mut refusal = consequences(agent, id, rejection, arg, client);
+    let mut refusal = consequences(cx, id, rejection, arg, client);
     if rejection.scope == Scope::Helo && !exempt {
-        if let Some(listed) = strike(agent, client, &refusal.reply) {
+        if let Some(listed) = strike(cx, client, &refusal.reply) {
             refusal.committed.get_or_insert(listed);
         }
     }
@@ -168,11 +165,11 @@ pub fn greeting(agent: &Agent, id: SessionId, arg: &[u8], client: IpAddr, exempt
 
 /// A strike on the offender ladder for a greeting refused in user space (the kernel strikes the
 /// ones it drops itself). Enforce mode only; `Some` when this strike listed the source.
-fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
-    if agent.config.mode != FilterMode::Enforce {
+fn strike(cx: &SessionContext, client: IpAddr, reply: &str) -> Option<Committed> {
+    if cx.config.mode != FilterMode::Enforce {
         return None;
     }
-    match agent.blocklist.strike(client, reply) {
+    match cx.blocklist.strike(client, reply) {
         Ok(listed) => listed,
         Err(e) => {
             tracing::warn!("{client}: could not record a strike: {e:#}");
@@ -182,28 +179,28 @@ fn strike(agent: &Agent, client: IpAddr, reply: &str) -> Option<Committed> {
 }
 
 /// See [`crate::kernel::KernelMaps::release_flow`].
-pub fn release_flow(agent: &Agent, client: SocketAddr, server: SocketAddr) {
-    if let Err(e) = agent.kernel.lock().unwrap().release_flow(client, server) {
+pub fn release_flow(cx: &SessionContext, client: SocketAddr, server: SocketAddr) {
+    if let Err(e) = cx.kernel.lock().unwrap().release_flow(client, server) {
         tracing::debug!("{client}: could not release the flow: {e:#}");
     }
 }
 
-pub fn observe_pregreet(agent: &Agent) {
-    agent.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
+pub fn observe_pregreet(cx: &SessionContext) {
+    cx.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
 }
 
-pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
+pub fn record_hand_off(cx: &SessionContext, id: SessionId, end: HandOffEnd) {
     let change = match end {
         HandOffEnd::BackendDown(why) => {
             // The session's line stays at info: the outage itself is one warning, below.
-            tracing::info!(session = %id, event = "hand-off", result = "failed", backend = %agent.config.backend, reason = %why);
-            agent.metrics.backend_errors.inc();
-            let change = agent.backend.failed();
+            tracing::info!(session = %id, event = "hand-off", result = "failed", backend = %cx.config.backend, reason = %why);
+            cx.metrics.backend_errors.inc();
+            let change = cx.backend.failed();
             if change == Change::WentDown {
-                agent.metrics.backend_up.set(0);
+                cx.metrics.backend_up.set(0);
                 tracing::warn!(
                     event = "backend-down",
-                    backend = %agent.config.backend,
+                    backend = %cx.config.backend,
                     reason = %why,
                     "the MTA does not answer: clients get 421 until it does (logged again when it is back)"
                 );
@@ -212,23 +209,23 @@ pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
         }
         HandOffEnd::BackendRefused(reply) => {
             tracing::info!(session = %id, event = "hand-off", result = "refused", reply = ?reply, "the MTA refused the client");
-            agent.metrics.backend_refusals.inc();
-            agent.backend.answered()
+            cx.metrics.backend_refusals.inc();
+            cx.backend.answered()
         }
         HandOffEnd::Relayed(end) => {
             tracing::info!(session = %id, event = "hand-off", result = "relayed", end = ?end);
-            agent.metrics.hand_offs.inc();
+            cx.metrics.hand_offs.inc();
             if end == RelayEnd::TimedOut {
-                agent.metrics.relay_timeouts.inc();
+                cx.metrics.relay_timeouts.inc();
             }
-            agent.backend.answered()
+            cx.backend.answered()
         }
     };
     if let Change::CameBack { failed, lasted } = change {
-        agent.metrics.backend_up.set(1);
+        cx.metrics.backend_up.set(1);
         tracing::warn!(
             event = "backend-up",
-            backend = %agent.config.backend,
+            backend = %cx.config.backend,
             failed_hand_offs = failed,
             down_s = lasted.as_secs(),
             "the MTA answers again"
@@ -238,7 +235,7 @@ pub fn record_hand_off(agent: &Agent, id: SessionId, end: HandOffEnd) {
 
 /// Judges commands during the relay: each RCPT against the greeting, and any further greeting.
 pub struct RelayJudge<'a> {
-    agent: &'a Agent,
+    cx: &'a SessionContext,
     id: SessionId,
     arg: Vec<u8>,
     client: IpAddr,
@@ -246,13 +243,13 @@ pub struct RelayJudge<'a> {
 }
 
 impl<'a> RelayJudge<'a> {
-    pub fn new(agent: &'a Agent, id: SessionId, arg: Vec<u8>, client: IpAddr, exempt: bool) -> Self {
-        Self { agent, id, arg, client, exempt }
+    pub fn new(cx: &'a SessionContext, id: SessionId, arg: Vec<u8>, client: IpAddr, exempt: bool) -> Self {
+        Self { cx, id, arg, client, exempt }
     }
 
     /// In observe mode a rejection is only logged and counted: the session goes on.
     fn enforce(&self, refusal: Refusal) -> Option<String> {
-        (self.agent.config.mode == FilterMode::Enforce).then(|| self.agent.refusal_text(&refusal.durable_blocking()))
+        (self.cx.config.mode == FilterMode::Enforce).then(|| self.cx.refusal_text(&refusal.durable_blocking()))
     }
 }
 
@@ -260,15 +257,15 @@ impl crate::proxy::relay::Judge for RelayJudge<'_> {
     fn rcpt(&mut self, address: &str) -> Option<String> {
         let rcpt = [address];
         let input = Greeting::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
-        let classification = classify(self.agent, &input);
+        let classification = classify(self.cx, &input);
         let rejection = classification.verdict.rejection()?;
-        let refusal = consequences(self.agent, self.id, rejection, &self.arg, self.client);
+        let refusal = consequences(self.cx, self.id, rejection, &self.arg, self.client);
         self.enforce(refusal)
     }
 
     fn greeting(&mut self, arg: &[u8]) -> Option<String> {
         self.arg = arg.to_vec();
-        let refusal = greeting(self.agent, self.id, arg, self.client, self.exempt)?;
+        let refusal = greeting(self.cx, self.id, arg, self.client, self.exempt)?;
         self.enforce(refusal)
     }
 }

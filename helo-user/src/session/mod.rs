@@ -8,6 +8,7 @@
 //! the client's first bytes: the kernel dropped them, so the client never gets to send anything
 //! else, and a forged drop cannot end a session that is already talking.
 
+mod context;
 pub mod judge;
 #[cfg(test)]
 mod tests;
@@ -21,8 +22,8 @@ use tokio::{
     time::timeout,
 };
 
+pub use self::context::SessionContext;
 use crate::{
-    agent::Agent,
     kernel::FilterMode,
     proxy::{self, HandOff},
     registry::Kill,
@@ -41,17 +42,17 @@ async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
     matches!(timeout(wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
 }
 
-pub async fn run(agent: Arc<Agent>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
+pub async fn run(cx: Arc<SessionContext>, stream: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>) {
     let started = std::time::Instant::now();
     let id = SessionId::next();
     tracing::info!(session = %id, event = "connect", client = %peer);
-    let _active = agent.load.enter();
-    agent.metrics.sessions.inc();
-    agent.metrics.sessions_active.inc();
-    serve(&agent, id, stream, peer, shutdown).await;
+    let _active = cx.load.enter();
+    cx.metrics.sessions.inc();
+    cx.metrics.sessions_active.inc();
+    serve(&cx, id, stream, peer, shutdown).await;
     tracing::info!(session = %id, event = "close", after_ms = started.elapsed().as_millis() as u64);
-    agent.metrics.sessions_active.dec();
-    agent.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
+    cx.metrics.sessions_active.dec();
+    cx.metrics.session_seconds.observe(started.elapsed().as_secs_f64());
 }
 
 /// Writes `text` (if any) and closes our side.
@@ -72,24 +73,24 @@ enum FirstBytes {
     Gone,
 }
 
-async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
-    let config = &agent.config;
+async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let config = &cx.config;
     let write = Duration::from_secs(config.timeouts.write_s);
     let enforce = config.mode == FilterMode::Enforce;
     // TCP_NODELAY and keepalive came with the socket from the listener (server::reserve).
     let Ok(local) = stream.local_addr() else { return };
-    let exempt = judge::exempt(agent, peer.ip());
+    let exempt = judge::exempt(cx, peer.ip());
 
     let (r, mut out) = {
-        let (registration, mut kill) = agent.registry.register(peer);
+        let (registration, mut kill) = cx.registry.register(peer);
         if !exempt {
-            if let Some(entry_reply) = judge::listed_source(agent, id, peer.ip()) {
+            if let Some(entry_reply) = judge::listed_source(cx, id, peer.ip()) {
                 if enforce {
                     let (r, mut out) = stream.into_split();
-                    let banner = agent.refusal_text(&reply::refusal_banner(&entry_reply));
+                    let banner = cx.refusal_text(&reply::refusal_banner(&entry_reply));
                     if reply::send(&mut out, &banner, write).await.is_ok() {
                         // RFC 5321 3.1: after a 554 banner, wait for QUIT, answering 503.
-                        let answer = reply::line(&agent.refusal_text(&format!("503 5.7.1 {}", reply::text_of(&entry_reply))));
+                        let answer = reply::line(&cx.refusal_text(&format!("503 5.7.1 {}", reply::text_of(&entry_reply))));
                         let mut input = LineReader::new(r, COMMAND_LINE);
                         refused::answer_until_quit(&mut input, &mut out, &answer, config.linger()).await;
                     }
@@ -98,7 +99,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             }
         }
         if pregreets(&stream, Duration::from_millis(config.pregreet_ms)).await {
-            tracing_pregreet(agent, id, peer);
+            tracing_pregreet(cx, id, peer);
         }
         let (r, mut out) = stream.into_split();
         if reply::send(&mut out, &reply::banner(config.hostname()), write).await.is_err() {
@@ -109,7 +110,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
         let first = tokio::select! {
             killed = &mut kill => FirstBytes::Dropped(killed.unwrap_or(Kill { reply: None }).reply),
             Ok(()) = shutdown.changed() => FirstBytes::Stop,
-            ready = timeout(agent.load.timeout(config.command_timeout()), r.readable()) => match ready {
+            ready = timeout(cx.load.timeout(config.command_timeout()), r.readable()) => match ready {
                 Err(_) => FirstBytes::TimedOut,
                 Ok(Err(_)) => FirstBytes::Gone,
                 Ok(Ok(())) => FirstBytes::Arrived,
@@ -122,7 +123,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
                 // The client's greeting never reaches us: it reads our reply to its EHLO, falls
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
-                if let Some(text) = text.map(|t| agent.refusal_text(&t)) {
+                if let Some(text) = text.map(|t| cx.refusal_text(&t)) {
                     let twice = [reply::line(&text), reply::line(&text)].concat();
                     let _ = reply::write_within(&mut out, &twice, write).await;
                 }
@@ -132,7 +133,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
                 // retransmitting into a window that never opens, for minutes, and the edge
                 // holding an orphan. Only this flow, only after it was answered: an attacker
                 // gains nothing it could not send on its own connection anyway.
-                judge::release_flow(agent, peer, local);
+                judge::release_flow(cx, peer, local);
                 drain(r, config.linger().within.min(DRAIN)).await;
                 return;
             }
@@ -154,7 +155,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
         }
         let line = tokio::select! {
             Ok(()) = shutdown.changed() => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
-            line = timeout(agent.load.timeout(config.command_timeout()), input.read_line()) => line,
+            line = timeout(cx.load.timeout(config.command_timeout()), input.read_line()) => line,
         };
         commands += 1;
         if commands > config.max_commands_before_greeting {
@@ -166,7 +167,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             Ok(Err(_)) | Ok(Ok(Line::Closed)) => return,
             Ok(Ok(Line::TooLong)) => {
                 errors += 1;
-                if agent.client_lines.allow() {
+                if cx.client_lines.allow() {
                     tracing::info!(session = %id, event = "protocol-error", client = %peer, error = "line too long");
                 }
                 let _ = reply::send(&mut out, reply::LINE_TOO_LONG, write).await;
@@ -182,7 +183,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
             Command::Greeting { .. } => break line,
             _ => {
                 errors += 1;
-                if let Some(command) = agent.client_lines.quote(line.trim_ascii_end()) {
+                if let Some(command) = cx.client_lines.quote(line.trim_ascii_end()) {
                     tracing::info!(session = %id, event = "protocol-error", client = %peer, error = "not a greeting", command);
                 }
                 let _ = reply::send(&mut out, reply::NEED_GREETING, write).await;
@@ -191,10 +192,10 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
     };
     let Command::Greeting { arg, .. } = command::parse(&greeting) else { unreachable!("the loop breaks on a greeting") };
 
-    let refusal = judge::greeting(agent, id, arg, peer.ip(), exempt);
+    let refusal = judge::greeting(cx, id, arg, peer.ip(), exempt);
     if let Some(refusal) = refusal {
         if enforce {
-            let text = agent.refusal_text(&refusal.durable().await);
+            let text = cx.refusal_text(&refusal.durable().await);
             let line = reply::line(&text);
             if reply::write_within(&mut out, &line, write).await.is_ok() {
                 refused::answer_until_quit(&mut input, &mut out, &line, config.linger()).await;
@@ -203,7 +204,7 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
         }
     }
 
-    let mut rcpt_judge = judge::RelayJudge::new(agent, id, arg.to_vec(), peer.ip(), exempt);
+    let mut rcpt_judge = judge::RelayJudge::new(cx, id, arg.to_vec(), peer.ip(), exempt);
     let (r, buffered) = input.into_parts();
     let hand_off = HandOff {
         backend: config.backend,
@@ -216,8 +217,8 @@ async fn serve(agent: &Arc<Agent>, id: SessionId, stream: TcpStream, peer: Socke
     };
     // Boxed: the relay's state is most of a session's, and an idle session (waiting for its
     // greeting) should not carry it.
-    let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &agent.load, shutdown)).await;
-    judge::record_hand_off(agent, id, end);
+    let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &cx.load, shutdown)).await;
+    judge::record_hand_off(cx, id, end);
 }
 
 /// How long a kernel-dropped client is read after its answer, for its retransmitted greeting
@@ -231,7 +232,7 @@ async fn drain(mut r: tokio::net::tcp::OwnedReadHalf, limit: Duration) {
     let _ = timeout(limit, async { while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {} }).await;
 }
 
-fn tracing_pregreet(agent: &Agent, id: SessionId, peer: SocketAddr) {
+fn tracing_pregreet(cx: &SessionContext, id: SessionId, peer: SocketAddr) {
     tracing::info!(session = %id, event = "pregreet", client = %peer, "talked before the banner");
-    judge::observe_pregreet(agent);
+    judge::observe_pregreet(cx);
 }

@@ -15,8 +15,8 @@ use crate::{
     agent::in_process::{self, nowhere, InProcess},
     blocklist::kernel_side::helo_hash,
     kernel::{BlockTables, Kernel},
+    listing::{Kind, Origin},
     registry::Kill,
-    store::Kind,
 };
 
 /// An in-process agent and the shutdown its sessions watch.
@@ -37,7 +37,7 @@ impl Edge {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let client = TcpStream::connect(listener.local_addr()?).await?;
         let (stream, peer) = listener.accept().await?;
-        tokio::spawn(super::run(Arc::clone(&self.env.agent), stream, peer, self.shutdown_rx.clone()));
+        tokio::spawn(super::run(Arc::clone(&self.env.agent.sessions), stream, peer, self.shutdown_rx.clone()));
         let (r, w) = client.into_split();
         Ok((BufReader::new(r), w))
     }
@@ -77,7 +77,7 @@ async fn a_bogus_greeting_gets_its_reply_again_for_the_helo_fallback_221_to_quit
     assert_eq!(line(&mut r).await?, "", "closed after QUIT");
     // The reply waited for the listing to be durable: it is in the store and in the kernel.
     let stored = e.env.store.get("helo/rad.internal")?.expect("the bogus name is stored");
-    assert_eq!((stored.kind, stored.origin.as_str()), (Kind::Helo, "agent"));
+    assert_eq!((stored.kind(), stored.origin), (Kind::Helo, Origin::Agent));
     let hash = helo_hash(&e.env.store.hash_key()?, "rad.internal");
     assert!(e.env.kernel.lock().unwrap().helo_entry(hash).is_some(), "the bogus name is in the kernel");
     Ok(())

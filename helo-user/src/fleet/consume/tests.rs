@@ -8,8 +8,9 @@ use crate::{
     agent::in_process::{self, nowhere, InProcess},
     blocklist::kernel_side,
     fleet::wire::Message,
+    listing::{clock::unix_now, Entry, Kind, Origin, Target},
     metrics::KindLabel,
-    store::{Entry, FleetChange, Kind},
+    store::FleetChange,
 };
 
 const ME: &str = "edge-a";
@@ -23,13 +24,12 @@ fn agent() -> Result<InProcess> {
 
 fn entry(kind: Kind, name: &str, origin: &str) -> Entry {
     Entry {
-        kind,
-        name: name.into(),
+        target: Target::parse(kind, name.into()).unwrap(),
         reason: "bogus_helo".into(),
         reply: "550 5.7.1 Bogus HELO".into(),
-        added_unix_s: crate::blocklist::unix_now(),
+        added_unix_s: unix_now(),
         expires_unix_s: 0,
-        origin: origin.into(),
+        origin: Origin::from(origin.to_owned()),
     }
 }
 
@@ -42,7 +42,7 @@ fn add(id: &str, kind: Kind, name: &str, origin: &str) -> StreamMessage {
 }
 
 fn del(id: &str, kind: Kind, name: &str, origin: &str) -> StreamMessage {
-    (id.into(), fields(&Message::Del { kind, name: name.into(), origin: origin.into() }))
+    (id.into(), fields(&Message::Del { kind, name: name.into(), origin: Origin::from(origin.to_owned()) }))
 }
 
 fn skipped(env: &InProcess, why: &str) -> u64 {
@@ -55,7 +55,7 @@ fn listed(env: &InProcess, kind: Kind, name: &str) -> bool {
     let kernel = env.kernel.lock().unwrap();
     match stored {
         Some(e) => {
-            assert!(kernel_side::get(&*kernel, &env.store.hash_key().unwrap(), &e).is_some(), "{name} stored but not in the kernel");
+            assert!(kernel_side::get(&*kernel, &env.store.hash_key().unwrap(), &e.target).is_some(), "{name} stored but not in the kernel");
             true
         }
         None => false,
@@ -77,7 +77,7 @@ fn another_boxs_changes_are_applied_in_order_and_the_position_is_kept() -> Resul
     assert!(listed(&env, Kind::Source, "198.18.9.9"));
     assert!(listed(&env, Kind::Source, "198.18.64.0/18"));
     let origin = env.store.get("source/198.18.9.9")?.unwrap().origin;
-    assert_eq!(origin, "edge-b", "kept with the publishing box as its origin");
+    assert_eq!(origin.as_str(), "edge-b", "kept with the publishing box as its origin");
     assert_eq!(env.agent.metrics.fleet_received.get(), 4);
     assert_eq!(env.store.meta(LAST_ID)?.as_deref(), Some("1002-0"), "the position survives a restart");
     // Applied from another box: nothing goes back into this box's outbox.
@@ -134,12 +134,13 @@ fn malformed_messages_are_counted_and_skipped_and_the_rest_applied() -> Result<(
     let mut v2 = add("4-0", Kind::Helo, "d.example", "edge-b");
     v2.1.iter_mut().find(|(k, _)| k == "v").unwrap().1 = b"2".to_vec();
     let not_utf8 = ("5-0".to_owned(), vec![("v".to_owned(), vec![0xff, 0xfe])]);
-    let bad_source = add("6-0", Kind::Source, "not-an-address", "edge-b");
+    let mut bad_source = add("6-0", Kind::Source, "198.18.9.1", "edge-b");
+    bad_source.1.iter_mut().find(|(k, _)| k == "name").unwrap().1 = b"not-an-address".to_vec();
     let good = add("7-0", Kind::Helo, "e.example", "edge-b");
     let batch = [no_reply, huge, hash_kind, v2, not_utf8, bad_source, good];
     assert_eq!(apply_batch(&env.agent, ME, &batch, "0-0")?, "7-0");
     assert_eq!(skipped(&env, "malformed"), 6);
-    assert_eq!(env.store.entries()?.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["e.example"]);
+    assert_eq!(env.store.entries()?.iter().map(|e| e.name()).collect::<Vec<_>>(), ["e.example"]);
     assert_eq!(env.agent.metrics.fleet_received.get(), 1);
     Ok(())
 }
@@ -211,7 +212,7 @@ fn joining_a_generation_queues_this_boxs_own_entries_only() -> Result<()> {
         .into_iter()
         .skip(before as usize)
         .map(|(_, c)| match c {
-            FleetChange::Add { entry } => entry.name,
+            FleetChange::Add { entry } => entry.name().to_owned(),
             FleetChange::Del { name, .. } => panic!("unexpected removal of {name}"),
         })
         .collect();
