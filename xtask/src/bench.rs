@@ -341,11 +341,13 @@ fn render_cost(xdp: &Value, plot: &str) -> Result<String> {
         "\nWhere the cost goes (4 entries): a later segment of mail data stops at the first eight \
          payload bytes, which cannot start a greeting ({data:.0} ns against the baseline's {base:.0}: \
          the configuration, the port and the counter); one that starts with `EHLO ` needs the flow \
-         lookup to be told from the first payload ({later:.0} ns); a SYN looks its source up and \
-         records its flow ({syn:.0} ns). The first payload adds the argument, read eight bytes per \
+         lookup to be told from the first payload ({later:.0} ns); a SYN looks its source up (hash map \
+         and network trie) and finds its slot in the flow table ({syn:.0} ns: the arm replays one \
+         frame, so this is a retransmitted SYN; a new flow's SYN also writes its slot and reads the \
+         coarse clock, which this bench does not isolate). The first payload adds the argument, read eight bytes per \
          step in place and hashed a word at a time with SipHash-2-4 (growing with the name's \
          length), and the HELO lookup ({pass_4:.0} ns for a 30-byte name that is not listed); a \
-         drop adds the clock, the hit count and, once per flow, the ring-buffer event. The map \
+         drop adds the coarse clock, the hit count and, once per flow, the ring-buffer event. The map \
          size barely matters.\n"
     )?;
     Ok(md)
