@@ -32,10 +32,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{
-    blocklist::Blocklist,
-    kernel::{FilterMode, Kernel},
-};
+use crate::{blocklist::Blocklist, kernel::Kernel, modes::FilterMode};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {

@@ -18,8 +18,9 @@ use helo_common::{maps::BlockEntry, HashKey};
 use helo_testbed::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
 use helo_user::{
     blocklist::{kernel_side::helo_hash, offline::Offline, Blocklist},
-    kernel::{FilterMode, KernelFilter, LoadOptions},
+    kernel::{KernelFilter, LoadOptions},
     listing::{name, reason, Entry, Origin, Target},
+    modes::FilterMode,
     store::Store,
 };
 

@@ -14,7 +14,10 @@ use helo_common::{
     HashKey,
 };
 use helo_testbed::{frames::Frame, privilege::require_root};
-use helo_user::kernel::{FilterMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{KernelFilter, LoadOptions},
+    modes::FilterMode,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

@@ -19,7 +19,10 @@ use helo_testbed::{
     netns::{link, Netns},
     privilege::require_root,
 };
-use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{KernelFilter, LoadOptions},
+    modes::{AttachMode, FilterMode},
+};
 use socket2::{Domain, Socket, Type};
 
 /// What the listener got from one connection: the first line, or `None` if nothing came.

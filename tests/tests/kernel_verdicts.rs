@@ -22,7 +22,10 @@ use helo_testbed::{
     frames::{Frame, Ipv6Ext, TCP_ACK, TCP_PSH, TCP_SYN, TPID_8021AD, TPID_8021Q},
     privilege::require_root,
 };
-use helo_user::kernel::{addr::addr_key, FilterMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{addr::addr_key, KernelFilter, LoadOptions},
+    modes::FilterMode,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

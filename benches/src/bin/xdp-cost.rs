@@ -18,7 +18,10 @@ use helo_common::{
     HashKey,
 };
 use helo_testbed::frames::Frame;
-use helo_user::kernel::{addr::addr_key, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
+use helo_user::{
+    kernel::{addr::addr_key, KernelFilter, LoadOptions, XDP_OBJECT},
+    modes::FilterMode,
+};
 use serde::Serialize;
 
 const REPEAT: u32 = 200_000;

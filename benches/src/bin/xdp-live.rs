@@ -25,7 +25,10 @@ use helo_testbed::{
     inject::Injector,
     netns::{enter_named, link, Netns},
 };
-use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
+use helo_user::{
+    kernel::{KernelFilter, LoadOptions, XDP_OBJECT},
+    modes::{AttachMode, FilterMode},
+};
 use serde::Serialize;
 
 const NAME: &str = "rad.internal";

@@ -21,7 +21,7 @@ pub mod pin;
 pub mod tables;
 pub mod xdp_query;
 
-pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+pub use filter::{KernelFilter, LoadOptions};
 pub use in_memory::InMemoryKernel;
 pub use maps::{Counters, KernelMaps};
 pub use tables::{BlockTables, Kernel};

@@ -16,8 +16,9 @@ use helo_common::maps::{AddrKey, BlockEntry};
 
 use super::{
     blocks::{BlockMaps, NetKey, Removed},
-    AttachMode, Counters, KernelFilter,
+    Counters, KernelFilter,
 };
+use crate::modes::AttachMode;
 
 /// The blocklist maps: greeting hashes, source addresses, source networks.
 pub trait BlockTables: Send {

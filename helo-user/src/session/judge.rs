@@ -16,8 +16,8 @@ use super::SessionContext;
 use crate::{
     blocklist::Committed,
     classify::{Classification, Greeting, Rejection, Scope, Verb},
-    kernel::FilterMode,
     metrics::{KindLabel, RuleLabel},
+    modes::FilterMode,
     proxy::{health::Change, relay::RelayEnd, HandOffEnd},
     session_id::SessionId,
 };
