@@ -121,7 +121,7 @@ pub mod reason {
     pub const HELO_MATCHES_RCPT: u32 = 4;
     pub const OPERATOR_DENY: u32 = 5;
     pub const LITERAL_MISMATCH: u32 = 6;
-    pub const FLEET: u32 = 7;
+    // 7 was `FLEET`, never written: not to be reused while old pinned maps may hold entries.
     /// Listed by the offender ladder: too many rejected greetings in a window.
     pub const LADDER: u32 = 8;
 }

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{AttachMode, FilterMode};
+use crate::modes::{AttachMode, FilterMode};
 
 pub(crate) mod declare;
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod listing;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod modes;
 pub mod periodic;
 pub mod proxy;
 pub mod ratelimit;

@@ -32,10 +32,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{
-    blocklist::Blocklist,
-    kernel::{FilterMode, Kernel},
-};
+use crate::{blocklist::Blocklist, kernel::Kernel, modes::FilterMode};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -47,8 +44,24 @@ pub struct RuleLabel {
     pub rule: String,
 }
 
+// Three label sets share the Prometheus label name `kind` but not its values: each has its own
+// type, so a family cannot be handed another's values.
+
+/// What the classifier (or the session: `pregreet`) observed, in the `observations` family.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub struct ObservationLabel {
+    pub kind: String,
+}
+
+/// Which blocklist (`helo` or `source`), in the `blocklist_entries` and `blocklist_hits` families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabel {
+    pub kind: String,
+}
+
+/// Why the fleet consumer did not apply an entry (`malformed`, `allowed`), in the `fleet_skipped` family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetSkipLabel {
     pub kind: String,
 }
 
@@ -82,18 +95,18 @@ pub struct Metrics {
     pub sessions: Counter,
     pub sessions_active: Gauge,
     pub verdicts: Family<RuleLabel, Counter>,
-    pub observations: Family<KindLabel, Counter>,
+    pub observations: Family<ObservationLabel, Counter>,
     pub hand_offs: Counter,
     pub backend_errors: Counter,
     pub backend_up: Gauge,
     pub backend_refusals: Counter,
     pub relay_timeouts: Counter,
-    blocklist_entries: Family<KindLabel, Gauge>,
+    blocklist_entries: Family<ListLabel, Gauge>,
     blocklist_added: Counter,
     blocklist_expired: Counter,
     blocklist_removed: Counter,
     blocklist_evicted: Counter,
-    blocklist_hits: Family<KindLabel, Counter>,
+    blocklist_hits: Family<ListLabel, Counter>,
     blocklist_changes_seen: Mutex<crate::blocklist::ChangeCounts>,
     pub classify_seconds: Histogram,
     pub session_seconds: Histogram,
@@ -102,7 +115,7 @@ pub struct Metrics {
     pub fleet_sent: Counter,
     pub fleet_received: Counter,
     pub fleet_queued: Gauge,
-    pub fleet_skipped: Family<KindLabel, Counter>,
+    pub fleet_skipped: Family<FleetSkipLabel, Counter>,
     filter_mode: Family<ModeLabel, Gauge>,
     /// 1 while an XDP link runs this agent's program; registered only when one was attached.
     xdp_attached: Gauge,
@@ -276,12 +289,12 @@ impl Metrics {
             }
         }
         for kind in ["helo", "source"] {
-            let _ = m.blocklist_entries.get_or_create(&KindLabel { kind: kind.into() });
-            let _ = m.blocklist_hits.get_or_create(&KindLabel { kind: kind.into() });
+            let _ = m.blocklist_entries.get_or_create(&ListLabel { kind: kind.into() });
+            let _ = m.blocklist_hits.get_or_create(&ListLabel { kind: kind.into() });
         }
         let _ = m.verdict_counts();
         for kind in ["malformed", "allowed"] {
-            let _ = m.fleet_skipped.get_or_create(&KindLabel { kind: kind.into() });
+            let _ = m.fleet_skipped.get_or_create(&FleetSkipLabel { kind: kind.into() });
         }
         m
     }
@@ -369,7 +382,7 @@ impl Metrics {
                     _ => None,
                 };
                 if let Some(kind) = hit_kind {
-                    self.blocklist_hits.get_or_create(&KindLabel { kind: kind.to_owned() }).inc_by(delta);
+                    self.blocklist_hits.get_or_create(&ListLabel { kind: kind.to_owned() }).inc_by(delta);
                 }
                 if name == "events_lost" {
                     self.events_lost.inc_by(delta);
@@ -380,8 +393,8 @@ impl Metrics {
             }
         }
         let (helo, source) = blocklist.counts();
-        self.blocklist_entries.get_or_create(&KindLabel { kind: "helo".into() }).set(helo as i64);
-        self.blocklist_entries.get_or_create(&KindLabel { kind: "source".into() }).set(source as i64);
+        self.blocklist_entries.get_or_create(&ListLabel { kind: "helo".into() }).set(helo as i64);
+        self.blocklist_entries.get_or_create(&ListLabel { kind: "source".into() }).set(source as i64);
         {
             let c = blocklist.changes();
             let mut seen = self.blocklist_changes_seen.lock().unwrap();

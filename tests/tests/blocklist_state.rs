@@ -18,8 +18,9 @@ use helo_common::{maps::BlockEntry, HashKey};
 use helo_testbed::{lab::BpfFs, privilege::require_root, tmpfs::Tmpfs};
 use helo_user::{
     blocklist::{kernel_side::helo_hash, offline::Offline, Blocklist},
-    kernel::{FilterMode, KernelFilter, LoadOptions},
+    kernel::{BlockTables, KernelFilter, LoadOptions},
     listing::{name, reason, Entry, Origin, Target},
+    modes::FilterMode,
     store::Store,
 };
 
@@ -87,9 +88,9 @@ fn the_reconcile_fixes_both_directions_and_keeps_operator_entries() -> Result<()
     {
         let mut k = r.kernel.lock().unwrap();
         for name in ["op.example.com", "fleet.example.com", "learned.example"] {
-            assert!(k.maps.unblock_helo(helo_hash(&r.key, name))?);
+            assert!(k.unblock_helo(helo_hash(&r.key, name))?);
         }
-        k.maps.block_helo(helo_hash(&r.key, "ghost.example"), BlockEntry::default())?;
+        k.block_helo(helo_hash(&r.key, "ghost.example"), BlockEntry::default())?;
     }
     assert_eq!(r.blocklist.reconcile()?, (1, 2, 1), "(evicted, put back, removed from the kernel)");
     assert!(r.in_kernel("op.example.com") && r.in_kernel("fleet.example.com"), "operator and fleet entries are put back");

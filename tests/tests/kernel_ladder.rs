@@ -14,7 +14,10 @@ use helo_common::{
     HashKey,
 };
 use helo_testbed::{frames::Frame, privilege::require_root};
-use helo_user::kernel::{FilterMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{BlockTables, KernelFilter, LoadOptions},
+    modes::FilterMode,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -43,7 +46,7 @@ fn loaded(mode: FilterMode) -> (KernelFilter, RingBuf<aya::maps::MapData>) {
     let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
     filter.configure(KEY, mode, &[25]).unwrap();
     filter.configure_ladder(LADDER).unwrap();
-    filter.maps.block_helo(hash_helo_arg(&KEY, b"rad.internal"), BlockEntry { reason: reason::BOGUS_HELO, ..Default::default() }).unwrap();
+    filter.block_helo(hash_helo_arg(&KEY, b"rad.internal"), BlockEntry { reason: reason::BOGUS_HELO, ..Default::default() }).unwrap();
     let ring = filter.take_events().unwrap();
     (filter, ring)
 }
@@ -68,9 +71,9 @@ fn k_dropped_greetings_list_the_source_in_the_kernel_which_answers_n_then_drops(
     for port in 41000..41002 {
         assert_eq!(connect(&filter, src, port), (XDP_PASS, XDP_DROP));
     }
-    assert!(filter.maps.source_entry(ip(src)).is_none(), "listed after 2 strikes of 3");
+    assert!(filter.source_entry(ip(src)).is_none(), "listed after 2 strikes of 3");
     assert_eq!(connect(&filter, src, 41002), (XDP_PASS, XDP_DROP));
-    let entry = filter.maps.source_entry(ip(src)).expect("the third strike lists the source in the kernel");
+    let entry = filter.source_entry(ip(src)).expect("the third strike lists the source in the kernel");
     assert_eq!(entry.reason, reason::LADDER);
     assert_eq!(entry.answers_left, LADDER.answers);
     let now = helo_user::listing::clock::mono_now_ns();
@@ -92,11 +95,11 @@ fn k_dropped_greetings_list_the_source_in_the_kernel_which_answers_n_then_drops(
 
     // Once the entry is gone (expired, removed), the source is back on trial, and a re-offence
     // lists it for twice as long.
-    assert!(filter.maps.unblock_source(ip(src)).unwrap());
+    assert!(filter.unblock_source(ip(src)).unwrap());
     for port in 42000..42003 {
         assert_eq!(connect(&filter, src, port), (XDP_PASS, XDP_DROP));
     }
-    let again = filter.maps.source_entry(ip(src)).expect("listed again");
+    let again = filter.source_entry(ip(src)).expect("listed again");
     let now = helo_user::listing::clock::mono_now_ns();
     assert!(again.expires_mono_ns > now + 1190 * S && again.expires_mono_ns <= now + 1200 * S, "second offence: 1200 s");
 }
@@ -111,20 +114,20 @@ fn the_allow_list_wins_and_observe_mode_only_counts() {
     for port in 43000..43010 {
         assert_eq!(connect(&filter, "198.18.6.6", port), (XDP_PASS, XDP_PASS));
     }
-    assert!(filter.maps.source_entry(ip("198.18.6.6")).is_none(), "an allowed source was struck");
+    assert!(filter.source_entry(ip("198.18.6.6")).is_none(), "an allowed source was struck");
 
     let (filter, _ring) = loaded(FilterMode::Observe);
     for port in 44000..44010 {
         assert_eq!(connect(&filter, "198.18.7.7", port), (XDP_PASS, XDP_PASS));
     }
-    assert!(filter.maps.source_entry(ip("198.18.7.7")).is_none(), "observe mode listed a source");
+    assert!(filter.source_entry(ip("198.18.7.7")).is_none(), "observe mode listed a source");
     assert_eq!(filter.maps.counters().unwrap().get(counter::OBSERVE_HELO), 20);
 
     // An operator's entry for a source is never overwritten by the ladder.
     let (mut filter, _ring) = loaded(FilterMode::Enforce);
-    filter.maps.block_source(ip("198.18.8.8"), BlockEntry { reason: reason::OPERATOR, answers_left: 100, ..Default::default() }).unwrap();
+    filter.block_source(ip("198.18.8.8"), BlockEntry { reason: reason::OPERATOR, answers_left: 100, ..Default::default() }).unwrap();
     for port in 45000..45005 {
         assert_eq!(connect(&filter, "198.18.8.8", port).0, XDP_PASS, "answered while it has answers left");
     }
-    assert_eq!(filter.maps.source_entry(ip("198.18.8.8")).unwrap().reason, reason::OPERATOR);
+    assert_eq!(filter.source_entry(ip("198.18.8.8")).unwrap().reason, reason::OPERATOR);
 }

@@ -19,7 +19,10 @@ use helo_testbed::{
     netns::{link, Netns},
     privilege::require_root,
 };
-use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{BlockTables, KernelFilter, LoadOptions},
+    modes::{AttachMode, FilterMode},
+};
 use socket2::{Domain, Socket, Type};
 
 /// What the listener got from one connection: the first line, or `None` if nothing came.
@@ -102,10 +105,10 @@ fn native_xdp_on_a_veth_drops_listed_greetings_and_sources() -> Result<()> {
     thread::spawn(move || serve(listener, tx));
 
     let entry = BlockEntry { reason: reason::OPERATOR, ..Default::default() };
-    filter.maps.block_helo(hash_helo_arg(&key, b"blocked.example.com"), entry)?;
-    filter.maps.block_source("198.18.10.3".parse()?, entry)?;
+    filter.block_helo(hash_helo_arg(&key, b"blocked.example.com"), entry)?;
+    filter.block_source("198.18.10.3".parse()?, entry)?;
     filter.maps.allow("198.18.10.4".parse()?, 32)?;
-    filter.maps.block_source("198.18.10.4".parse()?, entry)?; // allow-listed: must still pass
+    filter.block_source("198.18.10.4".parse()?, entry)?; // allow-listed: must still pass
     let before = filter.maps.counters()?;
 
     let normal: IpAddr = "198.18.10.1".parse()?;
@@ -135,7 +138,7 @@ fn native_xdp_on_a_veth_drops_listed_greetings_and_sources() -> Result<()> {
     assert!(seen.get(counter::DROP_SOURCE) >= 1, "drop_source did not count the refused SYN");
     assert!(seen.get(counter::PASS_ALLOW_LISTED) >= 1, "pass_allow_listed did not count");
     assert!(seen.get(counter::PASS_NOT_LISTED) >= 1, "pass_not_listed did not count the clean greeting");
-    let hits = filter.maps.helo_entry(hash_helo_arg(&key, b"blocked.example.com")).unwrap().hits;
+    let hits = filter.helo_entry(hash_helo_arg(&key, b"blocked.example.com")).unwrap().hits;
     assert!(hits >= 1);
     drop(filter);
     Ok(())

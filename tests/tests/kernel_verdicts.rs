@@ -22,7 +22,10 @@ use helo_testbed::{
     frames::{Frame, Ipv6Ext, TCP_ACK, TCP_PSH, TCP_SYN, TPID_8021AD, TPID_8021Q},
     privilege::require_root,
 };
-use helo_user::kernel::{addr::addr_key, FilterMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{addr::addr_key, BlockTables, KernelFilter, LoadOptions},
+    modes::FilterMode,
+};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -390,13 +393,13 @@ fn kernel_verdicts_match_the_reference_on_a_generated_corpus() {
     long_names.iter_mut().for_each(|n| n.make_ascii_lowercase());
     for name in BLOCKED_NAMES.iter().copied().chain(long_names.iter().map(|n| n.as_slice())) {
         // The kernel gets the agent's hash; the reference computes its own.
-        filter.maps.block_helo(hash_helo_arg(&KEY, name), listed).unwrap();
+        filter.block_helo(hash_helo_arg(&KEY, name), listed).unwrap();
         model.helo.insert(reference_hash(name));
     }
     // An expired entry: still in the map, but the kernel must ignore it.
-    filter.maps.block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
+    filter.block_helo(hash_helo_arg(&KEY, EXPIRED_NAME), BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
     for src in [ip("198.18.9.9"), ip("2001:2::9:9"), ip("198.18.7.5"), ip("2001:2:0:7::5")] {
-        filter.maps.block_source(src, listed).unwrap();
+        filter.block_source(src, listed).unwrap();
         model.sources.insert(src);
     }
     for (net, prefix) in [(ip("198.18.7.0"), 24u8), (ip("2001:2:0:7::"), 64)] {
@@ -490,7 +493,7 @@ fn observe_mode_passes_what_enforce_mode_drops() {
     let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
     filter.configure(KEY, FilterMode::Observe, &PORTS).unwrap();
     let name = b"blocked.example.com";
-    filter.maps.block_helo(hash_helo_arg(&KEY, name), BlockEntry { reason: 2, ..Default::default() }).unwrap();
+    filter.block_helo(hash_helo_arg(&KEY, name), BlockEntry { reason: 2, ..Default::default() }).unwrap();
     let f = Frame::tcp(ip("198.18.1.10"), ip("198.18.0.2"), b"EHLO blocked.example.com\r\n");
     filter.maps.remember_flow(flow_key(&f), f.seq).unwrap();
     let bytes = f.build();
@@ -501,7 +504,7 @@ fn observe_mode_passes_what_enforce_mode_drops() {
     assert_eq!(filter.maps.counters().unwrap().get(counter::OBSERVE_HELO), 1);
     filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
     assert_eq!(run(&filter), XDP_DROP);
-    let entry = filter.maps.helo_entry(hash_helo_arg(&KEY, name)).unwrap();
+    let entry = filter.helo_entry(hash_helo_arg(&KEY, name)).unwrap();
     assert_eq!(entry.hits, 2, "both runs hit the entry");
     assert!(entry.last_hit_mono_ns > 0);
 }
@@ -540,10 +543,10 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
     filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
     let listed = BlockEntry { reason: 1, ..Default::default() };
-    filter.maps.block_source_net(ip("198.18.44.0"), 24, listed).unwrap();
-    filter.maps.block_source_net(ip("2001:2:0:44::"), 64, listed).unwrap();
+    filter.block_source_net(ip("198.18.44.0"), 24, listed).unwrap();
+    filter.block_source_net(ip("2001:2:0:44::"), 64, listed).unwrap();
     // An expired network entry is ignored.
-    filter.maps.block_source_net(ip("198.18.46.0"), 24, BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
+    filter.block_source_net(ip("198.18.46.0"), 24, BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
     filter.maps.allow(ip("198.18.44.128"), 25).unwrap();
     let run = |filter: &KernelFilter, src: &str, dst: &str| {
         let syn = Frame::tcp(ip(src), ip(dst), b"").syn();
@@ -554,19 +557,19 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     assert_eq!(run(&filter, "198.18.45.7", "198.18.0.2"), XDP_PASS);
     assert_eq!(run(&filter, "198.18.46.7", "198.18.0.2"), XDP_PASS, "an expired network still drops");
     assert_eq!(run(&filter, "198.18.44.200", "198.18.0.2"), XDP_PASS, "the allow list must win over a listed network");
-    assert!(filter.maps.source_net_entry(ip("198.18.44.0"), 24).unwrap().hits >= 1);
+    assert!(filter.source_net_entry(ip("198.18.44.0"), 24).unwrap().hits >= 1);
     // Configured again over tries that already hold entries (an agent restarting on pinned maps):
     // the program must still look in both.
     filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
     assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_DROP);
     assert_eq!(run(&filter, "198.18.44.200", "198.18.0.2"), XDP_PASS, "the allow list must still win");
-    assert!(filter.maps.unblock_source_net(ip("198.18.44.0"), 24).unwrap());
+    assert!(filter.unblock_source_net(ip("198.18.44.0"), 24).unwrap());
     assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_PASS);
     // The allow list emptied: the agent lets the program skip the allow trie. The network trie is
     // always looked up (at SYNs only): it is also written by paths that do not hold the
     // program's configuration (an offline `blocklist add` on the pinned maps).
-    assert!(filter.maps.unblock_source_net(ip("198.18.46.0"), 24).unwrap());
-    assert!(filter.maps.unblock_source_net(ip("2001:2:0:44::"), 64).unwrap());
+    assert!(filter.unblock_source_net(ip("198.18.46.0"), 24).unwrap());
+    assert!(filter.unblock_source_net(ip("2001:2:0:44::"), 64).unwrap());
     assert!(filter.maps.disallow(ip("198.18.44.128"), 25).unwrap());
     let flags = filter.maps.config.get(&0, 0).unwrap().flags;
     assert_eq!(flags, config_flags::ALLOW_EMPTY);
@@ -590,7 +593,7 @@ fn a_flow_is_reported_once_and_a_listed_source_is_sampled() {
     let run = |filter: &KernelFilter, bytes: &[u8], repeat: u32| {
         filter.program().test_run(TestRunOptions { data_in: Some(bytes), repeat, ..Default::default() }).unwrap().return_value
     };
-    filter.maps.block_helo(hash_helo_arg(&KEY, b"flood.example.com"), BlockEntry { reason: 2, ..Default::default() }).unwrap();
+    filter.block_helo(hash_helo_arg(&KEY, b"flood.example.com"), BlockEntry { reason: 2, ..Default::default() }).unwrap();
     // One flow's listed greeting, replayed 1,000 times: every copy dropped and counted, one event.
     let f = Frame::tcp(ip("198.18.1.10"), ip("198.18.0.2"), b"EHLO flood.example.com\r\n");
     filter.maps.remember_flow(flow_key(&f), f.seq).unwrap();
@@ -604,11 +607,11 @@ fn a_flow_is_reported_once_and_a_listed_source_is_sampled() {
     assert_eq!(run(&filter, &g.build(), 3), XDP_DROP);
     assert_eq!(drain(), 1, "the second flow gets its event");
     // SYNs of a listed source: every one dropped, events sampled (one per entry per second).
-    filter.maps.block_source(ip("198.18.9.9"), BlockEntry { reason: 1, ..Default::default() }).unwrap();
+    filter.block_source(ip("198.18.9.9"), BlockEntry { reason: 1, ..Default::default() }).unwrap();
     let syn = Frame::tcp(ip("198.18.9.9"), ip("198.18.0.2"), b"").syn().build();
     assert_eq!(run(&filter, &syn, 500), XDP_DROP);
     assert_eq!(filter.maps.counters().unwrap().get(counter::DROP_SOURCE), 500);
-    assert_eq!(filter.maps.source_entry(ip("198.18.9.9")).unwrap().hits, 500);
+    assert_eq!(filter.source_entry(ip("198.18.9.9")).unwrap().hits, 500);
     let events = drain();
     assert!((1..=2).contains(&events), "{events} events for 500 SYNs within a second");
 }
@@ -631,7 +634,7 @@ fn a_spoofed_syn_does_not_re_key_an_established_flow() {
     let run = |filter: &KernelFilter, f: &Frame| {
         filter.program().test_run(TestRunOptions { data_in: Some(&f.build()), repeat: 1, ..Default::default() }).unwrap().return_value
     };
-    filter.maps.block_helo(hash_helo_arg(&KEY, b"listed.example.com"), BlockEntry { reason: 2, ..Default::default() }).unwrap();
+    filter.block_helo(hash_helo_arg(&KEY, b"listed.example.com"), BlockEntry { reason: 2, ..Default::default() }).unwrap();
     let (client, server) = (ip("198.18.1.10"), ip("198.18.0.2"));
 
     // The victim: SYN (ISN 999), handshake ACK at ISN + 1.

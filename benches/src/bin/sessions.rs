@@ -43,7 +43,10 @@ use helo_testbed::{
     netns::{enter_named, link, Endpoint, Netns},
     postfix::{Postfix, PostfixConfig},
 };
-use helo_user::kernel::{AttachMode, KernelFilter, LoadOptions};
+use helo_user::{
+    kernel::{KernelFilter, LoadOptions},
+    modes::AttachMode,
+};
 use serde_json::{json, Value};
 
 const ROUNDS: usize = 5;

@@ -18,7 +18,10 @@ use helo_common::{
     HashKey,
 };
 use helo_testbed::frames::Frame;
-use helo_user::kernel::{addr::addr_key, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
+use helo_user::{
+    kernel::{addr::addr_key, BlockTables, KernelFilter, LoadOptions, XDP_OBJECT},
+    modes::FilterMode,
+};
 use serde::Serialize;
 
 const REPEAT: u32 = 200_000;
@@ -89,7 +92,7 @@ fn main() -> Result<()> {
         let mut cases = Vec::new();
         for len in [8usize, 30, 64, 255] {
             let name = name_of(len, len as u64);
-            filter.maps.block_helo(hash_helo_arg(&key, &name), entry)?;
+            filter.block_helo(hash_helo_arg(&key, &name), entry)?;
             sport += 1;
             let f = frame_for(&name, sport);
             filter.maps.remember_flow(flow(&f), f.seq)?;
@@ -137,7 +140,7 @@ fn main() -> Result<()> {
     for size in [1usize, 10_000, 1_000_000] {
         // Fill the map up to `size` entries (the arms' own names count).
         while listed + 4 < size {
-            filter.maps.block_helo(hash_helo_arg(&key, &name_of(30, listed as u64 + 1_000_000)), entry)?;
+            filter.block_helo(hash_helo_arg(&key, &name_of(30, listed as u64 + 1_000_000)), entry)?;
             listed += 1;
         }
         let cases = cases_for_size(&mut filter)?;

@@ -25,7 +25,10 @@ use helo_testbed::{
     inject::Injector,
     netns::{enter_named, link, Netns},
 };
-use helo_user::kernel::{AttachMode, FilterMode, KernelFilter, LoadOptions, XDP_OBJECT};
+use helo_user::{
+    kernel::{BlockTables, KernelFilter, LoadOptions, XDP_OBJECT},
+    modes::{AttachMode, FilterMode},
+};
 use serde::Serialize;
 
 const NAME: &str = "rad.internal";
@@ -123,7 +126,7 @@ fn setup(arm: Arm, rx: &Netns, rx_if: &str) -> Result<Option<Installed>> {
                 anyhow::ensure!(used == mode, "attached in {} mode, not {}", used.as_str(), mode.as_str());
                 Ok(fl)
             })??;
-            fl.maps.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
+            fl.block_helo(hash_helo_arg(&key, NAME.as_bytes()), BlockEntry { reason: 1, ..Default::default() })?;
             return Ok(Some(Installed::Helo(fl)));
         }
         Arm::BaselineNative => {

@@ -6,18 +6,20 @@ use std::{sync::Arc, time::Duration};
 use aya::maps::{MapData, RingBuf};
 use tokio::net::{TcpListener, UnixListener};
 
-use super::Agent;
+use super::{drops::DropPolicy, Agent};
 use crate::{admin, config::KernelDropReply, kernel::events, metrics, periodic};
 
 /// Spawns every background task of a started agent; each runs until the process exits.
 pub(super) fn spawn_all(agent: &Arc<Agent>, ring: RingBuf<MapData>, metrics_listener: Option<TcpListener>, admin_listener: UnixListener) {
-    let silent = agent.config.kernel_drop_reply == KernelDropReply::Silent;
-    tokio::spawn({
-        let (registry, blocklist, recent) = (Arc::clone(&agent.registry), Arc::clone(&agent.blocklist), Arc::clone(&agent.recent));
-        async move {
-            if let Err(e) = events::follow(ring, registry, blocklist, recent, silent).await {
-                tracing::error!("drop events stopped: {e:#}");
-            }
+    let drops = DropPolicy {
+        registry: Arc::clone(&agent.registry),
+        blocklist: Arc::clone(&agent.blocklist),
+        recent: Arc::clone(&agent.recent),
+        silent: agent.config.kernel_drop_reply == KernelDropReply::Silent,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = events::follow(ring, |drop| drops.on_drop(drop)).await {
+            tracing::error!("drop events stopped: {e:#}");
         }
     });
     if let Some(listener) = metrics_listener {

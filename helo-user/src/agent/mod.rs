@@ -5,8 +5,11 @@
 //! - [`start`] composes it: ports and paths first, then the kernel, the blocklist, the jobs;
 //! - [`Running::serve`] accepts SMTP until the caller's shutdown future completes;
 //! - `jobs.rs`: what runs beside the sessions (drop events, metrics, expiry, reconcile, admin);
+//! - `drops.rs`: what a drop the kernel reports means to the agent (answer and end the session,
+//!   count it for `top`, record a ladder listing);
 //! - `start_undo.rs`: a failed start leaves the box as it found it.
 
+mod drops;
 #[cfg(test)]
 pub(crate) mod in_process;
 mod jobs;

@@ -15,7 +15,7 @@ use crate::{
     agent::Agent,
     classify::{Greeting, ObservationKind, Verb},
     listing::{Entry, Match, Target},
-    metrics::KindLabel,
+    metrics::FleetSkipLabel,
     store::FleetChange,
 };
 
@@ -72,7 +72,7 @@ pub fn id_key(id: &str) -> (u64, u64) {
 }
 
 fn skipped(agent: &Agent, why: &str) {
-    agent.metrics.fleet_skipped.get_or_create(&KindLabel { kind: why.into() }).inc();
+    agent.metrics.fleet_skipped.get_or_create(&FleetSkipLabel { kind: why.into() }).inc();
 }
 
 /// Whether this box's own allow list covers the entry: then another box's block is not applied.

@@ -11,6 +11,7 @@ use helo_common::maps::{names, AddrKey, BlockEntry};
 use super::{
     addr::{addr_key, trie_prefix},
     maps::remove_if_present,
+    tables::BlockTables,
 };
 
 /// A source network as the trie keys it: (trie prefix length, 16-byte address).
@@ -60,36 +61,39 @@ impl BlockMaps {
             answers: 0,
         }))
     }
+}
 
-    pub fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
+// The blocklist maps' operations exist once, as the trait's: the agent (through KernelFilter),
+// the offline commands and the tests all reach them that way.
+impl BlockTables for BlockMaps {
+    fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
         self.helo.insert(hash, entry, 0).context("inserting into the HELO map")
     }
 
-    pub fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
+    fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
         remove_if_present(self.helo.remove(&hash))
     }
 
-    pub fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
+    fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
         self.helo.get(&hash, 0).ok()
     }
 
-    /// Lists a source. Unless the entry says otherwise, its next connections are answered first.
-    pub fn block_source(&mut self, ip: IpAddr, mut entry: BlockEntry) -> Result<()> {
+    fn block_source(&mut self, ip: IpAddr, mut entry: BlockEntry) -> Result<()> {
         if entry.answers_left == 0 {
             entry.answers_left = self.answers;
         }
         self.sources.insert(addr_key(ip), entry, 0).context("inserting into the source map")
     }
 
-    pub fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
+    fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
         remove_if_present(self.sources.remove(&addr_key(ip)))
     }
 
-    pub fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
+    fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
         self.sources.get(&addr_key(ip), 0).ok()
     }
 
-    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, mut entry: BlockEntry) -> Result<()> {
+    fn block_source_net(&mut self, net: IpAddr, prefix: u8, mut entry: BlockEntry) -> Result<()> {
         if entry.answers_left == 0 {
             entry.answers_left = self.answers;
         }
@@ -97,22 +101,20 @@ impl BlockMaps {
         self.nets.insert(&Key::new(len, addr), entry, 0).context("inserting into the source network trie")
     }
 
-    pub fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
+    fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
         let (len, addr) = net_key(net, prefix);
         remove_if_present(self.nets.remove(&Key::new(len, addr)))
     }
 
-    /// The longest listed prefix within this one: the entry itself when it is listed.
-    pub fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
+    fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
         let (len, addr) = net_key(net, prefix);
         self.nets.get(&Key::new(len, addr), 0).ok()
     }
 
-    /// Removes every kernel entry whose key is not in the given sets: the store is the truth, and
-    /// an entry the store does not know (an offline delete, a listing whose commit failed, an
-    /// older agent's) must not go on dropping senders. Keys are collected before any removal:
-    /// deleting while walking a hash map restarts the walk.
-    pub fn retain(&mut self, helo: &HashSet<u64>, sources: &HashSet<AddrKey>, nets: &HashSet<NetKey>) -> Result<Removed> {
+    // The store is the truth: an entry it does not know (an offline delete, a listing whose
+    // commit failed, an older agent's) must not go on dropping senders. Keys are collected before
+    // any removal: deleting while walking a hash map restarts the walk.
+    fn retain(&mut self, helo: &HashSet<u64>, sources: &HashSet<AddrKey>, nets: &HashSet<NetKey>) -> Result<Removed> {
         let mut removed = Removed::default();
         let stale: Vec<u64> = self.helo.keys().filter_map(|k| k.ok()).filter(|k| !helo.contains(k)).collect();
         for k in stale {

@@ -18,52 +18,21 @@ use helo_common::{
 };
 
 use super::{maps::KernelMaps, pin, XDP_OBJECT};
+use crate::modes::{AttachMode, FilterMode};
 
-/// What the program does with a listed packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FilterMode {
-    /// Drop listed greetings and sources.
-    Enforce,
-    /// Count and report them, but pass. Switch a new box on this way.
-    Observe,
-}
-
-impl FilterMode {
-    fn kernel_value(self) -> u32 {
-        match self {
-            Self::Enforce => mode::ENFORCE,
-            Self::Observe => mode::OBSERVE,
-        }
+/// The program's `Config::mode` value for a filter mode.
+fn kernel_mode(mode: FilterMode) -> u32 {
+    match mode {
+        FilterMode::Enforce => mode::ENFORCE,
+        FilterMode::Observe => mode::OBSERVE,
     }
 }
 
-/// How the program is attached (asked for: all three; attached: `native` or `skb`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// In the driver, before an skb exists (fastest). If the driver refuses, the start fails.
-    Native,
-    /// Generic XDP, after the skb is built.
-    Skb,
-    /// Native if the driver takes it, else skb (with a warning giving the driver's reason).
-    Auto,
-}
-
-impl AttachMode {
-    fn xdp_mode(self) -> XdpMode {
-        match self {
-            Self::Native | Self::Auto => XdpMode::Driver,
-            Self::Skb => XdpMode::Skb,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Native => "native",
-            Self::Skb => "skb",
-            Self::Auto => "auto",
-        }
+/// aya's attach flag for an attach mode (`auto` tries the driver first).
+fn xdp_mode(mode: AttachMode) -> XdpMode {
+    match mode {
+        AttachMode::Native | AttachMode::Auto => XdpMode::Driver,
+        AttachMode::Skb => XdpMode::Skb,
     }
 }
 
@@ -153,7 +122,7 @@ impl KernelFilter {
         for &port in ports {
             self.maps.set_port(port, true)?;
         }
-        let config = Config { key, mode: mode.kernel_value(), flags: self.maps.empty_flags() };
+        let config = Config { key, mode: kernel_mode(mode), flags: self.maps.empty_flags() };
         self.maps.hash_key = key;
         self.maps.config.set(0, config, 0).context("writing the program's configuration")
     }
@@ -218,7 +187,7 @@ impl KernelFilter {
         if unsafe { libc::if_nametoindex(c_iface.as_ptr()) } == 0 {
             bail!("no interface named {iface} in this network namespace ({})", std::io::Error::last_os_error());
         }
-        let used = match self.program_mut().attach(iface, wanted.xdp_mode()) {
+        let used = match self.program_mut().attach(iface, xdp_mode(wanted)) {
             Ok(id) => {
                 self.last_link_id = Some(id);
                 if wanted == AttachMode::Auto {

@@ -15,8 +15,9 @@ use super::{
     addr::addr_key,
     blocks::{net_key, NetKey, Removed},
     tables::{BlockTables, Kernel},
-    AttachMode, Counters,
+    Counters,
 };
+use crate::modes::AttachMode;
 
 #[derive(Default)]
 pub struct InMemoryKernel {

@@ -7,7 +7,7 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
-use helo_common::maps::{config_flags, counter, names, AddrKey, BlockEntry, Config, FlowKey, FlowSlot, FlowState, Ladder, Strikes};
+use helo_common::maps::{config_flags, counter, names, AddrKey, Config, FlowKey, FlowSlot, FlowState, Ladder, Strikes};
 
 use super::{
     addr::addr_key,
@@ -78,24 +78,6 @@ impl KernelMaps {
         })
     }
 
-    pub fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
-        self.blocks.block_helo(hash, entry)
-    }
-
-    pub fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
-        self.blocks.unblock_helo(hash)
-    }
-
-    pub fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
-        self.blocks.helo_entry(hash)
-    }
-
-    /// Lists a source. Unless the entry says otherwise, its next connections get the ladder's
-    /// answers (let through to be told why) before its SYNs are dropped.
-    pub fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
-        self.blocks.block_source(ip, entry)
-    }
-
     /// One strike from the agent against `ip`, on the same map and by the same rule as the
     /// kernel's strikes. `Some(ttl_ns)` when this strike puts it on the ladder (the caller lists it).
     pub fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>> {
@@ -108,27 +90,6 @@ impl KernelMaps {
         let listed = ladder.strike(&mut standing, now_mono_ns);
         self.strikes.insert(key, standing, 0).context("recording a strike")?;
         Ok(listed)
-    }
-
-    pub fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
-        self.blocks.unblock_source(ip)
-    }
-
-    pub fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
-        self.blocks.source_entry(ip)
-    }
-
-    /// Lists a source network (a CIDR wider than one address).
-    pub fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
-        self.blocks.block_source_net(net, prefix, entry)
-    }
-
-    pub fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
-        self.blocks.unblock_source_net(net, prefix)
-    }
-
-    pub fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
-        self.blocks.source_net_entry(net, prefix)
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {

@@ -2,6 +2,7 @@
 //! read and write its maps through typed handles.
 //!
 //! - [`filter`]: loading, configuring and attaching the program;
+//! - [`events`]: the drop-event ring, read into typed [`events::KernelDrop`]s;
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
 //! - [`allow_trie`]: the allow trie and its flag, also opened from their pins when no agent runs;
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
@@ -21,7 +22,7 @@ pub mod pin;
 pub mod tables;
 pub mod xdp_query;
 
-pub use filter::{AttachMode, FilterMode, KernelFilter, LoadOptions};
+pub use filter::{KernelFilter, LoadOptions};
 pub use in_memory::InMemoryKernel;
 pub use maps::{Counters, KernelMaps};
 pub use tables::{BlockTables, Kernel};

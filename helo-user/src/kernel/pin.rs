@@ -12,6 +12,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use helo_common::maps::names;
 
+use crate::modes::AttachMode;
+
 /// The maps that are pinned, by name (the per-CPU scratch map is private to each program).
 pub const PINNED_MAPS: [&str; 11] = [
     names::CONFIG,
@@ -29,14 +31,14 @@ pub const PINNED_MAPS: [&str; 11] = [
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// Where the XDP link attached in `mode` is pinned.
-pub fn link_path(dir: &Path, mode: super::AttachMode) -> PathBuf {
+pub fn link_path(dir: &Path, mode: AttachMode) -> PathBuf {
     dir.join(format!("link-{}", mode.as_str()))
 }
 
 /// The mode of the XDP link pinned in `dir`, if one is (the mode is kept in the pin's name:
 /// bpffs holds only bpf objects).
-pub fn pinned_link_mode(dir: &Path) -> Option<super::AttachMode> {
-    [super::AttachMode::Native, super::AttachMode::Skb].into_iter().find(|m| link_path(dir, *m).exists())
+pub fn pinned_link_mode(dir: &Path) -> Option<AttachMode> {
+    [AttachMode::Native, AttachMode::Skb].into_iter().find(|m| link_path(dir, *m).exists())
 }
 
 pub fn map_path(dir: &Path, name: &str) -> PathBuf {

@@ -2,7 +2,7 @@
 //! blocklist maps, and [`Kernel`], the rest a running agent touches (the ladder's strikes, the
 //! allow trie, a flow to release, the counters, how the program is attached).
 //!
-//! The loaded XDP program implements them through its maps ([`KernelFilter`], [`BlockMaps`]); so
+//! The loaded XDP program implements them through its maps ([`KernelFilter`], [`super::blocks::BlockMaps`]); so
 //! does [`super::in_memory::InMemoryKernel`], with plain hash maps, so that the blocklist, the
 //! sessions and the admin socket run, and are tested, without root.
 
@@ -15,9 +15,10 @@ use anyhow::Result;
 use helo_common::maps::{AddrKey, BlockEntry};
 
 use super::{
-    blocks::{BlockMaps, NetKey, Removed},
-    AttachMode, Counters, KernelFilter,
+    blocks::{NetKey, Removed},
+    Counters, KernelFilter,
 };
+use crate::modes::AttachMode;
 
 /// The blocklist maps: greeting hashes, source addresses, source networks.
 pub trait BlockTables: Send {
@@ -52,40 +53,6 @@ pub trait Kernel: BlockTables {
     /// How the program is attached, `None` when it is not.
     fn attach_mode(&self) -> Option<AttachMode>;
     fn program_id(&self) -> Option<u32>;
-}
-
-// The aya-backed maps: each method is the map handle's own (inherent methods win the lookup).
-impl BlockTables for BlockMaps {
-    fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
-        self.block_helo(hash, entry)
-    }
-    fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
-        self.unblock_helo(hash)
-    }
-    fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
-        self.helo_entry(hash)
-    }
-    fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
-        self.block_source(ip, entry)
-    }
-    fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
-        self.unblock_source(ip)
-    }
-    fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
-        self.source_entry(ip)
-    }
-    fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
-        self.block_source_net(net, prefix, entry)
-    }
-    fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
-        self.unblock_source_net(net, prefix)
-    }
-    fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
-        self.source_net_entry(net, prefix)
-    }
-    fn retain(&mut self, helo: &HashSet<u64>, sources: &HashSet<AddrKey>, nets: &HashSet<NetKey>) -> Result<Removed> {
-        self.retain(helo, sources, nets)
-    }
 }
 
 impl BlockTables for KernelFilter {

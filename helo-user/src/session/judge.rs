@@ -16,8 +16,8 @@ use super::SessionContext;
 use crate::{
     blocklist::Committed,
     classify::{Classification, Greeting, Rejection, Scope, Verb},
-    kernel::FilterMode,
-    metrics::{KindLabel, RuleLabel},
+    metrics::{ObservationLabel, RuleLabel},
+    modes::FilterMode,
     proxy::{health::Change, relay::RelayEnd, HandOffEnd},
     session_id::SessionId,
 };
@@ -108,7 +108,7 @@ fn classify(cx: &SessionContext, input: &Greeting<'_>) -> Classification {
     m.verdicts.get_or_create(&RuleLabel { rule: rule.to_owned() }).inc();
     for kind in classification.observations.iter() {
         tracing::debug!("{}: observation {}", input.client_ip, kind.as_str());
-        m.observations.get_or_create(&KindLabel { kind: kind.as_str().to_owned() }).inc();
+        m.observations.get_or_create(&ObservationLabel { kind: kind.as_str().to_owned() }).inc();
     }
     classification
 }
@@ -186,7 +186,7 @@ pub fn release_flow(cx: &SessionContext, client: SocketAddr, server: SocketAddr)
 }
 
 pub fn observe_pregreet(cx: &SessionContext) {
-    cx.metrics.observations.get_or_create(&KindLabel { kind: "pregreet".into() }).inc();
+    cx.metrics.observations.get_or_create(&ObservationLabel { kind: "pregreet".into() }).inc();
 }
 
 pub fn record_hand_off(cx: &SessionContext, id: SessionId, end: HandOffEnd) {

@@ -24,7 +24,7 @@ use tokio::{
 
 pub use self::context::SessionContext;
 use crate::{
-    kernel::FilterMode,
+    modes::FilterMode,
     proxy::{self, HandOff},
     registry::Kill,
     session_id::SessionId,

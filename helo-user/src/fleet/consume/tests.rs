@@ -9,7 +9,7 @@ use crate::{
     blocklist::kernel_side,
     fleet::wire::Message,
     listing::{clock::unix_now, Entry, Kind, Origin, Target},
-    metrics::KindLabel,
+    metrics::FleetSkipLabel,
     store::FleetChange,
 };
 
@@ -46,7 +46,7 @@ fn del(id: &str, kind: Kind, name: &str, origin: &str) -> StreamMessage {
 }
 
 fn skipped(env: &InProcess, why: &str) -> u64 {
-    env.agent.metrics.fleet_skipped.get_or_create(&KindLabel { kind: why.into() }).get()
+    env.agent.metrics.fleet_skipped.get_or_create(&FleetSkipLabel { kind: why.into() }).get()
 }
 
 /// Stored and in the kernel's maps, as the blocklist keeps both.
