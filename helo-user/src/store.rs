@@ -36,10 +36,7 @@ use helo_common::HashKey;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    allow::AllowEntry,
-    listing::{Entry, Kind},
-};
+use crate::listing::{allow::AllowEntry, Entry, Kind};
 
 /// `kind/name` → JSON [`Entry`].
 const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocks");

@@ -8,8 +8,11 @@
 //! - [`reason`]: the reasons the code writes, and the kernel's code for each;
 //! - [`target`]: what an entry lists (a greeting name, an address or a network), parsed once;
 //! - [`name`]: greeting names as text, escaped without losing a byte;
-//! - [`clock`]: wall-clock and monotonic-clock time, and an expiry moved from one to the other.
+//! - [`clock`]: wall-clock and monotonic-clock time, and an expiry moved from one to the other;
+//! - [`allow`]: the operator's allow entries, as the store keeps them (the allow list's own
+//!   terms, beside the blocklist's).
 
+pub mod allow;
 pub mod clock;
 pub mod entry;
 pub mod name;
