@@ -393,9 +393,9 @@ pub struct Strikes {
 }
 
 impl Ladder {
-    /// One strike against a source, at `now_ns` (`CLOCK_BOOTTIME`). `Some(ttl_ns)` when this
-    /// strike lists it. The one definition for the kernel (strikes it sees as drops) and the agent
-    /// (strikes it gives in user space), on the same map.
+    /// One strike against a source, at `now_ns` (`CLOCK_MONOTONIC`, as entries' times).
+    /// `Some(ttl_ns)` when this strike lists it. The one definition for the kernel (strikes it
+    /// sees as drops) and the agent (strikes it gives in user space), on the same map.
     #[inline(always)]
     pub fn strike(&self, s: &mut Strikes, now_ns: u64) -> Option<u64> {
         if self.strikes == 0 {
