@@ -16,25 +16,28 @@ fn v4_flow(client: [u8; 4], sport: u16) -> FlowKey {
         m[12..].copy_from_slice(&a);
         m
     };
-    FlowKey { saddr: mapped(client), daddr: mapped([198, 18, 0, 2]), sport_be: sport.to_be(), dport_be: 25u16.to_be() }
+    FlowKey::new(mapped(client), mapped([198, 18, 0, 2]), sport.to_be(), 25u16.to_be())
 }
 
 proptest! {
     #[test]
     fn same_as_is_equality(a in any::<[u8; 16]>(), b in any::<[u8; 16]>(), p in any::<u16>(), q in any::<u16>(), flip in 0usize..37) {
-        let x = FlowKey { saddr: a, daddr: b, sport_be: p, dport_be: q };
-        let mut y = x;
-        prop_assert!(x.same_as(&y));
+        let x = FlowKey::new(a, b, p, q);
+        prop_assert!(x.same_as(&FlowKey::new(a, b, p, q)));
+        prop_assert_eq!((x.saddr(), x.daddr()), (a, b));
         // Any one byte changed makes it another flow.
+        let (mut a2, mut b2, mut p2, mut q2) = (a, b, p, q);
         match flip {
-            0..=15 => y.saddr[flip] ^= 1,
-            16..=31 => y.daddr[flip - 16] ^= 1,
-            32 => y.sport_be ^= 1,
-            33 => y.sport_be ^= 0x100,
-            34 => y.dport_be ^= 1,
-            _ => y.dport_be ^= 0x100,
+            0..=15 => a2[flip] ^= 1,
+            16..=31 => b2[flip - 16] ^= 1,
+            32 => p2 ^= 1,
+            33 => p2 ^= 0x100,
+            34 => q2 ^= 1,
+            _ => q2 ^= 0x100,
         }
+        let y = FlowKey::new(a2, b2, p2, q2);
         prop_assert_eq!(x.same_as(&y), x == y);
+        prop_assert!(!x.same_as(&y));
     }
 }
 

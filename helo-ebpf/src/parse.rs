@@ -282,26 +282,23 @@ impl Segment {
         let (data, end, at) = (ctx.data(), ctx.data_end(), self.addrs_offset);
         let (saddr, daddr) = if self.v6 {
             (
-                addr16(read_u64_at(data, end, at, 0)?, read_u64_at(data, end, at, 8)?),
-                addr16(read_u64_at(data, end, at, 16)?, read_u64_at(data, end, at, 24)?),
+                words(read_u64_at(data, end, at, 0)?, read_u64_at(data, end, at, 8)?),
+                words(read_u64_at(data, end, at, 16)?, read_u64_at(data, end, at, 24)?),
             )
         } else {
             // Both IPv4 addresses in one load, each stored IPv4-mapped (`::ffff:a.b.c.d`).
             let both = read_u64_at(data, end, at, 0)?;
-            let mapped = |v4: u64| addr16(0, 0xffff << 16 | (v4 & 0xffff_ffff) << 32);
-            (mapped(both), mapped(both >> 32))
+            let mapped = |v4: u32| [0, 0, 0xffff_0000, v4];
+            (mapped(both as u32), mapped((both >> 32) as u32))
         };
-        Some(FlowKey { saddr, daddr, sport_be: self.tcp.sport_be, dport_be: self.tcp.dport.to_be() })
+        Some(FlowKey::from_words(saddr, daddr, self.tcp.sport_be, self.tcp.dport.to_be()))
     }
 }
 
-/// Sixteen address bytes from two little-endian loads of them.
+/// Sixteen address bytes from two little-endian loads of them, as [`FlowKey`] keeps them.
 #[inline(always)]
-fn addr16(lo: u64, hi: u64) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[..8].copy_from_slice(&lo.to_le_bytes());
-    a[8..].copy_from_slice(&hi.to_le_bytes());
-    a
+fn words(lo: u64, hi: u64) -> [u32; 4] {
+    [lo as u32, (lo >> 32) as u32, hi as u32, (hi >> 32) as u32]
 }
 
 /// All layers, outermost first.

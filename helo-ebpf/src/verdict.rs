@@ -3,7 +3,8 @@
 //! Order matters for cost: the port comes first, a source is looked up only at a SYN, a payload
 //! whose first bytes rule out a greeting is passed before any map lookup, the greeting is read
 //! only from the first payload of a flow whose SYN was seen, and the allow-list trie is only
-//! consulted when something would be dropped (and not at all while the agent says it is empty).
+//! consulted when something would be dropped (and not at all while the agent says it is empty;
+//! the network trie likewise, at a SYN, only while it may hold a network).
 //!
 //! The greeting is read in one of two ways. The fast path ([`helo_common::words`]) reads the
 //! common shape (`HELO name`, one space) eight bytes per step straight from the packet; anything
@@ -15,7 +16,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use helo_common::{
-    maps::{config_flags, event_kind, mode, AddrKey, Config, DropEvent, FlowKey},
+    maps::{config_flags, event_kind, mode, Config, DropEvent, FlowKey},
     words::{starts_like_greeting, WordScan, Words, MAX_STEPS},
     GreetingScanner, Scan, PAYLOAD_WINDOW,
 };
@@ -51,8 +52,9 @@ pub fn decide(ctx: &XdpContext) -> Decision {
         // Sources are judged at their SYN only: a connection that got past it (listed since, by
         // a RCPT-time rule of this very session, say) is the agent's to end, and must be able to
         // read its reply and say QUIT.
-        let source = AddrKey::from_v6(flow.saddr);
-        if let Some((entry, now)) = maps::source_entry(&source, true) {
+        let source = flow.source();
+        let nets = cfg.flags & config_flags::SOURCE_NETS_EMPTY == 0;
+        if let Some((entry, now)) = maps::source_entry(&source, nets) {
             return block(cfg, &flow, entry, None, event_kind::SOURCE, 0, now);
         }
         // The client's first payload byte will carry ISN + 1 (unless the 4-tuple's flow is
@@ -258,7 +260,7 @@ extern "C" fn scan_chunk(chunk: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// on the allow list.
 #[inline(always)]
 fn block(cfg: &Config, key: &FlowKey, entry: EntryRef, flow: Option<FlowRef>, kind: u8, hash: u64, now: u64) -> Decision {
-    if cfg.flags & config_flags::ALLOW_EMPTY == 0 && maps::allow_listed(&AddrKey::from_v6(key.saddr)) {
+    if cfg.flags & config_flags::ALLOW_EMPTY == 0 && maps::allow_listed(&key.source()) {
         return pass(Pass::AllowListed);
     }
     let (reason, previous_hit) = entry.record_hit(now);
@@ -269,7 +271,7 @@ fn block(cfg: &Config, key: &FlowKey, entry: EntryRef, flow: Option<FlowRef>, ki
     }
     if maps::worth_reporting(flow, previous_hit, now) {
         // One strike per refused connection (the first drop of its flow), not per packet.
-        let listed = kind == event_kind::HELO && !observed && maps::strike(&AddrKey::from_v6(key.saddr), now);
+        let listed = kind == event_kind::HELO && !observed && maps::strike(&key.source(), now);
         maps::report(DropEvent {
             flow: *key,
             kind,

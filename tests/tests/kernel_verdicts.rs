@@ -20,10 +20,11 @@ use helo_common::{
 };
 use helo_testbed::{
     frames::{Frame, Ipv6Ext, TCP_ACK, TCP_PSH, TCP_SYN, TPID_8021AD, TPID_8021Q},
+    lab::BpfFs,
     privilege::require_root,
 };
 use helo_user::{
-    kernel::{addr::addr_key, BlockTables, KernelFilter, LoadOptions},
+    kernel::{addr::addr_key, blocks::BlockMaps, BlockTables, KernelFilter, LoadOptions},
     modes::FilterMode,
 };
 
@@ -44,7 +45,7 @@ struct Model {
 }
 
 fn flow_key(f: &Frame) -> FlowKey {
-    FlowKey { saddr: addr_key(f.src).addr, daddr: addr_key(f.dst).addr, sport_be: f.sport.to_be(), dport_be: f.dport.to_be() }
+    FlowKey::new(addr_key(f.src).addr, addr_key(f.dst).addr, f.sport.to_be(), f.dport.to_be())
 }
 
 fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
@@ -147,12 +148,7 @@ impl Model {
             return XDP_PASS;
         }
         let drop_unless_allowed = |model: &Self| if model.allowed(src) { XDP_PASS } else { XDP_DROP };
-        let flow = FlowKey {
-            saddr: addr_key(src).addr,
-            daddr: addr_key(dst).addr,
-            sport_be: tcp.source_port().to_be(),
-            dport_be: tcp.destination_port().to_be(),
-        };
+        let flow = FlowKey::new(addr_key(src).addr, addr_key(dst).addr, tcp.source_port().to_be(), tcp.destination_port().to_be());
         if tcp.syn() && !tcp.ack() {
             // Listed sources are judged at their SYN, and only there; their flows are not
             // remembered (allowed or not), every other SYN's is.
@@ -542,8 +538,12 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     }
     let mut filter = KernelFilter::load(LoadOptions::default()).expect("load the XDP program");
     filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    let flags = |filter: &KernelFilter| filter.maps.config.get(&0, 0).unwrap().flags;
+    // Both tries empty: a SYN looks in neither.
+    assert_eq!(flags(&filter), config_flags::ALLOW_EMPTY | config_flags::SOURCE_NETS_EMPTY);
     let listed = BlockEntry { reason: 1, ..Default::default() };
     filter.block_source_net(ip("198.18.44.0"), 24, listed).unwrap();
+    assert_eq!(flags(&filter) & config_flags::SOURCE_NETS_EMPTY, 0, "a network went in with the program told to skip the trie");
     filter.block_source_net(ip("2001:2:0:44::"), 64, listed).unwrap();
     // An expired network entry is ignored.
     filter.block_source_net(ip("198.18.46.0"), 24, BlockEntry { expires_mono_ns: 1, ..listed }).unwrap();
@@ -565,14 +565,37 @@ fn a_listed_network_drops_its_sources_and_only_them() {
     assert_eq!(run(&filter, "198.18.44.200", "198.18.0.2"), XDP_PASS, "the allow list must still win");
     assert!(filter.unblock_source_net(ip("198.18.44.0"), 24).unwrap());
     assert_eq!(run(&filter, "198.18.44.7", "198.18.0.2"), XDP_PASS);
-    // The allow list emptied: the agent lets the program skip the allow trie. The network trie is
-    // always looked up (at SYNs only): it is also written by paths that do not hold the
-    // program's configuration (an offline `blocklist add` on the pinned maps).
+    // Both emptied: the program may skip both tries again.
     assert!(filter.unblock_source_net(ip("198.18.46.0"), 24).unwrap());
+    assert_eq!(flags(&filter) & config_flags::SOURCE_NETS_EMPTY, 0, "the trie still holds a network");
     assert!(filter.unblock_source_net(ip("2001:2:0:44::"), 64).unwrap());
     assert!(filter.maps.disallow(ip("198.18.44.128"), 25).unwrap());
-    let flags = filter.maps.config.get(&0, 0).unwrap().flags;
-    assert_eq!(flags, config_flags::ALLOW_EMPTY);
+    assert_eq!(flags(&filter), config_flags::ALLOW_EMPTY | config_flags::SOURCE_NETS_EMPTY);
+}
+
+#[test]
+fn an_offline_network_listing_reaches_the_running_program() {
+    if !require_root("an_offline_network_listing_reaches_the_running_program") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = BpfFs::mount(dir.path().join("bpffs")).unwrap();
+    let pins = fs.path.join("helo");
+    std::fs::create_dir_all(&pins).unwrap();
+    let mut filter = KernelFilter::load(LoadOptions { pin_dir: Some(pins.clone()), ..Default::default() }).expect("load the XDP program");
+    filter.configure(KEY, FilterMode::Enforce, &PORTS).unwrap();
+    let syn = Frame::tcp(ip("198.18.47.7"), ip("198.18.0.2"), b"").syn().build();
+    let run = |filter: &KernelFilter| {
+        filter.program().test_run(TestRunOptions { data_in: Some(&syn), repeat: 1, ..Default::default() }).unwrap().return_value
+    };
+    assert_eq!(run(&filter), XDP_PASS);
+    // `blocklist add` with no agent running: the pinned maps, opened on their own.
+    let mut offline = BlockMaps::open_pinned(&pins).unwrap().expect("the maps are pinned");
+    offline.block_source_net(ip("198.18.47.0"), 24, BlockEntry { reason: 1, ..Default::default() }).unwrap();
+    assert_eq!(run(&filter), XDP_DROP, "the program skipped the trie the offline command wrote");
+    assert!(offline.unblock_source_net(ip("198.18.47.0"), 24).unwrap());
+    assert_eq!(run(&filter), XDP_PASS);
+    assert_ne!(filter.maps.config.get(&0, 0).unwrap().flags & config_flags::SOURCE_NETS_EMPTY, 0);
 }
 
 #[test]

@@ -191,5 +191,5 @@ fn thousands(n: usize) -> String {
 }
 
 fn flow(f: &Frame) -> FlowKey {
-    FlowKey { saddr: addr_key(f.src).addr, daddr: addr_key(f.dst).addr, sport_be: f.sport.to_be(), dport_be: f.dport.to_be() }
+    FlowKey::new(addr_key(f.src).addr, addr_key(f.dst).addr, f.sport.to_be(), f.dport.to_be())
 }

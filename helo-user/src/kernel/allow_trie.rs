@@ -1,34 +1,25 @@
-//! The kernel's allow trie (`HELO_ALLOW`) and the flag in the program's configuration that lets it
-//! skip an empty trie. Written by the agent (start, reload, `allow add|del`) and, with no agent
-//! running, by the offline `allow add|del` on the pinned maps: one set of rules for both, so the
-//! flag is cleared before the first entry goes in and set again once the last one is gone.
+//! The kernel's allow trie (`HELO_ALLOW`) and its flag in the program's configuration
+//! ([`super::flags`]). Written by the agent (start, reload, `allow add|del`) and, with no agent
+//! running, by the offline `allow add|del` on the pinned maps: one set of rules for both.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
-use helo_common::maps::{config_flags, names, Config};
+use helo_common::maps::{config_flags, names};
 use ipnet::IpNet;
 
-use super::{blocks::net_key, maps::remove_if_present};
+use super::{
+    blocks::net_key,
+    flags::{set_config_flag, ConfigMap},
+    maps::remove_if_present,
+};
 
 pub type Trie = LpmTrie<MapData, [u8; 16], u8>;
-pub type ConfigMap = Array<MapData, Config>;
 
 fn key(net: IpNet) -> Key<[u8; 16]> {
     let (len, addr) = net_key(net.addr(), net.prefix_len());
     Key::new(len, addr)
-}
-
-/// Sets or clears `flag` in the program's configuration (mode and key untouched).
-pub fn set_config_flag(config: &mut ConfigMap, flag: u32, on: bool) -> Result<()> {
-    let mut c = config.get(&0, 0).context("reading the program's configuration")?;
-    let flags = if on { c.flags | flag } else { c.flags & !flag };
-    if flags != c.flags {
-        c.flags = flags;
-        config.set(0, c, 0).context("writing the program's configuration")?;
-    }
-    Ok(())
 }
 
 pub fn is_empty(trie: &Trie) -> bool {

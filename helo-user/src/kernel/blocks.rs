@@ -1,15 +1,19 @@
 //! The three blocklist maps (greeting hashes, source addresses, source networks), taken from the
 //! loaded program or opened from their pins when no agent runs: the offline `blocklist add/del`
 //! must reach the kernel too, or the store and the kernel disagree after the next start.
+//!
+//! The network trie's writers also keep its flag in the program's configuration
+//! ([`super::flags`]): while the trie is empty, a SYN skips the lookup.
 
 use std::{collections::HashSet, net::IpAddr, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::{lpm_trie::Key, HashMap, LpmTrie, Map, MapData};
-use helo_common::maps::{names, AddrKey, BlockEntry};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData};
+use helo_common::maps::{config_flags, names, AddrKey, BlockEntry};
 
 use super::{
     addr::{addr_key, trie_prefix},
+    flags::{set_config_flag, ConfigMap},
     maps::remove_if_present,
     tables::BlockTables,
 };
@@ -25,6 +29,9 @@ pub struct BlockMaps {
     pub helo: HashMap<MapData, u64, BlockEntry>,
     pub sources: HashMap<MapData, AddrKey, BlockEntry>,
     pub nets: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    /// The program's configuration, for the network trie's flag (a handle of its own on the map
+    /// that [`super::KernelMaps`] configures).
+    pub config: ConfigMap,
     /// Connections of a newly listed source let through to be told why before its SYNs are
     /// dropped (the ladder's `answers`; 0 offline, where the agent's settings are not known).
     pub answers: u32,
@@ -58,8 +65,19 @@ impl BlockMaps {
             helo: HashMap::try_from(Map::LruHashMap(open(names::HELO_BLOCKS)?))?,
             sources: HashMap::try_from(Map::LruHashMap(open(names::SOURCE_BLOCKS)?))?,
             nets: LpmTrie::try_from(Map::LpmTrie(open(names::SOURCE_NETS)?))?,
+            config: Array::try_from(Map::Array(open(names::CONFIG)?))?,
             answers: 0,
         }))
+    }
+
+    pub fn nets_empty(&self) -> bool {
+        self.nets.keys().next().is_none()
+    }
+
+    /// Sets the network trie's flag from what the trie holds now, after a removal.
+    fn flag_nets(&mut self) -> Result<()> {
+        let empty = self.nets_empty();
+        set_config_flag(&mut self.config, config_flags::SOURCE_NETS_EMPTY, empty)
     }
 }
 
@@ -98,12 +116,16 @@ impl BlockTables for BlockMaps {
             entry.answers_left = self.answers;
         }
         let (len, addr) = net_key(net, prefix);
+        // The program must look in the trie before the entry is there to be found.
+        set_config_flag(&mut self.config, config_flags::SOURCE_NETS_EMPTY, false)?;
         self.nets.insert(&Key::new(len, addr), entry, 0).context("inserting into the source network trie")
     }
 
     fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
         let (len, addr) = net_key(net, prefix);
-        remove_if_present(self.nets.remove(&Key::new(len, addr)))
+        let removed = remove_if_present(self.nets.remove(&Key::new(len, addr)))?;
+        self.flag_nets()?;
+        Ok(removed)
     }
 
     fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
@@ -129,6 +151,7 @@ impl BlockTables for BlockMaps {
         for k in stale {
             removed.nets += remove_if_present(self.nets.remove(&k))? as usize;
         }
+        self.flag_nets()?;
         Ok(removed)
     }
 }

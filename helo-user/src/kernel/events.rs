@@ -40,8 +40,8 @@ impl KernelDrop {
     pub fn from_event(ev: &DropEvent) -> Self {
         let endpoint = |addr, port_be: u16| SocketAddr::new(key_addr(&AddrKey { addr }), u16::from_be(port_be));
         Self {
-            client: endpoint(ev.flow.saddr, ev.flow.sport_be),
-            server: endpoint(ev.flow.daddr, ev.flow.dport_be),
+            client: endpoint(ev.flow.saddr(), ev.flow.sport_be),
+            server: endpoint(ev.flow.daddr(), ev.flow.dport_be),
             // Anything but a greeting is a source drop, as the agent always read it.
             dropped: if ev.kind == event_kind::HELO { Dropped::Greeting { hash: ev.hash } } else { Dropped::Source },
             reason: ev.reason,
@@ -82,12 +82,12 @@ mod tests {
     #[test]
     fn an_ipv4_greeting_drop_reads_as_addresses_ports_and_hash() {
         let ev = DropEvent {
-            flow: FlowKey {
-                saddr: AddrKey::from_v4([198, 18, 1, 2]).addr,
-                daddr: AddrKey::from_v4([198, 18, 0, 25]).addr,
-                sport_be: 40000u16.to_be(),
-                dport_be: 25u16.to_be(),
-            },
+            flow: FlowKey::new(
+                AddrKey::from_v4([198, 18, 1, 2]).addr,
+                AddrKey::from_v4([198, 18, 0, 25]).addr,
+                40000u16.to_be(),
+                25u16.to_be(),
+            ),
             kind: event_kind::HELO,
             listed_source: 1,
             reason: 2,
@@ -105,7 +105,7 @@ mod tests {
     fn an_ipv6_source_drop_keeps_its_family() {
         let client: std::net::Ipv6Addr = "2001:2::7".parse().unwrap();
         let ev = DropEvent {
-            flow: FlowKey { saddr: client.octets(), sport_be: 1025u16.to_be(), ..Default::default() },
+            flow: FlowKey::new(client.octets(), [0; 16], 1025u16.to_be(), 0),
             kind: event_kind::SOURCE,
             observed: 1,
             hash: 0,

@@ -60,6 +60,10 @@ impl KernelMaps {
         let config: Array<MapData, Config> = take(ebpf, names::CONFIG)?;
         // Pinned maps reused from a running filter already carry the key.
         let hash_key = config.get(&0, 0).map(|c| c.key).unwrap_or_default();
+        // The blocklist maps keep the network trie's flag: a second handle on the same map.
+        let config_id = aya::maps::IterableMap::map(&config).info().context("reading the configuration map's id")?.id();
+        let blocks_config =
+            Array::try_from(aya::maps::Map::Array(MapData::from_id(config_id).context("opening the configuration map again")?))?;
         Ok(Self {
             config,
             ports: take(ebpf, names::PORTS)?,
@@ -67,6 +71,7 @@ impl KernelMaps {
                 helo: take(ebpf, names::HELO_BLOCKS)?,
                 sources: take(ebpf, names::SOURCE_BLOCKS)?,
                 nets: take(ebpf, names::SOURCE_NETS)?,
+                config: blocks_config,
                 answers: 0,
             },
             allow: take(ebpf, names::ALLOW)?,
@@ -100,19 +105,14 @@ impl KernelMaps {
         super::allow_trie::remove(&mut self.allow, &mut self.config, ipnet::IpNet::new(net, prefix)?)
     }
 
-    /// The [`config_flags`] bits that hold now: whether the allow trie is empty. (The source
-    /// network trie is always looked up: it is written from several places, offline ones
-    /// included, and only at a SYN is it read.)
+    /// The [`config_flags`] bits that hold now: whether the allow trie and the network trie are
+    /// empty.
     pub fn empty_flags(&self) -> u32 {
-        if super::allow_trie::is_empty(&self.allow) {
-            config_flags::ALLOW_EMPTY
-        } else {
-            0
-        }
+        super::flags::empty_flags(super::allow_trie::is_empty(&self.allow), self.blocks.nets_empty())
     }
 
     fn set_config_flag(&mut self, flag: u32, on: bool) -> Result<()> {
-        super::allow_trie::set_config_flag(&mut self.config, flag, on)
+        super::flags::set_config_flag(&mut self.config, flag, on)
     }
 
     /// Makes the allow trie equal to `nets` (the configuration): a network taken out of the
@@ -161,12 +161,12 @@ impl KernelMaps {
     /// The slot is cleared only if it still holds this flow; a SYN the program records into the
     /// same slot between the read and the write is lost (its greeting passes, unjudged by XDP).
     pub fn release_flow(&mut self, client: std::net::SocketAddr, server: std::net::SocketAddr) -> Result<bool> {
-        let flow = FlowKey {
-            saddr: addr_key(client.ip().to_canonical()).addr,
-            daddr: addr_key(server.ip().to_canonical()).addr,
-            sport_be: client.port().to_be(),
-            dport_be: server.port().to_be(),
-        };
+        let flow = FlowKey::new(
+            addr_key(client.ip().to_canonical()).addr,
+            addr_key(server.ip().to_canonical()).addr,
+            client.port().to_be(),
+            server.port().to_be(),
+        );
         let index = flow.slot(&self.hash_key);
         let slot = self.flows.get(&index, 0).context("reading a flow slot")?;
         if !slot.flow.same_as(&flow) {

@@ -4,6 +4,7 @@
 //! - [`filter`]: loading, configuring and attaching the program;
 //! - [`events`]: the drop-event ring, read into typed [`events::KernelDrop`]s;
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
+//! - [`flags`]: the configuration's flags that let the program skip an empty trie;
 //! - [`allow_trie`]: the allow trie and its flag, also opened from their pins when no agent runs;
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
 //! - [`addr`]: conversions between `std::net` addresses and the kernel's 16-byte keys;
@@ -16,6 +17,7 @@ pub mod allow_trie;
 pub mod blocks;
 pub mod events;
 pub mod filter;
+pub mod flags;
 pub mod in_memory;
 pub mod maps;
 pub mod pin;
