@@ -10,7 +10,7 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData};
 use helo_common::maps::{config_flags, names, Config};
 use ipnet::IpNet;
 
-use super::{blocks::net_key, maps::remove_if_present};
+use super::{addr::net_key, map_remove::remove_if_present};
 
 pub type Trie = LpmTrie<MapData, [u8; 16], u8>;
 pub type ConfigMap = Array<MapData, Config>;
