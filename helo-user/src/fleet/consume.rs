@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use super::wire::Message;
 use crate::{
-    agent::Agent,
+    agent_state::Agent,
     classify::{Greeting, ObservationKind, Verb},
     listing::{Entry, Match, Target},
     metrics::FleetSkipLabel,
