@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use helo_user::classify::{Classifier, ClassifierConfig, Greeting, Verb};
+use helo_user::classify::{Classifier, ClassifierConfig, GreetingFacts, Verb};
 
 fn classifier() -> Classifier {
     let mut config = ClassifierConfig::default().with_server_facts(
@@ -27,7 +27,7 @@ fn bench_classify(c: &mut Criterion) {
     for (name, arg) in cases {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let greeting = Greeting::new(Verb::Ehlo, black_box(arg), black_box(client));
+                let greeting = GreetingFacts::new(Verb::Ehlo, black_box(arg), black_box(client));
                 black_box(classifier.classify(&greeting))
             })
         });

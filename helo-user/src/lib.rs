@@ -8,11 +8,13 @@
 //! 5. a clean session is handed to the MTA ([`proxy`]).
 //!
 //! Around it: the durable [`store`], the operator's run-time [`allow`] list, the operators' [`admin`] socket and [`metrics`]; what systemd is
-//! told ([`service`]); the man pages and completions ([`generate`]).
+//! told ([`service`]); the man pages and completions ([`generate`]). [`agent`] starts all of it;
+//! the parts it starts share an [`agent_state::Agent`], below them all.
 
 pub mod admin;
 pub mod admin_cli;
 pub mod agent;
+pub mod agent_state;
 pub mod allow;
 pub mod blocklist;
 pub mod classify;

@@ -6,8 +6,8 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::{Context, Result};
 use clap::Parser;
 use helo_user::{
-    admin_cli,
-    agent::{self, Agent},
+    admin_cli, agent,
+    agent_state::Agent,
     classify,
     cli::{Cli, Command, RunArgs},
     config::Config,

@@ -4,7 +4,7 @@
 //! An address and port come back: a busy client reuses a port as soon as its side of the last
 //! connection is closed, while the agent's session for that connection may still be winding down.
 //! So each registration carries an id, and a session that ends removes its own entry only, never
-//! the newer session's that replaced it (whose kill channel would otherwise close, and end it).
+//! the newer session's that replaced it (whose end channel would otherwise close, and end it).
 
 use std::{
     collections::HashMap,
@@ -17,16 +17,17 @@ use std::{
 
 use tokio::sync::oneshot;
 
-/// Why a session is told to end from outside, and what to write before closing.
+/// An order from outside (a kernel drop of the session's flow) for a session to end, and what to
+/// write before closing.
 #[derive(Debug)]
-pub struct Kill {
+pub struct EndSession {
     /// `None`: close without a word.
     pub reply: Option<String>,
 }
 
 #[derive(Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<SocketAddr, (u64, oneshot::Sender<Kill>)>>,
+    sessions: Mutex<HashMap<SocketAddr, (u64, oneshot::Sender<EndSession>)>>,
     next_id: AtomicU64,
 }
 
@@ -51,7 +52,7 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 impl Registry {
-    pub fn register(self: &Arc<Self>, client: SocketAddr) -> (Registration, oneshot::Receiver<Kill>) {
+    pub fn register(self: &Arc<Self>, client: SocketAddr) -> (Registration, oneshot::Receiver<EndSession>) {
         let client = canonical(client);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -62,9 +63,9 @@ impl Registry {
     }
 
     /// Tells the session of `client` to end. `false` if there is none.
-    pub fn kill(&self, client: SocketAddr, kill: Kill) -> bool {
+    pub fn end_session(&self, client: SocketAddr, order: EndSession) -> bool {
         match self.sessions.lock().unwrap().remove(&canonical(client)) {
-            Some((_, tx)) => tx.send(kill).is_ok(),
+            Some((_, tx)) => tx.send(order).is_ok(),
             None => false,
         }
     }
@@ -78,11 +79,11 @@ mod tests {
     fn an_ending_session_leaves_a_newer_one_on_the_same_port_alone() {
         let registry = Arc::new(Registry::default());
         let addr: SocketAddr = "198.18.0.1:40000".parse().unwrap();
-        let (old, _old_kill) = registry.register(addr);
-        let (_new, mut new_kill) = registry.register(addr);
+        let (old, _old_end) = registry.register(addr);
+        let (_new, mut new_end) = registry.register(addr);
         drop(old);
-        assert!(new_kill.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Empty), "the newer session's channel closed");
-        assert!(registry.kill(addr, Kill { reply: Some("550 x".into()) }));
-        assert_eq!(new_kill.try_recv().unwrap().reply.as_deref(), Some("550 x"));
+        assert!(new_end.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Empty), "the newer session's channel closed");
+        assert!(registry.end_session(addr, EndSession { reply: Some("550 x".into()) }));
+        assert_eq!(new_end.try_recv().unwrap().reply.as_deref(), Some("550 x"));
     }
 }

@@ -11,33 +11,16 @@
 //! Everything else (interface, listeners, backend, mode, the ladder, paths, limits, fleet) is read at
 //! start: a change is logged as waiting for a restart, and the rest is applied.
 
-use std::{collections::BTreeSet, sync::Mutex, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
-use crate::{agent::Agent, allow::AllowEntry, config::Config};
-
-type Source = Box<dyn Fn() -> Result<Config> + Send + Sync>;
-
-pub struct Reloader {
-    source: Source,
-    applied: Mutex<Applied>,
-}
-
-/// What is in force: the configuration last read, and the operator's allow entries.
-#[derive(Clone)]
-pub struct Applied {
-    pub config: Config,
-    pub operator: Vec<AllowEntry>,
-}
-
-impl Applied {
-    /// The classifier configuration with the operator's allow entries merged in.
-    pub fn classifier_config(&self) -> crate::classify::ClassifierConfig {
-        crate::allow::merged(&self.config.classifier, &self.operator)
-    }
-}
+use crate::{
+    agent_state::{in_force::Applied, Agent},
+    config::Config,
+    listing::allow::newly_allowed_names,
+};
 
 /// What a reload did, for the log and the admin command's answer.
 #[derive(Debug, Default)]
@@ -66,20 +49,6 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-impl Reloader {
-    /// `source` reads the configuration again (the file with the command line's flags over it);
-    /// `config` and `operator` are what the agent started with.
-    pub fn new(source: impl Fn() -> Result<Config> + Send + Sync + 'static, config: Config, operator: Vec<AllowEntry>) -> Self {
-        Self { source: Box::new(source), applied: Mutex::new(Applied { config, operator }) }
-    }
-
-    /// The state in force, locked: changes to the allow list hold it so they and reloads happen one
-    /// at a time.
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
-        self.applied.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 fn networks(c: &crate::classify::Classifier) -> BTreeSet<IpNet> {
     c.exempt_networks().collect()
 }
@@ -98,8 +67,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 
 /// Re-reads the configuration and applies it; on any error nothing changes.
 pub fn reload(agent: &Agent) -> Result<Outcome> {
-    let mut applied = agent.reloader.lock();
-    let mut new = (agent.reloader.source)().context("reading the configuration")?;
+    let mut applied = agent.in_force.lock();
+    let mut new = agent.in_force.reread().context("reading the configuration")?;
     let needs_restart = restart_only_changes(&applied.config, &new);
     // The banner keeps the hostname the agent started with; so must the classifier.
     new.hostname = applied.config.hostname.clone();
@@ -135,7 +104,7 @@ pub fn apply(agent: &Agent, applied: &mut Applied, next: Applied) -> Result<Outc
             }
         }
     }
-    let newly_allowed = crate::allow::newly_allowed_names(&applied.classifier_config(), &rules);
+    let newly_allowed = newly_allowed_names(&applied.classifier_config(), &rules);
     agent.classifier.replace(classifier);
     *agent.reply_footer.write().unwrap_or_else(|e| e.into_inner()) = next.config.reply_footer.clone();
     agent.blocklist.set_default_ttls(Duration::from_secs(next.config.helo_ttl_s), Duration::from_secs(next.config.source_ttl_s));

@@ -13,7 +13,7 @@ use super::{
     ops::{self, Where},
     protocol::{Request, Response, Stats, IMPORT_PREFIX, MAX_IMPORT_BYTES, MAX_REQUEST_BYTES},
 };
-use crate::agent::Agent;
+use crate::agent_state::Agent;
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {

@@ -9,7 +9,7 @@ use crate::{
     blocklist::Blocklist,
     kernel::events::{Dropped, KernelDrop},
     recent::RecentHits,
-    registry::{Kill, Registry},
+    registry::{EndSession, Registry},
     smtp::reply,
 };
 
@@ -57,7 +57,7 @@ impl DropPolicy {
             };
             listed.unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned())
         });
-        if self.registry.kill(client, Kill { reply }) {
+        if self.registry.end_session(client, EndSession { reply }) {
             tracing::debug!("kernel dropped a segment of {client}; its session is closed");
         }
     }

@@ -9,8 +9,7 @@ use std::{
 
 use anyhow::Result;
 
-use super::Agent;
-use crate::{blocklist::Blocklist, config::Config, kernel::InMemoryKernel, metrics::Metrics, store::Store};
+use crate::{agent_state::Agent, blocklist::Blocklist, config::Config, kernel::InMemoryKernel, metrics::Metrics, store::Store};
 
 pub(crate) struct InProcess {
     pub agent: Arc<Agent>,

@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 use aya::maps::{MapData, RingBuf};
 use tokio::net::{TcpListener, UnixListener};
 
-use super::{drops::DropPolicy, Agent};
-use crate::{admin, config::KernelDropReply, kernel::events, metrics, periodic};
+use super::drops::DropPolicy;
+use crate::{admin, agent_state::Agent, config::KernelDropReply, kernel::events, metrics, periodic};
 
 /// Spawns every background task of a started agent; each runs until the process exits.
 pub(super) fn spawn_all(agent: &Arc<Agent>, ring: RingBuf<MapData>, metrics_listener: Option<TcpListener>, admin_listener: UnixListener) {

@@ -16,9 +16,10 @@ use anyhow::{Context, Result};
 use helo_common::HashKey;
 use tokio::net::TcpListener;
 
-use super::{jobs, start_undo::StartUndo, Agent};
+use super::{jobs, start_undo::StartUndo};
 use crate::{
     admin,
+    agent_state::Agent,
     blocklist::Blocklist,
     classify::Classifier,
     config::Config,
@@ -67,7 +68,7 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
         classifier
     } else {
         tracing::info!("allow list: {} operator entries from the store", operator_allow.len());
-        Config { classifier: crate::allow::merged(&config.classifier, &operator_allow), ..config.clone() }.classifier()?
+        Config { classifier: crate::listing::allow::merged(&config.classifier, &operator_allow), ..config.clone() }.classifier()?
     };
     let (mut filter, mode_label) = filter_for(&config, key, &classifier)?;
     let program_id = filter.program_id().unwrap_or(0);

@@ -1,12 +1,15 @@
 //! `allow add|del|list` on the running agent: the entry is stored first (durable before the
-//! answer), then put in force through [`crate::reload::apply`], the same path a reload takes, so
+//! answer), then put in force through [`reload::apply`], the same path a reload takes, so
 //! the classifier and the kernel's allow trie change together. If that fails, the store is put
 //! back and nothing changed.
 
 use anyhow::{bail, Result};
 
 use super::{listing, AllowEntry, Allowed};
-use crate::{agent::Agent, reload::Applied};
+use crate::{
+    agent_state::{in_force::Applied, Agent},
+    reload,
+};
 
 /// What a change did, for the operator.
 pub struct Changed {
@@ -14,19 +17,19 @@ pub struct Changed {
 }
 
 pub fn list(agent: &Agent) -> Vec<Allowed> {
-    let applied = agent.reloader.lock();
+    let applied = agent.in_force.lock();
     listing(&applied.config.classifier, &applied.operator)
 }
 
 pub fn add(agent: &Agent, entry: AllowEntry) -> Result<Changed> {
-    let mut applied = agent.reloader.lock();
+    let mut applied = agent.in_force.lock();
     let store = agent.blocklist.store();
     let before = applied.operator.iter().find(|e| e.key() == entry.key()).cloned();
     store.put_allow(&entry)?;
     let mut next = Applied { config: applied.config.clone(), operator: applied.operator.clone() };
     next.operator.retain(|e| e.key() != entry.key());
     next.operator.push(entry.clone());
-    match crate::reload::apply(agent, &mut applied, next) {
+    match reload::apply(agent, &mut applied, next) {
         Ok(outcome) => {
             let mut message = format!("allowed {} {}", entry.kind.as_str(), entry.value);
             if outcome.unlisted > 0 {
@@ -49,7 +52,7 @@ pub fn add(agent: &Agent, entry: AllowEntry) -> Result<Changed> {
 }
 
 pub fn del(agent: &Agent, probe: AllowEntry) -> Result<Changed> {
-    let mut applied = agent.reloader.lock();
+    let mut applied = agent.in_force.lock();
     let in_config = probe.in_config(&applied.config.classifier);
     let Some(held) = applied.operator.iter().find(|e| e.key() == probe.key()).cloned() else {
         if in_config {
@@ -65,7 +68,7 @@ pub fn del(agent: &Agent, probe: AllowEntry) -> Result<Changed> {
     store.remove_allow(&held.key())?;
     let mut next = Applied { config: applied.config.clone(), operator: applied.operator.clone() };
     next.operator.retain(|e| e.key() != held.key());
-    if let Err(e) = crate::reload::apply(agent, &mut applied, next) {
+    if let Err(e) = reload::apply(agent, &mut applied, next) {
         let _ = store.put_allow(&held);
         return Err(e);
     }

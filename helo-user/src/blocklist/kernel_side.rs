@@ -14,9 +14,8 @@ use helo_common::{
 
 use crate::{
     kernel::{
-        addr::addr_key,
-        blocks::{net_key, NetKey, Removed},
-        tables::BlockTables,
+        addr::{addr_key, net_key, NetKey},
+        tables::{BlockTables, Removed},
     },
     listing::{clock::expiry_on_mono_clock, name, reason, Entry, Match, Target},
 };

@@ -31,12 +31,13 @@ impl Verb {
     }
 }
 
-/// One greeting to classify.
+/// Everything the classifier looks at for one greeting, its whole input: the greeting (verb and
+/// argument) and what is known about its sender (address, RCPT addresses so far, rDNS name).
 ///
 /// The classifier keeps no state between calls: an EHLO after STARTTLS, or a second HELO in the
 /// same session, is simply classified again as its own greeting.
 #[derive(Clone, Copy, Debug)]
-pub struct Greeting<'a> {
+pub struct GreetingFacts<'a> {
     pub verb: Verb,
     /// The argument exactly as the client sent it: not yet lower-cased, trailing dot and all.
     /// Bytes, because the wire may carry anything.
@@ -50,9 +51,9 @@ pub struct Greeting<'a> {
     pub client_rdns: Option<&'a str>,
 }
 
-impl<'a> Greeting<'a> {
+impl<'a> GreetingFacts<'a> {
     pub fn new(verb: Verb, arg: &'a [u8], client_ip: IpAddr) -> Self {
-        Greeting { verb, arg, client_ip, rcpt: &[], client_rdns: None }
+        GreetingFacts { verb, arg, client_ip, rcpt: &[], client_rdns: None }
     }
 
     pub fn with_rcpt(mut self, rcpt: &'a [&'a str]) -> Self {

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::input::{Greeting, Verb};
+use super::input::{GreetingFacts, Verb};
 use super::rules::Classifier;
 use super::verdict::{Classification, Verdict};
 
@@ -85,7 +85,7 @@ fn classify_line(classifier: &Classifier, line: &[u8]) -> Result<Classification,
         Some(OneOrMany::Many(rs)) => rs,
     };
     let rcpt: Vec<&str> = rcpt_owned.iter().map(String::as_str).collect();
-    let greeting = Greeting::new(verb, input.helo.as_bytes(), client_ip).with_rcpt(&rcpt).with_rdns(input.client_rdns.as_deref());
+    let greeting = GreetingFacts::new(verb, input.helo.as_bytes(), client_ip).with_rcpt(&rcpt).with_rdns(input.client_rdns.as_deref());
     Ok(classifier.classify(&greeting))
 }
 

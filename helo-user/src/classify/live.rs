@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::{Classification, Classifier, Greeting};
+use super::{Classification, Classifier, GreetingFacts};
 
 /// The classifier in force, swapped whole by a reload: a greeting is judged entirely by the old
 /// rules or entirely by the new ones.
@@ -19,7 +19,7 @@ impl LiveClassifier {
     }
 
     /// [`Classifier::classify`] on the classifier in force.
-    pub fn classify(&self, greeting: &Greeting<'_>) -> Classification {
+    pub fn classify(&self, greeting: &GreetingFacts<'_>) -> Classification {
         self.0.read().unwrap_or_else(|e| e.into_inner()).classify(greeting)
     }
 

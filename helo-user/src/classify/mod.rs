@@ -29,7 +29,7 @@ pub mod verdict;
 mod tests;
 
 pub use config::{ClassifierConfig, ConfigError, ConfigFormat};
-pub use input::{Greeting, Verb};
+pub use input::{GreetingFacts, Verb};
 pub use jsonl::run_jsonl;
 pub use live::LiveClassifier;
 pub use rules::Classifier;

@@ -27,7 +27,7 @@ use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use super::config::{ClassifierConfig, ConfigError, DynamicMode, LiteralMismatchMode, ObserveMode, BOGUS_HELO_REPLY};
 use super::dynamic::embeds_ipv4;
-use super::input::Greeting;
+use super::input::GreetingFacts;
 use super::literal::{canonical_ip, parse_address_literal, parse_bare_ip, LiteralError};
 use super::name::check_host_name;
 use super::normal::{eq_normalised, is_at_or_under, normalise_owned, NormalisedArg};
@@ -167,13 +167,13 @@ impl Classifier {
 
     /// Classifies one greeting. Pure: the same input always gives the same answer, and nothing is
     /// remembered between calls.
-    pub fn classify(&self, greeting: &Greeting<'_>) -> Classification {
+    pub fn classify(&self, greeting: &GreetingFacts<'_>) -> Classification {
         let mut observations = Observations::empty();
         let verdict = self.verdict(greeting, &mut observations);
         Classification { verdict, observations }
     }
 
-    fn verdict(&self, greeting: &Greeting<'_>, observations: &mut Observations) -> Verdict {
+    fn verdict(&self, greeting: &GreetingFacts<'_>, observations: &mut Observations) -> Verdict {
         let normalised = NormalisedArg::new(greeting.arg);
         let arg = normalised.as_bytes();
         let client_ip = canonical_ip(greeting.client_ip);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 
 use super::config::{ClassifierConfig, ConfigError, ConfigFormat, DynamicMode, LiteralMismatchMode, ObserveMode};
-use super::input::{Greeting, Verb};
+use super::input::{GreetingFacts, Verb};
 use super::jsonl::run_jsonl;
 use super::rules::Classifier;
 use super::verdict::{BogusReason, Classification, ObservationKind, RuleId, Scope, Verdict};
@@ -481,7 +481,7 @@ fn classify_case(c: &Case) -> Classification {
     (c.tweak)(&mut config);
     let classifier = Classifier::new(&config).expect("test config compiles");
     let client: IpAddr = c.client.parse().unwrap();
-    let greeting = Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client).with_rcpt(c.rcpt).with_rdns(c.rdns);
+    let greeting = GreetingFacts::new(Verb::Ehlo, c.helo.as_bytes(), client).with_rcpt(c.rcpt).with_rdns(c.rdns);
     classifier.classify(&greeting)
 }
 
@@ -536,8 +536,8 @@ fn verb_does_not_matter() {
     let classifier = Classifier::new(&base_config()).unwrap();
     let client: IpAddr = CLIENT.parse().unwrap();
     for c in cases().iter().filter(|c| c.client == CLIENT && c.rcpt.is_empty()) {
-        let ehlo = classifier.classify(&Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client));
-        let helo = classifier.classify(&Greeting::new(Verb::Helo, c.helo.as_bytes(), client));
+        let ehlo = classifier.classify(&GreetingFacts::new(Verb::Ehlo, c.helo.as_bytes(), client));
+        let helo = classifier.classify(&GreetingFacts::new(Verb::Helo, c.helo.as_bytes(), client));
         assert_eq!(ehlo, helo, "{:?}", c.helo);
     }
 }
@@ -557,7 +557,7 @@ fn helo_scope_verdicts_do_not_depend_on_the_client() {
             continue;
         }
         for client in clients {
-            let g = Greeting::new(Verb::Ehlo, c.helo.as_bytes(), client.parse().unwrap()).with_rdns(Some("whatever.example.net"));
+            let g = GreetingFacts::new(Verb::Ehlo, c.helo.as_bytes(), client.parse().unwrap()).with_rdns(Some("whatever.example.net"));
             assert_eq!(classifier.classify(&g).verdict, got.verdict, "{:?} from {client}", c.helo);
         }
     }
@@ -576,7 +576,7 @@ fn never_rejects_for_rdns_mismatch_alone() {
         let classifier = Classifier::new(&config).unwrap();
         for name in names {
             for r in rdns {
-                let g = Greeting::new(Verb::Ehlo, name.as_bytes(), CLIENT.parse().unwrap()).with_rdns(r);
+                let g = GreetingFacts::new(Verb::Ehlo, name.as_bytes(), CLIENT.parse().unwrap()).with_rdns(r);
                 assert!(classifier.classify(&g).verdict.is_accept(), "{name} rdns {r:?}");
             }
         }
@@ -618,7 +618,7 @@ proptest! {
         let client: IpAddr = client.parse().unwrap();
         for classifier in [Classifier::new(&base_config()).unwrap(), strict_classifier()] {
             let run = |a: &str| {
-                let g = Greeting::new(Verb::Ehlo, a.as_bytes(), client).with_rcpt(&rcpt).with_rdns(rdns);
+                let g = GreetingFacts::new(Verb::Ehlo, a.as_bytes(), client).with_rcpt(&rcpt).with_rdns(rdns);
                 classifier.classify(&g)
             };
             let want = run(&arg);
@@ -635,7 +635,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(arg in proptest::collection::vec(any::<u8>(), 0..400)) {
         let classifier = strict_classifier();
-        let _ = classifier.classify(&Greeting::new(Verb::Helo, &arg, CLIENT.parse().unwrap()));
+        let _ = classifier.classify(&GreetingFacts::new(Verb::Helo, &arg, CLIENT.parse().unwrap()));
     }
 }
 
@@ -695,7 +695,7 @@ fn config_toml_round_trip_and_json_equivalence() {
     assert_eq!(ClassifierConfig::from_toml_str(&toml_again).unwrap(), config);
 
     let classifier = Classifier::new(&config).unwrap();
-    let run = |helo: &str, client: &str| classifier.classify(&Greeting::new(Verb::Ehlo, helo.as_bytes(), client.parse().unwrap()));
+    let run = |helo: &str, client: &str| classifier.classify(&GreetingFacts::new(Verb::Ehlo, helo.as_bytes(), client.parse().unwrap()));
     assert_eq!(run("mx.example.com", CLIENT).verdict.rule(), Some(RuleId::HeloMatchesRcpt));
     assert_eq!(run("mx.example.com", "2001:db8:ffff::1").observations, [O::RelayExempt].into_iter().collect());
     assert_eq!(run("mx.example.com", "192.0.2.200").observations, [O::RelayExempt].into_iter().collect());

@@ -12,8 +12,8 @@ use anyhow::Result;
 
 use super::wire::Message;
 use crate::{
-    agent::Agent,
-    classify::{Greeting, ObservationKind, Verb},
+    agent_state::Agent,
+    classify::{GreetingFacts, ObservationKind, Verb},
     listing::{Entry, Match, Target},
     metrics::FleetSkipLabel,
     store::FleetChange,
@@ -82,7 +82,7 @@ fn allowed_here(agent: &Agent, target: &Target) -> bool {
         // A listed network is refused here if any of it is allowed here.
         Match::Net(net) => agent.classifier.current().exempt_networks().any(|n| n.contains(&net) || net.contains(&n)),
         Match::Greeting => {
-            let probe = Greeting::new(Verb::Ehlo, target.name().as_bytes(), IpAddr::from([0, 0, 0, 0]));
+            let probe = GreetingFacts::new(Verb::Ehlo, target.name().as_bytes(), IpAddr::from([0, 0, 0, 0]));
             agent.classifier.classify(&probe).observations.iter().any(|o| o == ObservationKind::OperatorAllow)
         }
     }

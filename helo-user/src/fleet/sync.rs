@@ -11,7 +11,7 @@ use super::{
     wire::{entry_key, Message, ENTRY_PREFIX, STREAM, STREAM_MAXLEN},
 };
 use crate::{
-    agent::Agent,
+    agent_state::Agent,
     listing::{Entry, Origin},
     store::FleetChange,
 };

@@ -29,6 +29,14 @@ pub fn trie_prefix(ip: IpAddr, prefix: u8) -> u32 {
     }
 }
 
+/// A network as the tries key it (the source-network trie and the allow trie alike): (trie prefix
+/// length, 16-byte address).
+pub type NetKey = (u32, [u8; 16]);
+
+pub fn net_key(net: IpAddr, prefix: u8) -> NetKey {
+    (trie_prefix(net, prefix), addr_key(net).addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,9 @@ use helo_common::maps::{config_flags, names};
 use ipnet::IpNet;
 
 use super::{
-    blocks::net_key,
+    addr::net_key,
     flags::{set_config_flag, ConfigMap},
-    maps::remove_if_present,
+    map_remove::remove_if_present,
 };
 
 pub type Trie = LpmTrie<MapData, [u8; 16], u8>;

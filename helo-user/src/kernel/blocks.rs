@@ -12,18 +12,11 @@ use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData};
 use helo_common::maps::{config_flags, names, AddrKey, BlockEntry};
 
 use super::{
-    addr::{addr_key, trie_prefix},
+    addr::{addr_key, net_key, NetKey},
     flags::{set_config_flag, ConfigMap},
-    maps::remove_if_present,
-    tables::BlockTables,
+    map_remove::remove_if_present,
+    tables::{BlockTables, Removed},
 };
-
-/// A source network as the trie keys it: (trie prefix length, 16-byte address).
-pub type NetKey = (u32, [u8; 16]);
-
-pub fn net_key(net: IpAddr, prefix: u8) -> NetKey {
-    (trie_prefix(net, prefix), addr_key(net).addr)
-}
 
 pub struct BlockMaps {
     pub helo: HashMap<MapData, u64, BlockEntry>,
@@ -35,20 +28,6 @@ pub struct BlockMaps {
     /// Connections of a newly listed source let through to be told why before its SYNs are
     /// dropped (the ladder's `answers`; 0 offline, where the agent's settings are not known).
     pub answers: u32,
-}
-
-/// What [`BlockMaps::retain`] removed, by map.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Removed {
-    pub helo: usize,
-    pub sources: usize,
-    pub nets: usize,
-}
-
-impl Removed {
-    pub fn total(&self) -> usize {
-        self.helo + self.sources + self.nets
-    }
 }
 
 impl BlockMaps {

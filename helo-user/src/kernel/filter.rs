@@ -17,8 +17,11 @@ use helo_common::{
     HashKey,
 };
 
-use super::{maps::KernelMaps, pin, XDP_OBJECT};
+use super::{maps::KernelMaps, pin};
 use crate::modes::{AttachMode, FilterMode};
+
+/// The XDP object built by `build.rs` from `helo-ebpf`.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/helo"));
 
 /// The program's `Config::mode` value for a filter mode.
 fn kernel_mode(mode: FilterMode) -> u32 {

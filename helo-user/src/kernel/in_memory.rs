@@ -12,10 +12,9 @@ use anyhow::Result;
 use helo_common::maps::{AddrKey, BlockEntry, Ladder, Strikes};
 
 use super::{
-    addr::addr_key,
-    blocks::{net_key, NetKey, Removed},
-    tables::{BlockTables, Kernel},
-    Counters,
+    addr::{addr_key, net_key, NetKey},
+    counters::Counters,
+    tables::{BlockTables, Kernel, Removed},
 };
 use crate::modes::AttachMode;
 

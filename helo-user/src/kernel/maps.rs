@@ -7,32 +7,14 @@ use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
-use helo_common::maps::{config_flags, counter, names, AddrKey, Config, FlowKey, FlowSlot, FlowState, Ladder, Strikes};
+use helo_common::maps::{config_flags, names, AddrKey, Config, FlowKey, FlowSlot, FlowState, Ladder, Strikes};
 
 use super::{
-    addr::addr_key,
-    blocks::{net_key, BlockMaps, NetKey},
+    addr::{addr_key, net_key, NetKey},
+    blocks::BlockMaps,
+    counters::Counters,
+    map_remove::remove_if_present,
 };
-
-/// Per-outcome packet counts, summed over CPUs, indexed by `helo_common::maps::counter`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; counter::COUNT as usize]);
-
-impl Counters {
-    pub fn get(&self, index: u32) -> u64 {
-        self.0[index as usize]
-    }
-
-    /// `(name, count)` for every counter, in index order.
-    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        counter::NAMES.iter().copied().zip(self.0.iter().copied())
-    }
-
-    /// Counts since `earlier`.
-    pub fn since(&self, earlier: &Counters) -> Counters {
-        Counters(std::array::from_fn(|i| self.0[i].saturating_sub(earlier.0[i])))
-    }
-}
 
 pub struct KernelMaps {
     pub config: Array<MapData, Config>,
@@ -183,15 +165,5 @@ impl KernelMaps {
             *slot = per_cpu.iter().sum();
         }
         Ok(out)
-    }
-}
-
-/// `Ok(false)` when the key was not there: removing an absent entry is not an error here.
-pub(super) fn remove_if_present(r: Result<(), aya::maps::MapError>) -> Result<bool> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }

@@ -2,9 +2,10 @@
 //! blocklist maps, and [`Kernel`], the rest a running agent touches (the ladder's strikes, the
 //! allow trie, a flow to release, the counters, how the program is attached).
 //!
-//! The loaded XDP program implements them through its maps ([`KernelFilter`], [`super::blocks::BlockMaps`]); so
-//! does [`super::in_memory::InMemoryKernel`], with plain hash maps, so that the blocklist, the
-//! sessions and the admin socket run, and are tested, without root.
+//! The loaded XDP program implements them through its maps ([`super::filter_tables`],
+//! [`super::blocks::BlockMaps`]); so does [`super::in_memory::InMemoryKernel`], with plain hash
+//! maps, so that the blocklist, the sessions and the admin socket run, and are tested, without
+//! root. This file imports none of them: they all import it.
 
 use std::{
     collections::HashSet,
@@ -14,11 +15,22 @@ use std::{
 use anyhow::Result;
 use helo_common::maps::{AddrKey, BlockEntry};
 
-use super::{
-    blocks::{NetKey, Removed},
-    Counters, KernelFilter,
-};
+use super::{addr::NetKey, counters::Counters};
 use crate::modes::AttachMode;
+
+/// What [`BlockTables::retain`] removed, by map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub helo: usize,
+    pub sources: usize,
+    pub nets: usize,
+}
+
+impl Removed {
+    pub fn total(&self) -> usize {
+        self.helo + self.sources + self.nets
+    }
+}
 
 /// The blocklist maps: greeting hashes, source addresses, source networks.
 pub trait BlockTables: Send {
@@ -53,61 +65,4 @@ pub trait Kernel: BlockTables {
     /// How the program is attached, `None` when it is not.
     fn attach_mode(&self) -> Option<AttachMode>;
     fn program_id(&self) -> Option<u32>;
-}
-
-impl BlockTables for KernelFilter {
-    fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
-        self.maps.blocks.block_helo(hash, entry)
-    }
-    fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
-        self.maps.blocks.unblock_helo(hash)
-    }
-    fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
-        self.maps.blocks.helo_entry(hash)
-    }
-    fn block_source(&mut self, ip: IpAddr, entry: BlockEntry) -> Result<()> {
-        self.maps.blocks.block_source(ip, entry)
-    }
-    fn unblock_source(&mut self, ip: IpAddr) -> Result<bool> {
-        self.maps.blocks.unblock_source(ip)
-    }
-    fn source_entry(&self, ip: IpAddr) -> Option<BlockEntry> {
-        self.maps.blocks.source_entry(ip)
-    }
-    fn block_source_net(&mut self, net: IpAddr, prefix: u8, entry: BlockEntry) -> Result<()> {
-        self.maps.blocks.block_source_net(net, prefix, entry)
-    }
-    fn unblock_source_net(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
-        self.maps.blocks.unblock_source_net(net, prefix)
-    }
-    fn source_net_entry(&self, net: IpAddr, prefix: u8) -> Option<BlockEntry> {
-        self.maps.blocks.source_net_entry(net, prefix)
-    }
-    fn retain(&mut self, helo: &HashSet<u64>, sources: &HashSet<AddrKey>, nets: &HashSet<NetKey>) -> Result<Removed> {
-        self.maps.blocks.retain(helo, sources, nets)
-    }
-}
-
-impl Kernel for KernelFilter {
-    fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>> {
-        self.maps.strike(ip, now_mono_ns)
-    }
-    fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {
-        self.maps.allow(net, prefix)
-    }
-    fn disallow(&mut self, net: IpAddr, prefix: u8) -> Result<bool> {
-        self.maps.disallow(net, prefix)
-    }
-    fn release_flow(&mut self, client: SocketAddr, server: SocketAddr) -> Result<bool> {
-        self.maps.release_flow(client, server)
-    }
-    fn counters(&self) -> Result<Counters> {
-        self.maps.counters()
-    }
-    fn attach_mode(&self) -> Option<AttachMode> {
-        KernelFilter::attach_mode(self)
-    }
-    fn program_id(&self) -> Option<u32> {
-        KernelFilter::program_id(self)
-    }
 }

@@ -9,8 +9,9 @@
 //! - [`target`]: what an entry lists (a greeting name, an address or a network), parsed once;
 //! - [`name`]: greeting names as text, escaped without losing a byte;
 //! - [`clock`]: wall-clock and monotonic-clock time, and an expiry moved from one to the other;
-//! - [`allow`]: the operator's allow entries, as the store keeps them (the allow list's own
-//!   terms, beside the blocklist's).
+//! - [`allow`]: the operator's allow entries, as the store keeps them, read from an operator's
+//!   spelling and merged with the config file's (the allow list's own terms, beside the
+//!   blocklist's; the only file here that imports anything above, the classifier's configuration).
 
 pub mod allow;
 pub mod clock;

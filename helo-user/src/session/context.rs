@@ -1,4 +1,4 @@
-//! What a session reaches, and nothing more: built once by the agent ([`crate::agent::Agent::new`])
+//! What a session reaches, and nothing more: built once by the agent ([`crate::agent_state::Agent::new`])
 //! and shared by every session, so a session cannot wander into the agent's reload, admin, fleet
 //! or top machinery. The MTA's health and the session-slot load are sessions' own and live only
 //! here.

@@ -15,7 +15,7 @@ use anyhow::Result;
 use super::SessionContext;
 use crate::{
     blocklist::Committed,
-    classify::{Classification, Greeting, Rejection, Scope, Verb},
+    classify::{Classification, GreetingFacts, Rejection, Scope, Verb},
     metrics::{ObservationLabel, RuleLabel},
     modes::FilterMode,
     proxy::{health::Change, relay::RelayEnd, HandOffEnd},
@@ -34,13 +34,14 @@ fn list(cx: &SessionContext, rejection: &Rejection, arg: &[u8], client: IpAddr) 
     }
 }
 
-/// A rejection's reply, to be sent once its listing is on disk.
-pub struct Refusal {
+/// What a refused session sends, and when: the reply, held until the listing it caused is on disk.
+/// (The classifier's [`Rejection`] is what it found; a blocklist hit refuses with no `Rejection`.)
+pub struct ReplyAfterCommit {
     reply: String,
     committed: Option<Committed>,
 }
 
-impl Refusal {
+impl ReplyAfterCommit {
     /// The reply, once the listing is durable: a sender never reads a rejection the agent could
     /// forget in a crash. The wait is a group commit's fsync, shared with every listing queued
     /// meanwhile, and holds no thread.
@@ -51,7 +52,7 @@ impl Refusal {
         self.reply
     }
 
-    /// [`Refusal::durable`] for the relay's synchronous judge; tokio moves other sessions off
+    /// [`ReplyAfterCommit::durable`] for the relay's synchronous judge; tokio moves other sessions off
     /// this worker while it waits.
     fn durable_blocking(self) -> String {
         if let Some(c) = self.committed {
@@ -72,7 +73,7 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-fn consequences(cx: &SessionContext, id: SessionId, rejection: &Rejection, arg: &[u8], client: IpAddr) -> Refusal {
+fn consequences(cx: &SessionContext, id: SessionId, rejection: &Rejection, arg: &[u8], client: IpAddr) -> ReplyAfterCommit {
     tracing::info!(
         session = %id,
         event = "reject",
@@ -95,11 +96,11 @@ fn consequences(cx: &SessionContext, id: SessionId, rejection: &Rejection, arg: 
             None
         }
     };
-    Refusal { reply: rejection.reply.to_string(), committed }
+    ReplyAfterCommit { reply: rejection.reply.to_string(), committed }
 }
 
 /// Runs the classifier and counts what it found.
-fn classify(cx: &SessionContext, input: &Greeting<'_>) -> Classification {
+fn classify(cx: &SessionContext, input: &GreetingFacts<'_>) -> Classification {
     let started = Instant::now();
     let classification = cx.classifier.classify(input);
     let m = &cx.metrics;
@@ -138,7 +139,7 @@ fn observe_note(cx: &SessionContext) -> Option<&'static str> {
 /// Judges a greeting: the blocklist first (a listed name is refused with its entry's reply,
 /// whatever path its bytes took past the kernel) unless the client is `exempt`, then the
 /// classifier. `Some` when refused.
-pub fn greeting(cx: &SessionContext, id: SessionId, arg: &[u8], client: IpAddr, exempt: bool) -> Option<Refusal> {
+pub fn greeting(cx: &SessionContext, id: SessionId, arg: &[u8], client: IpAddr, exempt: bool) -> Option<ReplyAfterCommit> {
     if let Some(reply) = (!exempt).then(|| cx.blocklist.helo_refusal(arg)).flatten() {
         cx.metrics.verdicts.get_or_create(&RuleLabel { rule: "listed_helo".to_owned() }).inc();
         tracing::info!(
@@ -150,9 +151,9 @@ pub fn greeting(cx: &SessionContext, id: SessionId, arg: &[u8], client: IpAddr, 
             mode = observe_note(cx)
         );
         let committed = strike(cx, client, &reply);
-        return Some(Refusal { reply, committed });
+        return Some(ReplyAfterCommit { reply, committed });
     }
-    let classification = classify(cx, &Greeting::new(Verb::Ehlo, arg, client));
+    let classification = classify(cx, &GreetingFacts::new(Verb::Ehlo, arg, client));
     let rejection = classification.verdict.rejection()?;
     let mut refusal = consequences(cx, id, rejection, arg, client);
     if rejection.scope == Scope::Helo && !exempt {
@@ -248,7 +249,7 @@ impl<'a> RelayJudge<'a> {
     }
 
     /// In observe mode a rejection is only logged and counted: the session goes on.
-    fn enforce(&self, refusal: Refusal) -> Option<String> {
+    fn enforce(&self, refusal: ReplyAfterCommit) -> Option<String> {
         (self.cx.config.mode == FilterMode::Enforce).then(|| self.cx.refusal_text(&refusal.durable_blocking()))
     }
 }
@@ -256,7 +257,7 @@ impl<'a> RelayJudge<'a> {
 impl crate::proxy::relay::Judge for RelayJudge<'_> {
     fn rcpt(&mut self, address: &str) -> Option<String> {
         let rcpt = [address];
-        let input = Greeting::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
+        let input = GreetingFacts::new(Verb::Ehlo, &self.arg, self.client).with_rcpt(&rcpt);
         let classification = classify(self.cx, &input);
         let rejection = classification.verdict.rejection()?;
         let refusal = consequences(self.cx, self.id, rejection, &self.arg, self.client);

@@ -26,7 +26,7 @@ pub use self::context::SessionContext;
 use crate::{
     modes::FilterMode,
     proxy::{self, HandOff},
-    registry::Kill,
+    registry::EndSession,
     session_id::SessionId,
     smtp::{
         command::{self, Command},
@@ -82,7 +82,7 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
     let exempt = judge::exempt(cx, peer.ip());
 
     let (r, mut out) = {
-        let (registration, mut kill) = cx.registry.register(peer);
+        let (registration, mut end_order) = cx.registry.register(peer);
         if !exempt {
             if let Some(entry_reply) = judge::listed_source(cx, id, peer.ip()) {
                 if enforce {
@@ -108,7 +108,7 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
         // An idle client holds no read buffer until it sends something: ten thousand idle sessions
         // cost their sockets and tasks, not 40 MB of buffers.
         let first = tokio::select! {
-            killed = &mut kill => FirstBytes::Dropped(killed.unwrap_or(Kill { reply: None }).reply),
+            ended = &mut end_order => FirstBytes::Dropped(ended.unwrap_or(EndSession { reply: None }).reply),
             Ok(()) = shutdown.changed() => FirstBytes::Stop,
             ready = timeout(cx.load.timeout(config.command_timeout()), r.readable()) => match ready {
                 Err(_) => FirstBytes::TimedOut,

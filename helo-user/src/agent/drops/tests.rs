@@ -45,9 +45,9 @@ fn greeting_drop(rig: &InProcess, client: SocketAddr, name: &str) -> Result<Kern
 fn a_dropped_greeting_ends_its_session_with_the_entrys_words_and_counts_for_top() -> Result<()> {
     let rig = rig()?;
     let client: SocketAddr = "198.18.1.2:40000".parse()?;
-    let (_registration, mut killed) = rig.agent.registry.register(client);
+    let (_registration, mut ended) = rig.agent.registry.register(client);
     policy(&rig, false).on_drop(greeting_drop(&rig, client, "rad.internal")?);
-    assert_eq!(killed.try_recv()?.reply.as_deref(), Some(WORDS));
+    assert_eq!(ended.try_recv()?.reply.as_deref(), Some(WORDS));
     assert_eq!(rig.agent.recent.top(5), [("helo".to_owned(), "rad.internal".to_owned(), 1)]);
     Ok(())
 }
@@ -56,16 +56,16 @@ fn a_dropped_greeting_ends_its_session_with_the_entrys_words_and_counts_for_top(
 fn an_unknown_hash_gets_the_default_words_and_silent_gets_none() -> Result<()> {
     let rig = rig()?;
     let client: SocketAddr = "198.18.1.3:40001".parse()?;
-    let (_registration, mut killed) = rig.agent.registry.register(client);
+    let (_registration, mut ended) = rig.agent.registry.register(client);
     let drop = greeting_drop(&rig, client, "listed.before.a.restart")?;
     policy(&rig, false).on_drop(drop);
-    assert_eq!(killed.try_recv()?.reply.as_deref(), Some(KERNEL_DROP_DEFAULT));
+    assert_eq!(ended.try_recv()?.reply.as_deref(), Some(KERNEL_DROP_DEFAULT));
     let Dropped::Greeting { hash } = drop.dropped else { unreachable!() };
     assert_eq!(rig.agent.recent.top(5), [("helo".to_owned(), format!("hash {hash:016x}"), 1)]);
 
-    let (_registration, mut killed) = rig.agent.registry.register(client);
+    let (_registration, mut ended) = rig.agent.registry.register(client);
     policy(&rig, true).on_drop(greeting_drop(&rig, client, "rad.internal")?);
-    assert_eq!(killed.try_recv()?.reply, None);
+    assert_eq!(ended.try_recv()?.reply, None);
     Ok(())
 }
 
@@ -73,10 +73,10 @@ fn an_unknown_hash_gets_the_default_words_and_silent_gets_none() -> Result<()> {
 fn an_observed_drop_is_counted_but_leaves_the_session_alone() -> Result<()> {
     let rig = rig()?;
     let client: SocketAddr = "[2001:2::7]:1025".parse()?;
-    let (_registration, mut killed) = rig.agent.registry.register(client);
+    let (_registration, mut ended) = rig.agent.registry.register(client);
     let drop = KernelDrop { dropped: Dropped::Source, observed: true, ..greeting_drop(&rig, client, "rad.internal")? };
     policy(&rig, false).on_drop(drop);
-    assert!(matches!(killed.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(ended.try_recv(), Err(TryRecvError::Empty)));
     assert_eq!(rig.agent.recent.top(5), [("source".to_owned(), "2001:2::7".to_owned(), 1)]);
     Ok(())
 }
