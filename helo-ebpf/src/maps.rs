@@ -204,13 +204,6 @@ impl EntryRef {
 pub struct FlowRef(*mut FlowState);
 
 impl FlowRef {
-    /// The sequence number the client's first payload byte carries.
-    #[inline(always)]
-    pub fn first_payload_seq(self) -> u32 {
-        // SAFETY: the type's contract.
-        unsafe { (*self.0).first_payload_seq }
-    }
-
     /// The client's segment at the remembered sequence number arrived (its handshake ACK, or its
     /// first payload): the flow is established and a new SYN no longer replaces it.
     #[inline(always)]
@@ -277,14 +270,18 @@ pub fn worth_reporting(flow: Option<FlowRef>, previous_hit: u64, now: u64) -> bo
     }
 }
 
-/// The flow's state, if its slot holds it.
+/// The flow's state, if its slot holds it and `seq` is where its first payload byte goes (the
+/// handshake's ACK and the first payload carry it; no later segment does).
 #[inline(always)]
-pub fn flow(flow: &FlowKey, key: &HashKey) -> Option<FlowRef> {
+pub fn flow_at(flow: &FlowKey, key: &HashKey, seq: u32) -> Option<FlowRef> {
     let slot = FLOWS.get_ptr_mut(flow.slot(key))?;
     // SAFETY: an array map value, valid for this program run. A SYN on another CPU may be
     // rewriting the slot: a torn key matches neither flow (the payload passes, unjudged), and a
-    // key with another flow's sequence number fails the caller's sequence check.
-    unsafe { (*slot).flow.same_as(flow).then_some(FlowRef(&raw mut (*slot).state)) }
+    // key with another flow's sequence number fails the sequence check.
+    unsafe {
+        // The sequence number first: it is one compare, and it rules out every later segment.
+        ((*slot).state.first_payload_seq == seq && (*slot).flow.same_as(flow)).then_some(FlowRef(&raw mut (*slot).state))
+    }
 }
 
 /// A client SYN: remember where its first payload byte will be, unless its slot already holds

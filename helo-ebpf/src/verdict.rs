@@ -65,10 +65,8 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     if seg.tcp.payload_len == 0 {
         // The handshake's ACK carries ISN + 1: from then on the flow is established.
         if seg.tcp.ack {
-            if let Some(f) = seg.flow_key(ctx).and_then(|key| maps::flow(&key, &cfg.key)) {
-                if f.first_payload_seq() == seg.tcp.seq {
-                    f.mark_established();
-                }
+            if let Some(f) = seg.flow_key(ctx).and_then(|key| maps::flow_at(&key, &cfg.key, seg.tcp.seq)) {
+                f.mark_established();
             }
         }
         return pass(Pass::NoPayload);
@@ -86,9 +84,8 @@ pub fn decide(ctx: &XdpContext) -> Decision {
     let Some(key) = seg.flow_key(ctx) else {
         return pass(Pass::Truncated);
     };
-    let flow = match maps::flow(&key, &cfg.key) {
-        Some(f) if f.first_payload_seq() == seg.tcp.seq => f,
-        _ => return pass(Pass::NotFirstPayload),
+    let Some(flow) = maps::flow_at(&key, &cfg.key, seg.tcp.seq) else {
+        return pass(Pass::NotFirstPayload);
     };
     flow.mark_established();
     let fast = match first {
