@@ -59,6 +59,9 @@ struct Case {
     frame: Vec<u8>,
     expect: u32,
     counter: Option<u32>,
+    /// Run with a network (not the frame's) in the source network trie, so that the program
+    /// looks the trie up instead of skipping it as empty.
+    nets_listed: bool,
 }
 
 fn frame_for(arg: &[u8], sport: u16) -> Frame {
@@ -101,6 +104,7 @@ fn main() -> Result<()> {
                 frame: f.build(),
                 expect: XDP_DROP,
                 counter: Some(counter::DROP_HELO),
+                nets_listed: false,
             });
         }
         sport += 1;
@@ -111,6 +115,7 @@ fn main() -> Result<()> {
             frame: f.build(),
             expect: XDP_PASS,
             counter: Some(counter::PASS_NOT_LISTED),
+            nets_listed: false,
         });
         // Where the cost goes: a later segment of the same flow stops after the flow lookup (no
         // payload copy, no scan); a SYN stops after the source lookups and the flow insert.
@@ -121,16 +126,32 @@ fn main() -> Result<()> {
             frame: later.build(),
             expect: XDP_PASS,
             counter: Some(counter::PASS_NOT_FIRST_PAYLOAD),
+            nets_listed: false,
         });
         // The usual later segment: mail data, which does not even start like a greeting.
         let mut data = later.clone();
         data.payload = b"Subject: quarterly figures\r\nFrom: <a@example.org>\r\n".to_vec();
-        cases.push(Case { label: "pass, later segment of mail data".into(), frame: data.build(), expect: XDP_PASS, counter: None });
+        cases.push(Case {
+            label: "pass, later segment of mail data".into(),
+            frame: data.build(),
+            expect: XDP_PASS,
+            counter: None,
+            nets_listed: false,
+        });
         cases.push(Case {
             label: "pass, SYN (flow recorded)".into(),
             frame: f.syn().build(),
             expect: XDP_PASS,
             counter: Some(counter::PASS_NO_PAYLOAD),
+            nets_listed: false,
+        });
+        // The same with the network trie in use (an operator listed a network somewhere).
+        cases.push(Case {
+            label: "pass, SYN, a network listed".into(),
+            frame: f.syn().build(),
+            expect: XDP_PASS,
+            counter: Some(counter::PASS_NO_PAYLOAD),
+            nets_listed: true,
         });
         Ok(cases)
     };
@@ -152,9 +173,15 @@ fn main() -> Result<()> {
             }
             arms.entry("baseline: parse + drop port 25".into()).or_default().push(ns);
             for c in cases.iter().filter(|c| only.as_deref().is_none_or(|o| c.label.contains(o))) {
+                if c.nets_listed {
+                    filter.block_source_net(ELSEWHERE.0, ELSEWHERE.1, entry)?;
+                }
                 let before = filter.maps.counters()?;
                 let (v, ns) = run(filter.program(), &c.frame, repeat)?;
                 let ran = filter.maps.counters()?.since(&before);
+                if c.nets_listed {
+                    filter.unblock_source_net(ELSEWHERE.0, ELSEWHERE.1)?;
+                }
                 if v != c.expect {
                     bail!("arm {:?} returned {v}, expected {}", c.label, c.expect);
                 }
@@ -177,6 +204,9 @@ fn main() -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "repeat": repeat, "rounds": rounds, "arms": report }))?);
     Ok(())
 }
+
+/// A listed network that holds none of the arms' sources.
+const ELSEWHERE: (IpAddr, u8) = (IpAddr::V4(std::net::Ipv4Addr::new(198, 19, 200, 0)), 24);
 
 fn thousands(n: usize) -> String {
     let s = n.to_string();

@@ -46,23 +46,11 @@ pub fn listing(config: &ClassifierConfig, operator: &[AllowEntry]) -> Vec<Allowe
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file(names: &[&str], cidrs: &[&str]) -> ClassifierConfig {
-        let mut c = ClassifierConfig::default();
-        c.allow.names = names.iter().map(|s| s.to_string()).collect();
-        c.allow.cidrs = cidrs.iter().map(|s| s.to_string()).collect();
-        c
-    }
+    use crate::listing::allow::tests::file_and_operator_entries;
 
     #[test]
     fn the_listing_shows_both_origins_and_the_files_spelling_normalised() {
-        let config = file(&["Box.Example."], &["198.18.30.0/24"]);
-        let operator = vec![
-            AllowEntry::parse("box.example", None, 1).unwrap(),
-            AllowEntry::parse("198.18.31.5", None, 2).unwrap(),
-            AllowEntry::parse("198.18.30.0/24", None, 3).unwrap(),
-            AllowEntry::parse("other.example", None, 4).unwrap(),
-        ];
+        let (config, operator) = file_and_operator_entries();
         let shown = listing(&config, &operator);
         assert_eq!(shown.iter().filter(|a| a.origin == AllowOrigin::Config).count(), 2);
         assert_eq!(shown.iter().filter(|a| a.origin == AllowOrigin::Operator).count(), 4);

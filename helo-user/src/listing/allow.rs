@@ -153,7 +153,7 @@ pub fn newly_allowed_names(before: &ClassifierConfig, after: &ClassifierConfig) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -171,6 +171,7 @@ mod tests {
         assert!(AllowEntry::parse("box.example", Some(AllowKind::Net), 0).is_err());
     }
 
+    /// A configuration file allowing `names` and `cidrs`.
     fn file(names: &[&str], cidrs: &[&str]) -> ClassifierConfig {
         let mut c = ClassifierConfig::default();
         c.allow.names = names.iter().map(|s| s.to_string()).collect();
@@ -178,8 +179,9 @@ mod tests {
         c
     }
 
-    #[test]
-    fn the_merge_is_a_union_without_duplicates() {
+    /// The file of the allow tests, and the operator's entries beside it: two of them the file's
+    /// own, spelled otherwise.
+    pub(crate) fn file_and_operator_entries() -> (ClassifierConfig, Vec<AllowEntry>) {
         let config = file(&["Box.Example."], &["198.18.30.0/24"]);
         let operator = vec![
             AllowEntry::parse("box.example", None, 1).unwrap(),
@@ -187,6 +189,12 @@ mod tests {
             AllowEntry::parse("198.18.30.0/24", None, 3).unwrap(),
             AllowEntry::parse("other.example", None, 4).unwrap(),
         ];
+        (config, operator)
+    }
+
+    #[test]
+    fn the_merge_is_a_union_without_duplicates() {
+        let (config, operator) = file_and_operator_entries();
         assert!(operator[0].in_config(&config) && operator[2].in_config(&config) && !operator[1].in_config(&config));
         let m = merged(&config, &operator);
         assert_eq!(m.allow.names, vec!["Box.Example.".to_string(), "other.example".into()]);
