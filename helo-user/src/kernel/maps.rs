@@ -43,9 +43,13 @@ impl KernelMaps {
         // Pinned maps reused from a running filter already carry the key.
         let hash_key = config.get(&0, 0).map(|c| c.key).unwrap_or_default();
         // The blocklist maps keep the network trie's flag: a second handle on the same map.
-        let config_id = aya::maps::IterableMap::map(&config).info().context("reading the configuration map's id")?.id();
+        // (A duplicate of its descriptor: opening it again by id would need CAP_SYS_ADMIN, which
+        // the service unit does not grant.)
+        let config_fd = std::os::fd::AsFd::as_fd(aya::maps::IterableMap::map(&config).fd())
+            .try_clone_to_owned()
+            .context("duplicating the configuration map's descriptor")?;
         let blocks_config =
-            Array::try_from(aya::maps::Map::Array(MapData::from_id(config_id).context("opening the configuration map again")?))?;
+            Array::try_from(aya::maps::Map::Array(MapData::from_fd(config_fd).context("opening the configuration map again")?))?;
         Ok(Self {
             config,
             ports: take(ebpf, names::PORTS)?,
