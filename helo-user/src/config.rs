@@ -1,5 +1,5 @@
 //! The agent's configuration: a TOML file and command-line flags with the same keys. Flags win.
-//! Each option is one row of the [`options!`] table below: its key, flag, default and help
+//! Each option is one row of the `options!` table below: its key, flag, default and help
 //! (`declare.rs` turns the table into [`Config`], its defaults, the flag structs and their merge).
 //!
 //! Everything is checked here, before anything is loaded or bound, so a mistake costs one clear

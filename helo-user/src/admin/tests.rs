@@ -59,11 +59,19 @@ impl Admin {
                     break;
                 }
                 let mut reply = String::new();
-                if reader.read_line(&mut reply)? == 0 {
-                    out.push(String::new());
-                    break;
+                match reader.read_line(&mut reply) {
+                    // Closed; a reset when the server closed with bytes of ours unread (the rest
+                    // of a refused line), which a request written before the close can meet too.
+                    Ok(0) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                    Ok(_) => {
+                        out.push(reply);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                out.push(reply);
+                out.push(String::new());
+                break;
             }
             Ok(out)
         })

@@ -6,7 +6,7 @@
 //!   entry's own reply text (the kernel only knows the hash).
 //!
 //! Operator changes (admin socket, fleet, expiry) go to the store first, then the kernel. The
-//! agent's own listings go to the kernel first and reach the store through [`group_commit`], many
+//! agent's own listings go to the kernel first and reach the store through `group_commit.rs`, many
 //! per transaction. Either way nothing is acknowledged before it is on disk.
 
 mod enforce;

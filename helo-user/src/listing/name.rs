@@ -5,7 +5,7 @@
 //! screen carry text, so a name is kept in an escaped form: printable ASCII stands for itself,
 //! a backslash is `\\`, and every other byte is `\xNN` (two lower-case hex digits). The escape is
 //! lossless and canonical (one spelling per byte string), so the stored key of a name is unique
-//! and the hash of [`bytes`] is exactly the kernel's. Operators write the same escape in
+//! and the hash of [`bytes()`] is exactly the kernel's. Operators write the same escape in
 //! `blocklist del/get/add`.
 
 use anyhow::{bail, Context, Result};

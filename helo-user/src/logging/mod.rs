@@ -10,7 +10,7 @@
 //! - `debug`: details behind those decisions.
 //!
 //! What a client sends never raises a line above `info`, and the client's own bytes are quoted in
-//! a bounded number of lines a minute ([`client_text`]).
+//! a bounded number of lines a minute ([`client_lines`]).
 //!
 //! `--log-level` (or, without it, `RUST_LOG`) takes `tracing` filter directives: `debug`, or
 //! `info,helo_user::fleet=debug`.

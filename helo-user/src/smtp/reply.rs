@@ -47,7 +47,7 @@ pub fn text_of(reply: &str) -> &str {
 /// `text` with the operator's footer as its last lines, as Postfix's `smtpd_reject_footer` does:
 /// one multiline reply (`550-5.7.1 Bogus HELO`, then `550 5.7.1 <footer>`), every line with the
 /// reply's code and enhanced status code (RFC 5321 4.2.1, RFC 2034). A `\n` in the footer starts
-/// another line. The lines are joined with CRLF; [`line`] adds the last one. A text without a
+/// another line. The lines are joined with CRLF; [`line()`] adds the last one. A text without a
 /// reply code is returned as it is.
 pub fn with_footer(text: &str, footer: Option<&str>) -> String {
     let Some(footer) = footer.filter(|f| !f.trim().is_empty()) else { return text.to_owned() };
