@@ -16,7 +16,7 @@ use super::{
     server,
 };
 use crate::{
-    agent::in_process::{self, nowhere, InProcess},
+    agent_state::in_process::{self, nowhere, InProcess},
     allow::AllowKind,
     kernel::BlockTables,
     listing::{Entry, Kind, Origin, Target},

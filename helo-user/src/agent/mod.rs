@@ -9,12 +9,9 @@
 //! - `jobs.rs`: what runs beside the sessions (drop events, metrics, expiry, reconcile, admin);
 //! - `drops.rs`: what a drop the kernel reports means to the agent (answer and end the session,
 //!   count it for `top`, record a ladder listing);
-//! - `start_undo.rs`: a failed start leaves the box as it found it;
-//! - `in_process.rs` (tests only): a whole agent over the in-memory kernel, without root.
+//! - `start_undo.rs`: a failed start leaves the box as it found it.
 
 mod drops;
-#[cfg(test)]
-pub(crate) mod in_process;
 mod jobs;
 mod start;
 mod start_undo;

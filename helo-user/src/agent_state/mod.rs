@@ -4,13 +4,15 @@
 //! reload), and the narrower [`SessionContext`] it builds once for the sessions.
 //!
 //! It sits below everything that uses it and imports none of them: [`crate::agent`] composes the
-//! agent (start-up, jobs) from above, over the loaded program, and `agent/in_process.rs` over the
-//! in-memory kernel.
+//! agent (start-up, jobs) from above, over the loaded program; `in_process.rs` (tests only) builds a
+//! whole agent over the in-memory kernel, without root, for the unit tests of the parts above.
 //!
 //! - [`in_force`]: the configuration and the operator's allow entries in force, and how to read
 //!   the file again.
 
 pub mod in_force;
+#[cfg(test)]
+pub(crate) mod in_process;
 
 use std::sync::{Arc, Mutex, RwLock};
 

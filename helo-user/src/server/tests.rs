@@ -11,7 +11,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::agent::in_process::{self, nowhere, InProcess};
+use crate::agent_state::in_process::{self, nowhere, InProcess};
 
 use super::reserve;
 

@@ -12,7 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    agent::in_process::{self, nowhere, InProcess},
+    agent_state::in_process::{self, nowhere, InProcess},
     blocklist::kernel_side::helo_hash,
     kernel::{BlockTables, Kernel},
     listing::{Kind, Origin},

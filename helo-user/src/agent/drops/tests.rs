@@ -1,4 +1,4 @@
-//! The drop policy over a whole agent in process ([`super::super::in_process`]): the in-memory
+//! The drop policy over a whole agent in process (`agent_state/in_process.rs`): the in-memory
 //! kernel, a real store, the real registry and blocklist; the drops are the typed events the
 //! kernel's ring is read into.
 
@@ -9,7 +9,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 
 use super::DropPolicy;
 use crate::{
-    agent::in_process::{self, InProcess},
+    agent_state::in_process::{self, InProcess},
     blocklist::kernel_side::helo_hash,
     kernel::events::{Dropped, KernelDrop},
     listing::{Origin, Target},

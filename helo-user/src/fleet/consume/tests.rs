@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::{apply_batch, handle, load_entry, start_at, StartAt, StreamMessage, EPOCH, LAST_ID};
 use crate::{
-    agent::in_process::{self, nowhere, InProcess},
+    agent_state::in_process::{self, nowhere, InProcess},
     blocklist::kernel_side,
     fleet::wire::Message,
     listing::{clock::unix_now, Entry, Kind, Origin, Target},
