@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use super::{
     addr::net_key,
-    flags::{set_config_flag, ConfigMap},
+    flags::{set_config_flag, trie_is_empty, ConfigMap},
     map_remove::remove_if_present,
 };
 
@@ -20,10 +20,6 @@ pub type Trie = LpmTrie<MapData, [u8; 16], u8>;
 fn key(net: IpNet) -> Key<[u8; 16]> {
     let (len, addr) = net_key(net.addr(), net.prefix_len());
     Key::new(len, addr)
-}
-
-pub fn is_empty(trie: &Trie) -> bool {
-    trie.keys().next().is_none()
 }
 
 /// Puts `net` in the trie.
@@ -36,7 +32,7 @@ pub fn insert(trie: &mut Trie, config: &mut ConfigMap, net: IpNet) -> Result<()>
 /// Takes `net` out of the trie; `false` if it was not there.
 pub fn remove(trie: &mut Trie, config: &mut ConfigMap, net: IpNet) -> Result<bool> {
     let removed = remove_if_present(trie.remove(&key(net)))?;
-    set_config_flag(config, config_flags::ALLOW_EMPTY, is_empty(trie))?;
+    set_config_flag(config, config_flags::ALLOW_EMPTY, trie_is_empty(trie))?;
     Ok(removed)
 }
 

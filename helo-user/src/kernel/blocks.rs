@@ -13,7 +13,7 @@ use helo_common::maps::{config_flags, names, AddrKey, BlockEntry};
 
 use super::{
     addr::{addr_key, net_key, NetKey},
-    flags::{set_config_flag, ConfigMap},
+    flags::{set_config_flag, trie_is_empty, ConfigMap},
     map_remove::remove_if_present,
     tables::{BlockTables, Removed},
 };
@@ -49,14 +49,9 @@ impl BlockMaps {
         }))
     }
 
-    pub fn nets_empty(&self) -> bool {
-        self.nets.keys().next().is_none()
-    }
-
     /// Sets the network trie's flag from what the trie holds now, after a removal.
     fn flag_nets(&mut self) -> Result<()> {
-        let empty = self.nets_empty();
-        set_config_flag(&mut self.config, config_flags::SOURCE_NETS_EMPTY, empty)
+        set_config_flag(&mut self.config, config_flags::SOURCE_NETS_EMPTY, trie_is_empty(&self.nets))
     }
 }
 

@@ -7,7 +7,10 @@
 //! would lose a verdict, which the order of the writes rules out.
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, MapData};
+use aya::{
+    maps::{Array, LpmTrie, MapData},
+    Pod,
+};
 use helo_common::maps::{config_flags, Config};
 
 /// The program's configuration (`HELO_CONFIG`, one entry).
@@ -22,6 +25,11 @@ pub fn set_config_flag(config: &mut ConfigMap, flag: u32, on: bool) -> Result<()
         config.set(0, c, 0).context("writing the program's configuration")?;
     }
     Ok(())
+}
+
+/// Whether `trie` holds no entry (the first key of a walk: one syscall).
+pub fn trie_is_empty<V: Pod>(trie: &LpmTrie<MapData, [u8; 16], V>) -> bool {
+    trie.keys().next().is_none()
 }
 
 /// The bits of [`config_flags`] that hold for tries whose emptiness is given.

@@ -13,6 +13,7 @@ use super::{
     addr::{addr_key, net_key, NetKey},
     blocks::BlockMaps,
     counters::Counters,
+    flags::trie_is_empty,
     map_remove::remove_if_present,
 };
 
@@ -94,7 +95,7 @@ impl KernelMaps {
     /// The [`config_flags`] bits that hold now: whether the allow trie and the network trie are
     /// empty.
     pub fn empty_flags(&self) -> u32 {
-        super::flags::empty_flags(super::allow_trie::is_empty(&self.allow), self.blocks.nets_empty())
+        super::flags::empty_flags(trie_is_empty(&self.allow), trie_is_empty(&self.blocks.nets))
     }
 
     fn set_config_flag(&mut self, flag: u32, on: bool) -> Result<()> {
@@ -119,7 +120,7 @@ impl KernelMaps {
         for k in stale {
             removed += remove_if_present(self.allow.remove(&k))? as usize;
         }
-        self.set_config_flag(config_flags::ALLOW_EMPTY, self.empty_flags() & config_flags::ALLOW_EMPTY != 0)?;
+        self.set_config_flag(config_flags::ALLOW_EMPTY, trie_is_empty(&self.allow))?;
         Ok(removed)
     }
 
