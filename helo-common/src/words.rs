@@ -162,7 +162,7 @@ impl WordScan {
         };
         let ends = arg_ends(w);
         let lowest = ends & ends.wrapping_neg();
-        let end_at = (lowest.trailing_zeros() / 8) as usize;
+        let end_at = byte_index(lowest);
         if lowest == 0 || end_at >= remaining {
             if self.has_held != 0 {
                 self.hasher.write_word(self.held);
@@ -227,6 +227,15 @@ fn finish(mut hasher: SipHasher24, held: Option<u64>, last: u64, end_at: usize, 
     hasher.finish_words(tail, len as u32)
 }
 
+/// Which byte `lowest` marks, when it is the high bit of one byte (`0x80 << 8k`, as `arg_ends`
+/// leaves it once isolated): `k`, in 0..8. One multiply moves the constant's byte `7 - k`, which
+/// is `k`, to the top. `trailing_zeros() / 8` says the same, but BPF has no instruction for it,
+/// and LLVM turns it into a multiply and a table lookup in read-only map memory.
+#[inline(always)]
+const fn byte_index(lowest: u64) -> usize {
+    ((lowest >> 7).wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
+}
+
 /// A mask of the `n` low bytes (`n` in 0..8).
 #[inline(always)]
 const fn low_bytes(n: usize) -> u64 {
@@ -234,5 +243,19 @@ const fn low_bytes(n: usize) -> u64 {
         0
     } else {
         u64::MAX >> (8 * (8 - n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_index_is_the_marked_byte() {
+        for k in 0..8 {
+            let lowest = 0x80u64 << (8 * k);
+            assert_eq!(byte_index(lowest), k);
+            assert_eq!(byte_index(lowest), (lowest.trailing_zeros() / 8) as usize);
+        }
     }
 }
