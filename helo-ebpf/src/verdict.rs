@@ -130,9 +130,13 @@ struct FastScan {
 /// The greeting read eight bytes per step in place ([`helo_common::words`]), or
 /// [`ScanResult::SLOW`] for a shape it leaves to the byte scanner.
 ///
-/// Each word is one `bpf_loop` iteration (the kernel inlines the loop), with the state in the
-/// per-CPU scratch value: the verifier checks one step once, as for the byte scanner, instead of
-/// every word, and then every way out of the word loop through the rest of the program.
+/// The first [`WORDS_PER_STEP`] words are read inline: most names end there (`rad.internal`
+/// takes two words, a 30-byte name four), and the callback's call and return cost about 6 ns
+/// per greeting. Longer arguments go on in a `bpf_loop` (the kernel inlines the loop), one
+/// callback per [`WORDS_PER_STEP`] words, with the state in the per-CPU scratch value: the
+/// verifier checks those steps once, as for the byte scanner, instead of every word, and then
+/// every way out of the word loop through the rest of the program. (The inline group raised the
+/// verifier's count from about 158,000 to 271,000 instructions processed, of its 1,000,000.)
 #[inline(always)]
 fn scan_fast(ctx: &XdpContext, seg: &Segment, cfg: &Config, first: u64) -> ScanResult {
     let words = match WordScan::begin(first, seg.tcp.payload_len, &cfg.key) {
@@ -151,6 +155,9 @@ fn scan_fast(ctx: &XdpContext, seg: &Segment, cfg: &Config, first: u64) -> ScanR
         (*scratch).payload_offset = seg.payload_offset as u32;
         (*scratch).len = seg.tcp.payload_len as u32;
         (*scratch).result = ScanResult::SLOW;
+        if word_steps(&raw mut fast, scratch) != 0 {
+            return (*scratch).result;
+        }
         bpf_loop(
             MAX_STEPS.div_ceil(WORDS_PER_STEP) as u32,
             word_step as *mut core::ffi::c_void,
@@ -161,17 +168,28 @@ fn scan_fast(ctx: &XdpContext, seg: &Segment, cfg: &Config, first: u64) -> ScanR
     }
 }
 
-/// One fast-path iteration: up to [`WORDS_PER_STEP`] argument words. Returns 1 (stop) once the
-/// result is known.
+/// One `bpf_loop` iteration of the fast path: [`word_steps`].
 #[inline(never)]
 extern "C" fn word_step(_index: u64, arg: *mut core::ffi::c_void) -> i64 {
     let Some(scratch) = maps::scratch() else {
         return 1;
     };
-    // SAFETY: `arg` is the `FastScan` on `scan_fast`'s stack, alive for the whole call; its
-    // context pointer is this program run's. The scratch value as in `scan_fast`.
+    // SAFETY: `arg` is the `FastScan` on `scan_fast`'s stack, alive for the whole call; the
+    // scratch value is this CPU's alone for the whole program run.
+    unsafe { word_steps(arg as *mut FastScan, scratch) }
+}
+
+/// Up to [`WORDS_PER_STEP`] argument words. Returns 1 (stop) once the result is known, with the
+/// result in the scratch value.
+///
+/// # Safety
+/// `fast` points to a live `FastScan` whose context pointer is this program run's, and `scratch`
+/// to this CPU's scratch value, set up by [`scan_fast`], which nothing else touches meanwhile.
+#[inline(always)]
+unsafe fn word_steps(fast: *mut FastScan, scratch: *mut maps::Scratch) -> i64 {
+    // SAFETY: the caller's contract.
     unsafe {
-        let xdp = (*(arg as *mut FastScan)).xdp;
+        let xdp = (*fast).xdp;
         let (data, data_end) = ((*xdp).data as usize, (*xdp).data_end as usize);
         let (offset, len) = ((*scratch).payload_offset as usize, (*scratch).len as usize);
         for _ in 0..WORDS_PER_STEP {

@@ -189,6 +189,11 @@ const BLOCKED_NAMES: &[&[u8]] = &[
     b"abcdefghijklmno",
     b"abcdefghijklmnop",
     b"abcdefghijklmnopq",
+    // The first four words are read inline, later ones in the program's bpf_loop: the end, and
+    // a dropped dot, on either side of that edge.
+    b"abcdefghijklmnopqrstuvwxyz01234",
+    b"abcdefghijklmnopqrstuvwxyz012345",
+    b"abcdefghijklmnopqrstuvwxyz0123456",
 ];
 
 /// Payload lengths of 8 or more whose argument has no end: a frame trailer after them (Ethernet
@@ -251,7 +256,18 @@ fn payloads() -> Vec<Vec<u8>> {
         [b"EHLO ".as_slice(), &long_name(255), b".\r\n"].concat(),
         [b"EHLO ".as_slice(), &long_name(254), b".\r\n"].concat(),
     ]);
-    for name in [b"abcdefg".as_slice(), b"abcdefgh", b"abcdefghi", b"abcdefghijklmno", b"abcdefghijklmnop", b"abcdefghijklmnopq"] {
+    let word_edges = [
+        b"abcdefg".as_slice(),
+        b"abcdefgh",
+        b"abcdefghi",
+        b"abcdefghijklmno",
+        b"abcdefghijklmnop",
+        b"abcdefghijklmnopq",
+        b"abcdefghijklmnopqrstuvwxyz01234",
+        b"abcdefghijklmnopqrstuvwxyz012345",
+        b"abcdefghijklmnopqrstuvwxyz0123456",
+    ];
+    for name in word_edges {
         let upper = name.to_ascii_uppercase();
         p.push([b"EHLO ".as_slice(), name, b"\r\n"].concat());
         p.push([b"helo ".as_slice(), &upper, b".\n"].concat());
