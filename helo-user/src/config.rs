@@ -188,7 +188,7 @@ options! {
     /// Attach no XDP program: classify, reply and keep the blocklist in user space only.
     #[arg(long, conflicts_with_all = ["iface", "xdp_mode"])]
     run no_xdp: bool = false, flag: bool;
-    /// Address to accept SMTP on (repeat for several) [default: 0.0.0.0:25 and [::]:25].
+    /// Address to accept SMTP on (repeat for several) [default: `0.0.0.0:25` and `[::]:25`].
     #[arg(long)]
     run listen: Vec<SocketAddr> = vec!["0.0.0.0:25".parse().unwrap(), "[::]:25".parse().unwrap()], flag: Vec<SocketAddr>;
     /// The MTA sessions are handed to (it must accept PROXY protocol v2) [default: 127.0.0.1:10025].
@@ -285,7 +285,7 @@ options! {
     #[serde(deserialize_with = "crate::duration::seconds")]
     #[arg(long, value_parser = crate::duration::parse_seconds)]
     run reconcile_interval_s: u64 = 300, flag: Option<u64>;
-    /// Share the blocklist through Redis: redis://[user@]host:port/db (rediss:// for TLS). Put the
+    /// Share the blocklist through Redis: `redis://[user@]host:port/db` (`rediss://` for TLS). Put the
     /// password in --fleet-password-file, not here: a command line is readable by every local user.
     #[arg(long)]
     run fleet: Option<String> = None, flag: Option<String>;
