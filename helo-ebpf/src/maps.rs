@@ -13,7 +13,7 @@ use helo_common::{
         counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowSlot, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
         DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS, SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
     },
-    words::WordScan,
+    words::{WordScan, Words},
     GreetingScanner, HashKey, Scan, PAYLOAD_WINDOW,
 };
 
@@ -107,6 +107,15 @@ impl ScanResult {
             Scan::NotGreeting => Self { kind: Self::NOT_GREETING, hash: 0 },
             Scan::ArgTooLong => Self { kind: Self::ARG_TOO_LONG, hash: 0 },
             Scan::Truncated => Self::TRUNCATED,
+        }
+    }
+
+    /// The fast path's answer: its [`Scan`], or [`Self::SLOW`].
+    #[inline(always)]
+    pub fn from_words(words: Words) -> Self {
+        match words {
+            Words::Done(scan) => Self::from_scan(scan),
+            Words::Slow => Self::SLOW,
         }
     }
 
