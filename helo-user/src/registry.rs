@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 pub struct EndSession {
     /// `None`: close without a word.
     pub reply: Option<String>,
+    /// The flow's server end as the kernel saw it, so the session can release the flow without
+    /// asking its socket (a `getsockname` per dropped session).
+    pub server: SocketAddr,
 }
 
 #[derive(Default)]
@@ -83,7 +86,7 @@ mod tests {
         let (_new, mut new_end) = registry.register(addr);
         drop(old);
         assert!(new_end.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Empty), "the newer session's channel closed");
-        assert!(registry.end_session(addr, EndSession { reply: Some("550 x".into()) }));
+        assert!(registry.end_session(addr, EndSession { reply: Some("550 x".into()), server: "198.18.0.2:25".parse().unwrap() }));
         assert_eq!(new_end.try_recv().unwrap().reply.as_deref(), Some("550 x"));
     }
 }
