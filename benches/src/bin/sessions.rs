@@ -380,7 +380,10 @@ mod reject {
         let mut own: Vec<Samples> = arms.iter().map(|_| Samples::default()).collect();
         let mut source: Vec<Samples> = arms.iter().map(|_| Samples::default()).collect();
         for round in 0..rounds {
-            for (i, arm) in arms.iter().enumerate() {
+            // Every other round in reverse: no arm always runs right after the same one.
+            let order: Vec<usize> = if round % 2 == 0 { (0..arms.len()).collect() } else { (0..arms.len()).rev().collect() };
+            for i in order {
+                let arm = &arms[i];
                 let drops_before = arm.dropped_by.map(|id| kernel_state::counters(id).map(|c| c.get(counter::DROP_HELO))).transpose()?;
                 let (rate, per_cpu) = measure(arm, || own_client(&client, arm))?;
                 if let (Some(id), Some(before)) = (arm.dropped_by, drops_before) {
