@@ -128,11 +128,8 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
                 // The client's greeting never reaches us: it reads our reply to its EHLO, falls
                 // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
                 // the second copy as the reply to that. Then it knows why.
-                if let Some(text) = text.map(|t| cx.refusal_text(&t)) {
-                    let twice = [reply::line(&text), reply::line(&text)].concat();
-                    let _ = reply::write_within(&mut out, &twice, write).await;
-                }
-                let _ = out.shutdown().await;
+                let twice = text.map(|t| cx.refusal_text(&t)).map(|t| [reply::line(&t), reply::line(&t)].concat());
+                let _ = reply::send_last(&mut out, twice.as_deref().unwrap_or_default(), write).await;
                 // Then let its retransmitted greeting in and read what it still sends (the HELO,
                 // its QUIT) to its FIN: both sides close cleanly, instead of the client
                 // retransmitting into a window that never opens, for minutes, and the edge
