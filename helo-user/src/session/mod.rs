@@ -123,24 +123,8 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
         };
         match first {
             FirstBytes::Arrived => {}
-            FirstBytes::Dropped(text, server) => {
-                tracing::info!(session = %id, event = "kernel-drop", client = %peer);
-                // The client's greeting never reaches us: it reads our reply to its EHLO, falls
-                // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
-                // the second copy as the reply to that. Then it knows why.
-                let twice = text.map(|t| cx.refusal_text(&t)).map(|t| [reply::line(&t), reply::line(&t)].concat());
-                let _ = reply::send_last(&mut out, twice.as_deref().unwrap_or_default(), write).await;
-                // Then let its retransmitted greeting in and read what it still sends (the HELO,
-                // its QUIT) to its FIN: both sides close cleanly, instead of the client
-                // retransmitting into a window that never opens, for minutes, and the edge
-                // holding an orphan. Only this flow, only after it was answered: an attacker
-                // gains nothing it could not send on its own connection anyway.
-                if let Some(local) = server.or_else(|| out.local_addr().ok()) {
-                    judge::release_flow(cx, peer, local);
-                }
-                drain(r, config.linger().within.min(DRAIN)).await;
-                return;
-            }
+            // Boxed: an idle session (most of them, waiting here) should not carry its state.
+            FirstBytes::Dropped(text, server) => return Box::pin(answer_kernel_drop(cx, id, peer, server, text, r, out)).await,
             FirstBytes::Stop => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
             FirstBytes::TimedOut => return close(&mut out, Some(reply::TIMEOUT), write).await,
             FirstBytes::Gone => return,
@@ -224,6 +208,34 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
     // greeting) should not carry it.
     let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &cx.load, shutdown)).await;
     judge::record_hand_off(cx, id, end);
+}
+
+/// Answers a session whose first bytes the kernel dropped (`text`: the entry's reply, or nothing
+/// to say) and ends it. `server`: our end of the flow, from the drop event.
+async fn answer_kernel_drop(
+    cx: &SessionContext,
+    id: SessionId,
+    peer: SocketAddr,
+    server: Option<SocketAddr>,
+    text: Option<String>,
+    r: tokio::net::tcp::OwnedReadHalf,
+    mut out: OwnedWriteHalf,
+) {
+    let write = Duration::from_secs(cx.config.timeouts.write_s);
+    tracing::info!(session = %id, event = "kernel-drop", client = %peer);
+    // The client's greeting never reaches us: it reads our reply to its EHLO, falls back to HELO
+    // (which cannot reach us either, behind the dropped bytes) and reads the second copy as the
+    // reply to that. Then it knows why.
+    let twice = text.map(|t| cx.refusal_text(&t)).map(|t| [reply::line(&t), reply::line(&t)].concat());
+    let _ = reply::send_last(&mut out, twice.as_deref().unwrap_or_default(), write).await;
+    // Then let its retransmitted greeting in and read what it still sends (the HELO, its QUIT)
+    // to its FIN: both sides close cleanly, instead of the client retransmitting into a window
+    // that never opens, for minutes, and the edge holding an orphan. Only this flow, only after
+    // it was answered: an attacker gains nothing it could not send on its own connection anyway.
+    if let Some(local) = server.or_else(|| out.local_addr().ok()) {
+        judge::release_flow(cx, peer, local);
+    }
+    drain(r, cx.config.linger().within.min(DRAIN)).await;
 }
 
 /// How long a kernel-dropped client is read after its answer, for its retransmitted greeting
