@@ -10,7 +10,9 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -98,27 +100,47 @@ struct Caps {
     per_source: Arc<PerSource>,
 }
 
+/// A task that runs beside the sessions of the first session thread, for as long as they do.
+pub type Beside = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Runs until `shutdown` flips to true, then waits for open sessions up to the grace period.
 /// With more than one session thread, `listeners` go to the first and each other thread binds
 /// its own socket to the same addresses (they were reserved with `shared`).
-pub async fn serve(cx: Arc<SessionContext>, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) -> Result<()> {
+///
+/// `beside` runs on the first session thread: the agent's reader of the kernel's drop events,
+/// which wakes the session of each dropped flow. There it needs no thread of its own to wake,
+/// its events often arrive while the thread is up for its sessions anyway, and a session of
+/// that thread is woken without a hop between threads.
+pub async fn serve(
+    cx: Arc<SessionContext>,
+    listeners: Vec<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+    beside: Option<Beside>,
+) -> Result<()> {
     let caps = Caps { sessions: Arc::new(Semaphore::new(cx.config.max_sessions)), per_source: Arc::default() };
     let threads = cx.config.session_threads();
     if threads <= 1 {
         // On the caller's runtime: the in-process tests drive it with paused time.
-        return serve_thread(cx, listeners, shutdown, caps).await;
+        let beside = beside.map(tokio::spawn);
+        let result = serve_thread(cx, listeners, shutdown, caps).await;
+        beside.inspect(|task| task.abort());
+        return result;
     }
+    let mut beside = beside;
     let addrs = listeners.iter().map(|l| l.local_addr()).collect::<std::io::Result<Vec<_>>>()?;
     let mut first = Some(listeners.into_iter().map(|l| l.into_std()).collect::<std::io::Result<Vec<_>>>()?);
     let mut done = Vec::with_capacity(threads);
     for i in 0..threads {
         let (tx, rx) = oneshot::channel();
-        let (cx, caps, shutdown, addrs, given) = (Arc::clone(&cx), caps.clone(), shutdown.clone(), addrs.clone(), first.take());
+        let (cx, caps, shutdown, addrs, given, beside) =
+            (Arc::clone(&cx), caps.clone(), shutdown.clone(), addrs.clone(), first.take(), beside.take());
         std::thread::Builder::new().name(format!("helo-sessions-{i}")).spawn(move || {
             crate::logging::batch::batch_this_thread();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(crate::logging::batch::flush).build();
             let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
                 rt.block_on(async move {
+                    // Ends with this runtime, when the thread's sessions have.
+                    let _beside = beside.map(tokio::spawn);
                     let listeners = match given {
                         Some(std) => std.into_iter().map(TcpListener::from_std).collect::<std::io::Result<Vec<_>>>()?,
                         None => match addrs.iter().map(|a| Ok(reserve(*a, true)?.listen(1024)?)).collect::<Result<Vec<_>>>() {

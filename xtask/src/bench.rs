@@ -160,6 +160,9 @@ fn run_parts(root: &Path, parts: &[Part], reuse: bool) -> Result<()> {
     let mut failed = Vec::new();
     for &part in parts {
         let text = part.render(root, reuse, &mut failed);
+        // A part's text may open with a blank line (to follow the section before it in a whole
+        // run); here the old text before it keeps its own, and each rerun would add one more.
+        let text = text.trim_start_matches('\n');
         let start = old.find(part.heading()).with_context(|| format!("BENCHMARKS.md has no {:?} section", part.heading()))?;
         let end = old[start..]
             .match_indices("\n## ")
@@ -560,7 +563,7 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
     writeln!(
         md,
         "`sessions reject`: {} sessions per arm and round, {} at a time, each `HELO {}` and its reply; \
-         {} interleaved rounds. Each server runs in its own namespace, and its CPU is read from a \
+         {} interleaved rounds (every other one in reverse order). Each server runs in its own namespace, and its CPU is read from a \
          cpuacct cgroup holding every process there (Postfix's forked smtpd, cleanup and the rest \
          included). Every session must be answered with the arm's rejection, or the run fails. \
          smtp-source (with -A) drives smtp-sink and Postfix; it treats a server that closes after \
@@ -568,8 +571,8 @@ fn render_sessions(s: &Value, flood_plot: &str) -> Result<String> {
          own client, which makes the same sessions; it drives the other two as well, for a like-for-like \
          comparison. The agent runs with `--no-xdp`, so every session is judged in user space. The \
          kernel-dropped arm is the repeat of a listed name: XDP drops the greeting, the agent answers \
-         the flow from its drop event (the reply twice, then the flow released so the client's \
-         retransmission and FIN are taken in); the veth's receive work, the XDP program's included, \
+         the flow from its drop event (the reply twice, in one segment with the FIN, then the flow \
+         released so the client's retransmission and FIN are taken in); the veth's receive work, the XDP program's included, \
          is charged to the sending client in every arm alike.\n",
         reject["sessions"],
         reject["parallel"],

@@ -13,7 +13,13 @@
 //! arm's own dropper, and the idle sessions must all hold a socket in the agent.
 //!
 //! `sessions [reject|flood|memory]...` runs only those parts (default: all). For digging into one
-//! arm: `HELO_BENCH_FLOOD_ARM=<start of its label>` runs only that flood arm, and
+//! arm: `HELO_BENCH_FLOOD_ARM=<start of its label>` runs only that flood arm,
+//! `HELO_BENCH_REJECT_ARM=<starts of labels, comma-separated>` only those reject arms (`smtp-sink`
+//! the floor, `helo` the user-space agent, `kernel` the kernel-dropped repeat), `HELO_BENCH_REJECT_ROUNDS=<n>` that many reject rounds (a
+//! long run to attach strace or perf to: the agents' pids are printed),
+//! `HELO_BENCH_AGENT_BASELINE=<path of another helo binary>` adds both agent arms again, run by
+//! that binary, interleaved with the others (a change measured against the build before it, in
+//! one run), and
 //! `HELO_BENCH_AGENT_LOG=debug` sets the agent's log level (default `info`, as in production).
 
 use std::{
@@ -35,7 +41,7 @@ use helo_benches::{
 };
 use helo_common::maps::counter;
 use helo_testbed::{
-    agent::{binary, AgentProcess},
+    agent::{binary, AgentProcess, Launch},
     frames::{Frame, TCP_SYN},
     inject::Injector,
     kernel_state,
@@ -104,13 +110,24 @@ struct Agent {
 impl Agent {
     /// `xdp: false` runs with `--no-xdp`.
     fn start(ns: &Netns, end: &Endpoint, xdp: bool, extra: &[&str]) -> Result<Self> {
+        Self::start_binary(ns, end, xdp, extra, None)
+    }
+
+    /// [`Agent::start`] with another build of the agent than the one beside this benchmark.
+    fn start_binary(ns: &Netns, end: &Endpoint, xdp: bool, extra: &[&str], binary: Option<&str>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let pins = BpfFs::mount(dir.path().join("bpffs"))?;
         let listen: SocketAddr = format!("{}:25", end.v4).parse()?;
         let mut args = agent_args(end, dir.path(), xdp);
         args.extend(extra.iter().map(|s| s.to_string()));
         let level = std::env::var("HELO_BENCH_AGENT_LOG").unwrap_or_else(|_| "info".into());
-        let process = AgentProcess::start_logging(ns, &args, listen, dir.path().join("agent.log"), &level)?;
+        // The test bed starts its own build of the agent; a wrapper that drops that path runs
+        // another instead.
+        let launch = Launch {
+            wrapper: binary.map_or(vec![], |b| vec!["sh".into(), "-c".into(), format!("shift; exec '{b}' \"$@\""), "sh".into()]),
+            ..Default::default()
+        };
+        let process = AgentProcess::start_with(ns, &args, listen, dir.path().join("agent.log"), &level, &launch)?;
         Ok(Self { process, _pins: pins, dir })
     }
 
@@ -280,7 +297,19 @@ mod reject {
         let dropper = Agent::start(&drop_ns, &drop_end, true, &one_source)?;
         dropper.blocklist_add(BOGUS)?;
 
-        let arms = vec![
+        // The same two agents again, another build of them (HELO_BENCH_AGENT_BASELINE).
+        let baseline_binary = std::env::var("HELO_BENCH_AGENT_BASELINE").ok();
+        let mut baseline = None;
+        if let Some(b) = &baseline_binary {
+            let (user_ns, drop_ns) = (Netns::new("rb")?, Netns::new("re")?);
+            let (_, user_end) = link(&client, &user_ns, 76)?;
+            let (_, drop_end) = link(&client, &drop_ns, 77)?;
+            let user = Agent::start_binary(&user_ns, &user_end, false, &one_source, Some(b))?;
+            let drop = Agent::start_binary(&drop_ns, &drop_end, true, &one_source, Some(b))?;
+            drop.blocklist_add(BOGUS)?;
+            baseline = Some((user_ns, user_end, user, drop_ns, drop_end, drop));
+        }
+        let mut arms = vec![
             Arm {
                 label: "smtp-sink -Q helo (floor)",
                 reply: "421",
@@ -318,13 +347,43 @@ mod reject {
                 dropped_by: Some(dropper.program_id()?),
             },
         ];
+        if let Some((user_ns, user_end, _, drop_ns, drop_end, drop)) = &baseline {
+            arms.push(Arm {
+                label: "baseline build: helo agent (user space, --no-xdp)",
+                reply: "550 5.7.1 Bogus HELO",
+                addr: format!("{}:25", user_end.v4).parse()?,
+                ns: user_ns.name.clone(),
+                cpu: CpuGroup::new("agent-base")?,
+                smtp_source: false,
+                dropped_by: None,
+            });
+            arms.push(Arm {
+                label: "baseline build: kernel-dropped repeat",
+                reply: "550 5.7.1 Bogus HELO",
+                addr: format!("{}:25", drop_end.v4).parse()?,
+                ns: drop_ns.name.clone(),
+                cpu: CpuGroup::new("dropper-base")?,
+                smtp_source: false,
+                dropped_by: Some(drop.program_id()?),
+            });
+        }
         for arm in &arms {
             ensure!(arm.cpu.adopt_namespace(&arm.ns)? > 0, "{}: no process to measure", arm.label);
         }
+        let arms: Vec<Arm> = arms
+            .into_iter()
+            .filter(|a| std::env::var("HELO_BENCH_REJECT_ARM").map_or(true, |only| only.split(',').any(|p| a.label.starts_with(p))))
+            .collect();
+        ensure!(!arms.is_empty(), "HELO_BENCH_REJECT_ARM matches no arm");
+        let rounds = std::env::var("HELO_BENCH_REJECT_ROUNDS").ok().map(|r| r.parse()).transpose()?.unwrap_or(ROUNDS);
+        eprintln!("reject: agent (--no-xdp) pid {}, kernel-drop agent pid {}", agent.process.pid(), dropper.process.pid());
         let mut own: Vec<Samples> = arms.iter().map(|_| Samples::default()).collect();
         let mut source: Vec<Samples> = arms.iter().map(|_| Samples::default()).collect();
-        for round in 0..ROUNDS {
-            for (i, arm) in arms.iter().enumerate() {
+        for round in 0..rounds {
+            // Every other round in reverse: no arm always runs right after the same one.
+            let order: Vec<usize> = if round % 2 == 0 { (0..arms.len()).collect() } else { (0..arms.len()).rev().collect() };
+            for i in order {
+                let arm = &arms[i];
                 let drops_before = arm.dropped_by.map(|id| kernel_state::counters(id).map(|c| c.get(counter::DROP_HELO))).transpose()?;
                 let (rate, per_cpu) = measure(arm, || own_client(&client, arm))?;
                 if let (Some(id), Some(before)) = (arm.dropped_by, drops_before) {
@@ -344,6 +403,10 @@ mod reject {
         }
         agent.stop()?;
         dropper.stop()?;
+        if let Some((_, _, user, _, _, drop)) = baseline {
+            user.stop()?;
+            drop.stop()?;
+        }
         let arms: Vec<Value> = arms
             .iter()
             .zip(own.into_iter().zip(source))
@@ -355,7 +418,7 @@ mod reject {
                 json!({ "arm": arm.label, "runs": runs })
             })
             .collect();
-        Ok(json!({ "sessions": SESSIONS, "parallel": PARALLEL, "rounds": ROUNDS, "greeting": BOGUS, "arms": arms }))
+        Ok(json!({ "sessions": SESSIONS, "parallel": PARALLEL, "rounds": rounds, "greeting": BOGUS, "arms": arms }))
     }
 }
 

@@ -57,7 +57,7 @@ impl DropPolicy {
             };
             listed.unwrap_or_else(|| reply::KERNEL_DROP_DEFAULT.to_owned())
         });
-        if self.registry.end_session(client, EndSession { reply }) {
+        if self.registry.end_session(client, EndSession { reply, server: drop.server }) {
             tracing::debug!("kernel dropped a segment of {client}; its session is closed");
         }
     }

@@ -1,5 +1,5 @@
-//! What runs beside the sessions once the agent has started: the kernel's drop events, the
-//! metrics endpoint, the periodic blocklist jobs, the admin socket and the client-lines report.
+//! What runs beside the sessions once the agent has started: the kernel's drop events (on the
+//! first session thread), the metrics endpoint, the periodic blocklist jobs, the admin socket and the client-lines report.
 
 use std::{sync::Arc, time::Duration};
 
@@ -7,21 +7,26 @@ use aya::maps::{MapData, RingBuf};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::drops::DropPolicy;
-use crate::{admin, agent_state::Agent, config::KernelDropReply, kernel::events, metrics, periodic};
+use crate::{admin, agent_state::Agent, config::KernelDropReply, kernel::events, metrics, periodic, server};
 
-/// Spawns every background task of a started agent; each runs until the process exits.
-pub(super) fn spawn_all(agent: &Arc<Agent>, ring: RingBuf<MapData>, metrics_listener: Option<TcpListener>, admin_listener: UnixListener) {
+/// The reader of the kernel's drop events, for the server to run beside the sessions it wakes
+/// (see [`server::serve`]); until then the events wait in the ring.
+pub(super) fn drop_follower(agent: &Agent, ring: RingBuf<MapData>) -> server::Beside {
     let drops = DropPolicy {
         registry: Arc::clone(&agent.registry),
         blocklist: Arc::clone(&agent.blocklist),
         recent: Arc::clone(&agent.recent),
         silent: agent.config.kernel_drop_reply == KernelDropReply::Silent,
     };
-    tokio::spawn(async move {
+    Box::pin(async move {
         if let Err(e) = events::follow(ring, |drop| drops.on_drop(drop)).await {
             tracing::error!("drop events stopped: {e:#}");
         }
-    });
+    })
+}
+
+/// Spawns every other background task of a started agent; each runs until the process exits.
+pub(super) fn spawn_all(agent: &Arc<Agent>, metrics_listener: Option<TcpListener>, admin_listener: UnixListener) {
     if let Some(listener) = metrics_listener {
         let (metrics, kernel, blocklist) = (Arc::clone(&agent.metrics), Arc::clone(&agent.kernel), Arc::clone(&agent.blocklist));
         tokio::spawn(async move {

@@ -34,6 +34,8 @@ pub struct Running {
     agent: Arc<Agent>,
     listeners: Vec<TcpListener>,
     status: String,
+    /// The kernel's drop events, read once sessions are served.
+    drops: server::Beside,
 }
 
 /// Starts the agent for `config`. `reread` reads the configuration again for a reload (the file
@@ -89,7 +91,8 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
     }
     // Started: nothing below fails the start.
     undo.disarm();
-    jobs::spawn_all(&agent, ring, metrics_listener, admin_listener);
+    let drops = jobs::drop_follower(&agent, ring);
+    jobs::spawn_all(&agent, metrics_listener, admin_listener);
     tracing::info!(
         "accepting SMTP on {:?}, handing clean sessions to {}; metrics {}; admin socket {}",
         agent.config.listen,
@@ -106,7 +109,7 @@ pub async fn start(config: Config, reread: impl Fn() -> Result<Config> + Send + 
         None => "no XDP (user space only)".to_owned(),
     };
     let status = format!("{filter_status}, {:?} mode, SMTP on {:?}", agent.config.mode, agent.config.listen);
-    Ok(Running { agent, listeners, status })
+    Ok(Running { agent, listeners, status, drops })
 }
 
 /// The XDP program loaded, configured for `config` and attached to its interface (or not, with
@@ -175,13 +178,13 @@ impl Running {
     /// Accepts SMTP until `shutdown` completes, then drains the sessions (see [`server::serve`]);
     /// listings still queued reach the disk and the admin socket is removed before it returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let Running { agent, listeners, .. } = self;
+        let Running { agent, listeners, drops, .. } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let result = server::serve(Arc::clone(&agent.sessions), listeners, stop_rx).await;
+        let result = server::serve(Arc::clone(&agent.sessions), listeners, stop_rx, Some(drops)).await;
         agent.client_lines.report();
         // Listings still queued (observe mode does not wait for them) reach the disk before exit.
         let blocklist = Arc::clone(&agent.blocklist);

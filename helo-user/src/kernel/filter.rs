@@ -133,7 +133,7 @@ impl KernelFilter {
     /// The offender ladder's settings (`strikes == 0`: off).
     pub fn configure_ladder(&mut self, ladder: helo_common::maps::Ladder) -> Result<()> {
         self.maps.blocks.answers = ladder.answers;
-        self.maps.ladder.set(0, ladder, 0).context("writing the ladder's settings")
+        self.maps.set_ladder(ladder)
     }
 
     pub fn program(&self) -> &Xdp {

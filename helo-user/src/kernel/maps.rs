@@ -29,7 +29,10 @@ pub struct KernelMaps {
     /// a flow is found without reading the configuration back.
     pub(super) hash_key: helo_common::HashKey,
     pub counters: PerCpuArray<MapData, u64>,
-    pub ladder: Array<MapData, Ladder>,
+    ladder: Array<MapData, Ladder>,
+    /// What `ladder` holds, kept here so a strike reads no map (only the agent writes the
+    /// ladder's settings, through [`KernelMaps::set_ladder`]).
+    ladder_settings: Ladder,
     pub strikes: HashMap<MapData, AddrKey, Strikes>,
 }
 
@@ -51,6 +54,9 @@ impl KernelMaps {
             .context("duplicating the configuration map's descriptor")?;
         let blocks_config =
             Array::try_from(aya::maps::Map::Array(MapData::from_fd(config_fd).context("opening the configuration map again")?))?;
+        let ladder: Array<MapData, Ladder> = take(ebpf, names::LADDER)?;
+        // Pinned maps reused from a running filter already carry settings.
+        let ladder_settings = ladder.get(&0, 0).unwrap_or_default();
         Ok(Self {
             config,
             ports: take(ebpf, names::PORTS)?,
@@ -65,7 +71,8 @@ impl KernelMaps {
             flows: take(ebpf, names::FLOWS)?,
             hash_key,
             counters: take(ebpf, names::COUNTERS)?,
-            ladder: take(ebpf, names::LADDER)?,
+            ladder,
+            ladder_settings,
             strikes: take(ebpf, names::STRIKES)?,
         })
     }
@@ -73,7 +80,7 @@ impl KernelMaps {
     /// One strike from the agent against `ip`, on the same map and by the same rule as the
     /// kernel's strikes. `Some(ttl_ns)` when this strike puts it on the ladder (the caller lists it).
     pub fn strike(&mut self, ip: IpAddr, now_mono_ns: u64) -> Result<Option<u64>> {
-        let ladder = self.ladder.get(&0, 0).context("reading the ladder's settings")?;
+        let ladder = self.ladder_settings;
         if ladder.strikes == 0 {
             return Ok(None);
         }
@@ -82,6 +89,12 @@ impl KernelMaps {
         let listed = ladder.strike(&mut standing, now_mono_ns);
         self.strikes.insert(key, standing, 0).context("recording a strike")?;
         Ok(listed)
+    }
+
+    pub fn set_ladder(&mut self, ladder: Ladder) -> Result<()> {
+        self.ladder.set(0, ladder, 0).context("writing the ladder's settings")?;
+        self.ladder_settings = ladder;
+        Ok(())
     }
 
     pub fn allow(&mut self, net: IpAddr, prefix: u8) -> Result<()> {

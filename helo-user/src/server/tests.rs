@@ -20,7 +20,7 @@ async fn serving(env: &InProcess) -> Result<(std::net::SocketAddr, watch::Sender
     let listener = super::reserve("127.0.0.1:0".parse()?, false)?.listen(16)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(super::serve(Arc::clone(&env.agent.sessions), vec![listener], stopped));
+    let server = tokio::spawn(super::serve(Arc::clone(&env.agent.sessions), vec![listener], stopped, None));
     Ok((addr, stop, server))
 }
 
@@ -137,7 +137,7 @@ async fn session_threads_share_the_port_and_the_caps_and_all_stop() -> Result<()
     let listener = reserve("127.0.0.1:0".parse()?, true)?.listen(64)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(super::serve(Arc::clone(&env.agent.sessions), vec![listener], stopped));
+    let server = tokio::spawn(super::serve(Arc::clone(&env.agent.sessions), vec![listener], stopped, None));
     // The other threads bind after the call; until then the first socket takes every connection.
     let mut held = vec![];
     let mut refused = 0;

@@ -66,8 +66,9 @@ async fn close(out: &mut OwnedWriteHalf, text: Option<&str>, write: Duration) {
 /// How the wait for the client's first bytes ended.
 enum FirstBytes {
     Arrived,
-    /// The kernel dropped them: the reply for that, if one is to be written.
-    Dropped(Option<String>),
+    /// The kernel dropped them: the reply for that, if one is to be written, and the flow's
+    /// server end (`None`: the order was withdrawn, the socket is asked).
+    Dropped(Option<String>, Option<SocketAddr>),
     Stop,
     TimedOut,
     Gone,
@@ -77,8 +78,9 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
     let config = &cx.config;
     let write = Duration::from_secs(config.timeouts.write_s);
     let enforce = config.mode == FilterMode::Enforce;
-    // TCP_NODELAY and keepalive came with the socket from the listener (server::reserve).
-    let Ok(local) = stream.local_addr() else { return };
+    // TCP_NODELAY and keepalive came with the socket from the listener (server::reserve). Our own
+    // address is asked of the socket only where it is needed (the hand-off): a refused session
+    // never needs it, and a kernel-dropped one is told it by the drop event.
     let exempt = judge::exempt(cx, peer.ip());
 
     let (r, mut out) = {
@@ -108,7 +110,10 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
         // An idle client holds no read buffer until it sends something: ten thousand idle sessions
         // cost their sockets and tasks, not 40 MB of buffers.
         let first = tokio::select! {
-            ended = &mut end_order => FirstBytes::Dropped(ended.unwrap_or(EndSession { reply: None }).reply),
+            ended = &mut end_order => match ended {
+                Ok(EndSession { reply, server }) => FirstBytes::Dropped(reply, Some(server)),
+                Err(_) => FirstBytes::Dropped(None, None),
+            },
             Ok(()) = shutdown.changed() => FirstBytes::Stop,
             ready = timeout(cx.load.timeout(config.command_timeout()), r.readable()) => match ready {
                 Err(_) => FirstBytes::TimedOut,
@@ -118,25 +123,8 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
         };
         match first {
             FirstBytes::Arrived => {}
-            FirstBytes::Dropped(text) => {
-                tracing::info!(session = %id, event = "kernel-drop", client = %peer);
-                // The client's greeting never reaches us: it reads our reply to its EHLO, falls
-                // back to HELO (which cannot reach us either, behind the dropped bytes) and reads
-                // the second copy as the reply to that. Then it knows why.
-                if let Some(text) = text.map(|t| cx.refusal_text(&t)) {
-                    let twice = [reply::line(&text), reply::line(&text)].concat();
-                    let _ = reply::write_within(&mut out, &twice, write).await;
-                }
-                let _ = out.shutdown().await;
-                // Then let its retransmitted greeting in and read what it still sends (the HELO,
-                // its QUIT) to its FIN: both sides close cleanly, instead of the client
-                // retransmitting into a window that never opens, for minutes, and the edge
-                // holding an orphan. Only this flow, only after it was answered: an attacker
-                // gains nothing it could not send on its own connection anyway.
-                judge::release_flow(cx, peer, local);
-                drain(r, config.linger().within.min(DRAIN)).await;
-                return;
-            }
+            // Boxed: an idle session (most of them, waiting here) should not carry its state.
+            FirstBytes::Dropped(text, server) => return Box::pin(answer_kernel_drop(cx, id, peer, server, text, r, out)).await,
             FirstBytes::Stop => return close(&mut out, Some(reply::SHUTTING_DOWN), write).await,
             FirstBytes::TimedOut => return close(&mut out, Some(reply::TIMEOUT), write).await,
             FirstBytes::Gone => return,
@@ -204,6 +192,7 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
         }
     }
 
+    let Ok(local) = out.local_addr() else { return };
     let mut rcpt_judge = judge::RelayJudge::new(cx, id, arg.to_vec(), peer.ip(), exempt);
     let (r, buffered) = input.into_parts();
     let hand_off = HandOff {
@@ -219,6 +208,34 @@ async fn serve(cx: &Arc<SessionContext>, id: SessionId, stream: TcpStream, peer:
     // greeting) should not carry it.
     let end = Box::pin(proxy::hand_off(r, buffered, out, hand_off, &mut rcpt_judge, &cx.load, shutdown)).await;
     judge::record_hand_off(cx, id, end);
+}
+
+/// Answers a session whose first bytes the kernel dropped (`text`: the entry's reply, or nothing
+/// to say) and ends it. `server`: our end of the flow, from the drop event.
+async fn answer_kernel_drop(
+    cx: &SessionContext,
+    id: SessionId,
+    peer: SocketAddr,
+    server: Option<SocketAddr>,
+    text: Option<String>,
+    r: tokio::net::tcp::OwnedReadHalf,
+    mut out: OwnedWriteHalf,
+) {
+    let write = Duration::from_secs(cx.config.timeouts.write_s);
+    tracing::info!(session = %id, event = "kernel-drop", client = %peer);
+    // The client's greeting never reaches us: it reads our reply to its EHLO, falls back to HELO
+    // (which cannot reach us either, behind the dropped bytes) and reads the second copy as the
+    // reply to that. Then it knows why.
+    let twice = text.map(|t| cx.refusal_text(&t)).map(|t| [reply::line(&t), reply::line(&t)].concat());
+    let _ = reply::send_last(&mut out, twice.as_deref().unwrap_or_default(), write).await;
+    // Then let its retransmitted greeting in and read what it still sends (the HELO, its QUIT)
+    // to its FIN: both sides close cleanly, instead of the client retransmitting into a window
+    // that never opens, for minutes, and the edge holding an orphan. Only this flow, only after
+    // it was answered: an attacker gains nothing it could not send on its own connection anyway.
+    if let Some(local) = server.or_else(|| out.local_addr().ok()) {
+        judge::release_flow(cx, peer, local);
+    }
+    drain(r, cx.config.linger().within.min(DRAIN)).await;
 }
 
 /// How long a kernel-dropped client is read after its answer, for its retransmitted greeting

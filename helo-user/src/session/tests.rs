@@ -125,7 +125,7 @@ async fn a_kernel_dropped_greeting_is_answered_twice_and_its_flow_released() -> 
     e.env.kernel.lock().unwrap().remember_flow(client, server);
     assert_eq!(line(&mut r).await?, "220 mx.example.net ESMTP\r\n");
     // What the drop-event follower does when the kernel dropped this flow's greeting.
-    let told = e.env.agent.registry.end_session(client, EndSession { reply: Some("550 5.7.1 Bogus HELO".into()) });
+    let told = e.env.agent.registry.end_session(client, EndSession { reply: Some("550 5.7.1 Bogus HELO".into()), server });
     assert!(told, "the session waiting for its first bytes is registered");
     // One reply for the EHLO the kernel dropped, one for the HELO fallback behind it.
     assert_eq!(line(&mut r).await?, "550 5.7.1 Bogus HELO\r\n");
