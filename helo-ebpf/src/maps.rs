@@ -159,8 +159,8 @@ pub fn port_filtered(port: u16) -> bool {
 ///
 /// Read at most once per jiffy on each CPU: the coarse clock only moves at a tick, and the
 /// jiffies counter (`bpf_jiffies64`, which the verifier inlines into one load) says whether a
-/// tick has passed since this CPU last read it. The helper call costs about 8 ns per drop; the
-/// cache check two loads. A value read just as the tick lands may lag by that one tick more:
+/// tick has passed since this CPU last read it. The helper call cost about 13 ns per drop; the
+/// cache check is two loads. A value read just as the tick lands may lag by that one tick more:
 /// still monotonic on this CPU, and two ticks are nothing to a TTL or a one-second sample.
 #[inline(always)]
 pub fn now_mono_ns() -> u64 {

@@ -195,6 +195,20 @@ mod reject {
         dropped_by: Option<u32>,
     }
 
+    /// An arm served by a helo agent on port 25 in `ns`; `dropped_by`: its XDP program, which must
+    /// drop every greeting (the kernel-dropped arms).
+    fn helo_arm(label: &'static str, ns: &Netns, end: &Endpoint, cpu: &str, dropped_by: Option<u32>) -> Result<Arm> {
+        Ok(Arm {
+            label,
+            reply: "550 5.7.1 Bogus HELO",
+            addr: format!("{}:25", end.v4).parse()?,
+            ns: ns.name.clone(),
+            cpu: CpuGroup::new(cpu)?,
+            smtp_source: false,
+            dropped_by,
+        })
+    }
+
     #[derive(Default)]
     struct Samples {
         rate: Vec<f64>,
@@ -328,44 +342,18 @@ mod reject {
                 smtp_source: true,
                 dropped_by: None,
             },
-            Arm {
-                label: "helo agent (user space, --no-xdp)",
-                reply: "550 5.7.1 Bogus HELO",
-                addr: format!("{}:25", agent_end.v4).parse()?,
-                ns: agent_ns.name.clone(),
-                cpu: CpuGroup::new("agent")?,
-                smtp_source: false,
-                dropped_by: None,
-            },
-            Arm {
-                label: "kernel-dropped repeat: helo agent, name listed, XDP native",
-                reply: "550 5.7.1 Bogus HELO",
-                addr: format!("{}:25", drop_end.v4).parse()?,
-                ns: drop_ns.name.clone(),
-                cpu: CpuGroup::new("dropper")?,
-                smtp_source: false,
-                dropped_by: Some(dropper.program_id()?),
-            },
+            helo_arm("helo agent (user space, --no-xdp)", &agent_ns, &agent_end, "agent", None)?,
+            helo_arm(
+                "kernel-dropped repeat: helo agent, name listed, XDP native",
+                &drop_ns,
+                &drop_end,
+                "dropper",
+                Some(dropper.program_id()?),
+            )?,
         ];
         if let Some((user_ns, user_end, _, drop_ns, drop_end, drop)) = &baseline {
-            arms.push(Arm {
-                label: "baseline build: helo agent (user space, --no-xdp)",
-                reply: "550 5.7.1 Bogus HELO",
-                addr: format!("{}:25", user_end.v4).parse()?,
-                ns: user_ns.name.clone(),
-                cpu: CpuGroup::new("agent-base")?,
-                smtp_source: false,
-                dropped_by: None,
-            });
-            arms.push(Arm {
-                label: "baseline build: kernel-dropped repeat",
-                reply: "550 5.7.1 Bogus HELO",
-                addr: format!("{}:25", drop_end.v4).parse()?,
-                ns: drop_ns.name.clone(),
-                cpu: CpuGroup::new("dropper-base")?,
-                smtp_source: false,
-                dropped_by: Some(drop.program_id()?),
-            });
+            arms.push(helo_arm("baseline build: helo agent (user space, --no-xdp)", user_ns, user_end, "agent-base", None)?);
+            arms.push(helo_arm("baseline build: kernel-dropped repeat", drop_ns, drop_end, "dropper-base", Some(drop.program_id()?))?);
         }
         for arm in &arms {
             ensure!(arm.cpu.adopt_namespace(&arm.ns)? > 0, "{}: no process to measure", arm.label);
