@@ -9,11 +9,13 @@
 //! - [`words`]: the same reading eight bytes at a time, for the common `HELO name` shape (the XDP
 //!   program's fast path), checked against the scanner;
 //! - [`hash`]: SipHash-2-4, streamed one byte or one word at a time;
+//! - [`helo_table`]: where a listed greeting's hash lives in the XDP program's table;
 //! - [`maps`]: map names, key and value layouts, counter indices, events and configuration.
 #![no_std]
 
 pub mod greeting;
 pub mod hash;
+pub mod helo_table;
 pub mod maps;
 pub mod words;
 

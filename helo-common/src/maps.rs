@@ -9,7 +9,11 @@
 pub mod names {
     pub const CONFIG: &str = "HELO_CONFIG";
     pub const PORTS: &str = "HELO_PORTS";
-    pub const HELO_BLOCKS: &str = "HELO_BLOCKS";
+    /// The HELO table (see [`crate::helo_table`]).
+    pub const HELO_TABLE: &str = "HELO_TABLE";
+    /// The HELO map of earlier versions (an LRU hash): a pin left under this name is moved into
+    /// the table at start, then removed.
+    pub const OBSOLETE_HELO_BLOCKS: &str = "HELO_BLOCKS";
     pub const SOURCE_BLOCKS: &str = "HELO_SOURCE_BLOCKS";
     pub const SOURCE_NETS: &str = "HELO_SOURCE_NETS";
     pub const ALLOW: &str = "HELO_ALLOW";
@@ -30,7 +34,7 @@ pub const BASELINE_PROGRAM_NAME: &str = "baseline_drop25";
 /// The live-frames generator in the same object (lab and benchmarks only).
 pub const GENERATOR_PROGRAM_NAME: &str = "tx_frames";
 
-/// Default capacity of the HELO hash map (LRU); the agent may set another at load.
+/// Default capacity of the HELO table, in names; the agent may set another at load.
 pub const DEFAULT_HELO_CAPACITY: u32 = 1 << 20;
 /// Default capacity of the source map.
 pub const DEFAULT_SOURCE_CAPACITY: u32 = 1 << 18;
@@ -528,6 +532,8 @@ mod pod {
     unsafe impl aya::Pod for super::Ladder {}
     // SAFETY: repr(C), Copy, explicitly padded: any bit pattern is a valid Strikes.
     unsafe impl aya::Pod for super::Strikes {}
+    // SAFETY: repr(C), Copy, keys and entries with no padding between: any bit pattern is valid.
+    unsafe impl aya::Pod for crate::helo_table::Bucket {}
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! the HELO map's capacity at load time.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use helo_common::{
+    helo_table::{self, Bucket},
     maps::{
         counter, flow_state, reason, AddrKey, BlockEntry, Config, DropEvent, FlowKey, FlowSlot, FlowState, Ladder, Strikes, ALLOW_CAPACITY,
         DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, EVENTS_BYTES, FLOW_CAPACITY, PORT_SLOTS, SOURCE_NET_CAPACITY, STRIKES_CAPACITY,
@@ -24,10 +26,16 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "HELO_PORTS")]
 pub static PORTS: Array<u8> = Array::with_max_entries(PORT_SLOTS, 0);
 
-/// Listed greetings: keyed hash of the normalised argument → entry. LRU, so a flood of invented
-/// names evicts the oldest instead of failing inserts.
-#[map(name = "HELO_BLOCKS")]
-pub static HELO_BLOCKS: LruHashMap<u64, BlockEntry> = LruHashMap::with_max_entries(DEFAULT_HELO_CAPACITY, 0);
+/// Listed greetings: keyed hash of the normalised argument → entry, in two-choice buckets (see
+/// [`helo_table`]). The agent sizes it at load, writes it through a mapping of its own, and
+/// evicts the least recently hit when a name's two buckets are full.
+#[map(name = "HELO_TABLE")]
+pub static HELO_TABLE: Array<Bucket> = Array::with_max_entries(helo_table::bucket_count(DEFAULT_HELO_CAPACITY), BPF_F_MMAPABLE as u32);
+
+/// `HELO_TABLE`'s bucket count minus one, set by the agent at load ([`helo_table::BUCKET_MASK_GLOBAL`]).
+/// Read-only data: the verifier knows its value, so a masked index needs no further bounds check.
+#[unsafe(no_mangle)]
+static HELO_BUCKET_MASK: u32 = 0;
 
 #[map(name = "HELO_SOURCE_BLOCKS")]
 pub static SOURCE_BLOCKS: LruHashMap<AddrKey, BlockEntry> = LruHashMap::with_max_entries(DEFAULT_SOURCE_CAPACITY, 0);
@@ -276,10 +284,28 @@ pub fn source_entry(addr: &AddrKey, nets: bool) -> Option<(EntryRef, u64)> {
     live(EntryRef(e))
 }
 
-/// A live entry for a greeting hash in the HELO map, with the time it was checked at.
+/// A live entry for a greeting hash in the HELO table, with the time it was checked at.
 #[inline(always)]
 pub fn helo_entry(hash: u64) -> Option<(EntryRef, u64)> {
-    live(EntryRef(HELO_BLOCKS.get_ptr_mut(hash)?))
+    let key = helo_table::slot_key(hash);
+    // SAFETY: a plain read of a global; volatile so that the compiler does not fold the
+    // object file's 0 in place of the value the agent sets at load.
+    let mask = unsafe { core::ptr::read_volatile(&raw const HELO_BUCKET_MASK) };
+    for index in helo_table::candidates(key, mask) {
+        let bucket = HELO_TABLE.get_ptr_mut(index)?;
+        for slot in 0..helo_table::SLOTS {
+            // SAFETY: an array map value, valid for this program run. The agent clears a slot's
+            // key before it changes the slot's entry and writes the new key last, so a key read
+            // here is this entry's; a lookup racing an eviction may read the evicted entry's
+            // fields mid-change, for that one packet.
+            unsafe {
+                if (*bucket).keys[slot] == key {
+                    return live(EntryRef(&raw mut (*bucket).entries[slot]));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The clock is only read once an entry is found: most packets match nothing, and the helper

@@ -263,7 +263,7 @@ options! {
     #[serde(deserialize_with = "crate::duration::seconds")]
     #[arg(long, value_parser = crate::duration::parse_seconds)]
     run source_ttl_s: u64 = 24 * 3600, flag: Option<u64>;
-    /// Capacity of the kernel's HELO map.
+    /// Names the kernel's HELO table holds (a pinned table keeps its size until `helo detach`).
     file helo_capacity: u32 = helo_common::maps::DEFAULT_HELO_CAPACITY;
     /// Where the maps and the XDP link are pinned, on a bpf filesystem [default: /sys/fs/bpf/helo].
     #[arg(long)]

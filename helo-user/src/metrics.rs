@@ -219,7 +219,7 @@ impl Metrics {
             r.register("blocklist_added", "Blocklist entries added", m.blocklist_added.clone());
             r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());
             r.register("blocklist_removed", "Blocklist entries removed by an operator", m.blocklist_removed.clone());
-            r.register("blocklist_evicted", "Blocklist entries the kernel's full LRU maps evicted", m.blocklist_evicted.clone());
+            r.register("blocklist_evicted", "Blocklist entries a full kernel table or map evicted", m.blocklist_evicted.clone());
             r.register(
                 "blocklist_hits",
                 "Packets that matched a listed greeting or source in the kernel (dropped, observed or allow-listed)",

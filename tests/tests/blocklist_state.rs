@@ -50,7 +50,7 @@ impl Rig {
     }
 
     fn kernel_hashes(&self) -> HashSet<u64> {
-        self.kernel.lock().unwrap().maps.blocks.helo.keys().filter_map(|k| k.ok()).collect()
+        self.kernel.lock().unwrap().maps.blocks.helo.keys().into_iter().collect()
     }
 
     fn in_kernel(&self, name: &str) -> bool {

@@ -19,15 +19,12 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use helo_common::{
-    maps::{names, BlockEntry},
-    HashKey,
-};
+use helo_common::{maps::names, HashKey};
 use helo_testbed::{
     lab::{one_source_many_names, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
 };
+use helo_user::kernel::helo_table::HeloTable;
 use helo_user::{blocklist::kernel_side::helo_hash, store::Store};
 use rand::{rngs::StdRng, seq::IndexedRandom, Rng, SeedableRng};
 use serde_json::Value;
@@ -65,11 +62,9 @@ fn stored_names(lab: &Lab) -> Result<HashSet<String>> {
         .collect())
 }
 
-/// The hashes in the pinned HELO_BLOCKS map.
+/// The hashes in the pinned HELO table.
 fn kernel_hashes(lab: &Lab) -> Result<HashSet<u64>> {
-    let data = MapData::from_pin(lab.pin_dir().join(names::HELO_BLOCKS))?;
-    let map: BpfHashMap<MapData, u64, BlockEntry> = BpfHashMap::try_from(Map::LruHashMap(data))?;
-    Ok(map.keys().filter_map(|k| k.ok()).collect())
+    Ok(HeloTable::open_pinned(&lab.pin_dir().join(names::HELO_TABLE))?.keys().into_iter().collect())
 }
 
 /// `count` concurrent sessions greeting with `template` (`{i}` numbered); the names whose

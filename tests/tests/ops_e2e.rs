@@ -11,13 +11,13 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use helo_common::maps::{counter, names, BlockEntry};
+use helo_common::maps::{counter, names};
 use helo_testbed::{
     kernel_state,
     lab::{one_source_many_names, reply, Lab, LabOptions, CLIENT_SCRIPT},
     privilege::require_root,
 };
+use helo_user::kernel::helo_table::HeloTable;
 use serde_json::Value;
 
 /// The value of one sample line (`name{labels} value`) in a Prometheus text exposition.
@@ -35,11 +35,9 @@ fn listed_names(lab: &Lab) -> Result<HashSet<String>> {
     Ok(listed(lab)?.iter().map(|e| e["name"].as_str().unwrap_or("").to_string()).collect())
 }
 
-/// Entries in the pinned HELO map.
+/// Entries in the pinned HELO table.
 fn kernel_helo_entries(lab: &Lab) -> Result<usize> {
-    let data = MapData::from_pin(lab.pin_dir().join(names::HELO_BLOCKS))?;
-    let map: BpfHashMap<MapData, u64, BlockEntry> = BpfHashMap::try_from(Map::LruHashMap(data))?;
-    Ok(map.keys().count())
+    Ok(HeloTable::open_pinned(&lab.pin_dir().join(names::HELO_TABLE))?.keys().len())
 }
 
 #[test]
@@ -480,7 +478,7 @@ fn a_start_that_fails_leaves_the_box_as_it_found_it() -> Result<()> {
     let (code, err) = run_to_exit(&lab.edge, &args, Duration::from_secs(20))?;
     assert_ne!(code, Some(0));
     assert!(err.contains("already attached") && err.contains("in native mode"), "{err}");
-    assert!(!lab.pin_dir().with_file_name("other").join(names::HELO_BLOCKS).exists(), "the failed start left its pins");
+    assert!(!lab.pin_dir().with_file_name("other").join(names::HELO_TABLE).exists(), "the failed start left its pins");
     assert!(xdp_shown(&lab)?, "the running filter went away");
     assert_eq!(reply(&lab.dialog(&["EHLO localhost\r\n"])?, 0), "550 5.7.1 Bogus HELO\r\n");
     Ok(())

@@ -11,12 +11,12 @@ use std::{
 };
 
 use anyhow::Result;
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use helo_common::maps::{counter, names, BlockEntry};
+use helo_common::maps::{counter, names};
 use helo_testbed::{
     lab::{one_source_many_names, reply, Lab, LabOptions, ONE_SOURCE_MANY_NAMES},
     privilege::require_root,
 };
+use helo_user::kernel::helo_table::HeloTable;
 use serde_json::Value;
 
 fn listed_names(lab: &Lab) -> Result<HashSet<String>> {
@@ -26,9 +26,7 @@ fn listed_names(lab: &Lab) -> Result<HashSet<String>> {
 }
 
 fn kernel_helo_entries(lab: &Lab) -> Result<usize> {
-    let data = MapData::from_pin(lab.pin_dir().join(names::HELO_BLOCKS))?;
-    let map: BpfHashMap<MapData, u64, BlockEntry> = BpfHashMap::try_from(Map::LruHashMap(data))?;
-    Ok(map.keys().count())
+    Ok(HeloTable::open_pinned(&lab.pin_dir().join(names::HELO_TABLE))?.keys().len())
 }
 
 fn ok(out: std::process::Output) -> std::process::Output {

@@ -59,7 +59,7 @@ pub struct ChangeCounts {
     pub added: u64,
     pub removed: u64,
     pub expired: u64,
-    /// Agent listings the kernel's LRU maps dropped to make room (found missing by
+    /// Agent listings the kernel's full tables dropped to make room (found missing by
     /// [`Blocklist::reconcile`]), dropped from the store too.
     #[serde(default)]
     pub evicted: u64,
@@ -457,7 +457,7 @@ impl Blocklist {
     }
 
     /// Makes the kernel equal to the store again, both ways, and counts what it fixed:
-    /// - a store entry missing from the kernel was evicted by a full LRU map. An agent listing is
+    /// - a store entry missing from the kernel was evicted by a full table. An agent listing is
     ///   dropped from the store too (counted as evicted); an operator, imported or fleet entry is
     ///   put back (traffic must not be able to erase what an operator listed);
     /// - a kernel entry the store does not hold is removed.

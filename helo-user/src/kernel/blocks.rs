@@ -1,4 +1,4 @@
-//! The three blocklist maps (greeting hashes, source addresses, source networks), taken from the
+//! The three blocklist maps (the greeting table, source addresses, source networks), taken from the
 //! loaded program or opened from their pins when no agent runs: the offline `blocklist add/del`
 //! must reach the kernel too, or the store and the kernel disagree after the next start.
 //!
@@ -7,19 +7,23 @@
 
 use std::{collections::HashSet, net::IpAddr, path::Path};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData};
-use helo_common::maps::{config_flags, names, AddrKey, BlockEntry};
+use helo_common::{
+    helo_table::slot_key,
+    maps::{config_flags, names, AddrKey, BlockEntry},
+};
 
 use super::{
     addr::{addr_key, net_key, NetKey},
     flags::{set_config_flag, trie_is_empty, ConfigMap},
+    helo_table::HeloTable,
     map_remove::remove_if_present,
     tables::{BlockTables, Removed},
 };
 
 pub struct BlockMaps {
-    pub helo: HashMap<MapData, u64, BlockEntry>,
+    pub helo: HeloTable,
     pub sources: HashMap<MapData, AddrKey, BlockEntry>,
     pub nets: LpmTrie<MapData, [u8; 16], BlockEntry>,
     /// The program's configuration, for the network trie's flag (a handle of its own on the map
@@ -40,8 +44,17 @@ impl BlockMaps {
             MapData::from_pin(super::pin::map_path(dir, name))
                 .with_context(|| format!("opening the pinned map {name} in {}", dir.display()))
         };
+        let table = super::pin::map_path(dir, names::HELO_TABLE);
+        if !table.exists() {
+            bail!(
+                "the maps pinned in {} are an older helo's (no {}): start the agent once, which moves its \
+                 greetings into the new table, then run this again",
+                dir.display(),
+                names::HELO_TABLE
+            );
+        }
         Ok(Some(Self {
-            helo: HashMap::try_from(Map::LruHashMap(open(names::HELO_BLOCKS)?))?,
+            helo: HeloTable::open_pinned(&table)?,
             sources: HashMap::try_from(Map::LruHashMap(open(names::SOURCE_BLOCKS)?))?,
             nets: LpmTrie::try_from(Map::LpmTrie(open(names::SOURCE_NETS)?))?,
             config: Array::try_from(Map::Array(open(names::CONFIG)?))?,
@@ -58,16 +71,19 @@ impl BlockMaps {
 // The blocklist maps' operations exist once, as the trait's: the agent (through KernelFilter),
 // the offline commands and the tests all reach them that way.
 impl BlockTables for BlockMaps {
+    // A full table evicts (see `HeloTable::insert`); like any eviction, the reconcile finds it
+    // and counts it.
     fn block_helo(&mut self, hash: u64, entry: BlockEntry) -> Result<()> {
-        self.helo.insert(hash, entry, 0).context("inserting into the HELO map")
+        self.helo.insert(hash, entry);
+        Ok(())
     }
 
     fn unblock_helo(&mut self, hash: u64) -> Result<bool> {
-        remove_if_present(self.helo.remove(&hash))
+        Ok(self.helo.remove(hash))
     }
 
     fn helo_entry(&self, hash: u64) -> Option<BlockEntry> {
-        self.helo.get(&hash, 0).ok()
+        self.helo.get(hash)
     }
 
     fn block_source(&mut self, ip: IpAddr, mut entry: BlockEntry) -> Result<()> {
@@ -112,9 +128,9 @@ impl BlockTables for BlockMaps {
     // any removal: deleting while walking a hash map restarts the walk.
     fn retain(&mut self, helo: &HashSet<u64>, sources: &HashSet<AddrKey>, nets: &HashSet<NetKey>) -> Result<Removed> {
         let mut removed = Removed::default();
-        let stale: Vec<u64> = self.helo.keys().filter_map(|k| k.ok()).filter(|k| !helo.contains(k)).collect();
-        for k in stale {
-            removed.helo += remove_if_present(self.helo.remove(&k))? as usize;
+        let listed: HashSet<u64> = helo.iter().map(|&h| slot_key(h)).collect();
+        for k in self.helo.keys().into_iter().filter(|k| !listed.contains(k)) {
+            removed.helo += self.helo.remove(k) as usize;
         }
         let stale: Vec<AddrKey> = self.sources.keys().filter_map(|k| k.ok()).filter(|k| !sources.contains(k)).collect();
         for k in stale {

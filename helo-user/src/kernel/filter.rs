@@ -13,11 +13,12 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use helo_common::{
+    helo_table::{bucket_count, BUCKET_MASK_GLOBAL, SLOTS},
     maps::{mode, names, Config, DEFAULT_HELO_CAPACITY, DEFAULT_SOURCE_CAPACITY, PROGRAM_NAME},
     HashKey,
 };
 
-use super::{maps::KernelMaps, pin};
+use super::{helo_table::HeloTable, maps::KernelMaps, pin};
 use crate::modes::{AttachMode, FilterMode};
 
 /// The XDP object built by `build.rs` from `helo-ebpf`.
@@ -65,7 +66,8 @@ fn with_hint(e: anyhow::Error, iface: &str) -> anyhow::Error {
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Capacity of the HELO hash map (LRU).
+    /// Names the HELO table holds (rounded up to whole buckets, a power of two of them). A pinned
+    /// table keeps the size it was created with.
     pub helo_capacity: u32,
     /// Capacity of the source map (LRU).
     pub source_capacity: u32,
@@ -78,6 +80,25 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self { helo_capacity: DEFAULT_HELO_CAPACITY, source_capacity: DEFAULT_SOURCE_CAPACITY, pin_dir: None }
     }
+}
+
+/// The HELO table's bucket count: a pinned table's own (the program must be told the size of the
+/// table it will use), otherwise one for the configured capacity.
+fn helo_buckets(opts: &LoadOptions) -> Result<u32> {
+    let wanted = bucket_count(opts.helo_capacity);
+    let Some(pinned) = opts.pin_dir.as_ref().map(|d| pin::map_path(d, names::HELO_TABLE)).filter(|p| p.exists()) else {
+        return Ok(wanted);
+    };
+    let buckets = HeloTable::pinned_buckets(&pinned)?;
+    if buckets != wanted {
+        tracing::warn!(
+            "helo-capacity is {} but the pinned HELO table holds {} names: it keeps its size until `helo detach` \
+             removes the pins (the next start then creates it anew, empty)",
+            opts.helo_capacity,
+            buckets as usize * SLOTS
+        );
+    }
+    Ok(buckets)
 }
 
 /// The loaded (and possibly attached) program with its maps. Dropping it detaches the program.
@@ -94,11 +115,19 @@ impl KernelFilter {
     /// Loads the embedded object and has the verifier check the program. Nothing is attached yet,
     /// and the program passes everything until [`KernelFilter::configure`] runs.
     pub fn load(opts: LoadOptions) -> Result<Self> {
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries(names::HELO_BLOCKS, opts.helo_capacity).map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity);
         if let Some(dir) = &opts.pin_dir {
             pin::prepare(dir)?;
             pin::remove_obsolete(dir)?;
+        }
+        let buckets = helo_buckets(&opts)?;
+        // The program masks with this constant (see `helo_common::helo_table`).
+        let bucket_mask = buckets - 1;
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(names::HELO_TABLE, buckets)
+            .override_global(BUCKET_MASK_GLOBAL, &bucket_mask, true)
+            .map_max_entries(names::SOURCE_BLOCKS, opts.source_capacity);
+        if let Some(dir) = &opts.pin_dir {
             for name in pin::PINNED_MAPS {
                 // Reused if already pinned (a restart), created and pinned otherwise.
                 loader.map_pin_path(name, pin::map_path(dir, name));
@@ -107,7 +136,10 @@ impl KernelFilter {
         let mut ebpf = loader.load(XDP_OBJECT).context("loading the XDP object (are you root, with bpf and bpffs available?)")?;
         let program: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).context("the XDP object has no `helo` program")?.try_into()?;
         program.load().context("the kernel's verifier rejected the XDP program")?;
-        let maps = KernelMaps::take_from(&mut ebpf)?;
+        let mut maps = KernelMaps::take_from(&mut ebpf)?;
+        if let Some(dir) = &opts.pin_dir {
+            super::helo_table::move_obsolete_helo_map(dir, &mut maps.blocks.helo)?;
+        }
         let events = ebpf.take_map(names::EVENTS).map(RingBuf::try_from).transpose()?;
         Ok(Self { ebpf, maps, events, attached: None, pin_dir: opts.pin_dir, last_link_id: None })
     }

@@ -14,6 +14,7 @@ use super::{
     blocks::BlockMaps,
     counters::Counters,
     flags::trie_is_empty,
+    helo_table::HeloTable,
     map_remove::remove_if_present,
 };
 
@@ -41,6 +42,14 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
+fn take_helo_table(ebpf: &mut Ebpf) -> Result<HeloTable> {
+    match ebpf.take_map(names::HELO_TABLE) {
+        Some(aya::maps::Map::Array(data)) => HeloTable::new(data),
+        Some(_) => anyhow::bail!("map {} has an unexpected type", names::HELO_TABLE),
+        None => anyhow::bail!("map {} is missing from the XDP object", names::HELO_TABLE),
+    }
+}
+
 impl KernelMaps {
     pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self> {
         let config: Array<MapData, Config> = take(ebpf, names::CONFIG)?;
@@ -61,7 +70,7 @@ impl KernelMaps {
             config,
             ports: take(ebpf, names::PORTS)?,
             blocks: BlockMaps {
-                helo: take(ebpf, names::HELO_BLOCKS)?,
+                helo: take_helo_table(ebpf)?,
                 sources: take(ebpf, names::SOURCE_BLOCKS)?,
                 nets: take(ebpf, names::SOURCE_NETS)?,
                 config: blocks_config,

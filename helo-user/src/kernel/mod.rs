@@ -7,6 +7,7 @@
 //! - [`maps`]: the typed map handles (blocklists, allow list, flows, counters);
 //! - [`allow_trie`]: the allow trie and its flag, also opened from their pins when no agent runs;
 //! - [`blocks`]: the blocklist maps alone, also opened from their pins when no agent runs;
+//! - [`helo_table`]: the HELO table, mapped into the agent's memory and written there;
 //! - [`in_memory`]: the same tables in hash maps, for use without root (no packet is judged);
 //! - [`tables`]: what the layers above need from the kernel, as traits ([`Kernel`], [`BlockTables`]);
 //! - [`counters`]: the per-outcome packet counters, summed over CPUs;
@@ -26,6 +27,7 @@ pub mod events;
 pub mod filter;
 pub mod filter_tables;
 pub mod flags;
+pub mod helo_table;
 pub mod in_memory;
 mod map_remove;
 pub mod maps;

@@ -18,7 +18,7 @@ use crate::modes::AttachMode;
 pub const PINNED_MAPS: [&str; 11] = [
     names::CONFIG,
     names::PORTS,
-    names::HELO_BLOCKS,
+    names::HELO_TABLE,
     names::SOURCE_BLOCKS,
     names::SOURCE_NETS,
     names::ALLOW,
@@ -48,7 +48,7 @@ pub fn map_path(dir: &Path, name: &str) -> PathBuf {
 /// Whether blocklist maps are pinned in `dir`: the kernel then holds entries hashed with the
 /// store's key, so the store must not be replaced by a new one (see `store::refuse_reset`).
 pub fn maps_pinned(dir: &Path) -> bool {
-    [names::HELO_BLOCKS, names::SOURCE_BLOCKS, names::SOURCE_NETS].iter().any(|n| map_path(dir, n).exists())
+    [names::HELO_TABLE, names::OBSOLETE_HELO_BLOCKS, names::SOURCE_BLOCKS, names::SOURCE_NETS].iter().any(|n| map_path(dir, n).exists())
 }
 
 fn is_bpffs(path: &Path) -> Result<bool> {
