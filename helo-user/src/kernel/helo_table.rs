@@ -7,13 +7,15 @@
 //! - a new name: its entry first, then its key (with release ordering), so the program never
 //!   finds a key without its entry;
 //! - a slot that changes hands (an eviction, or a cuckoo move onto it): its key is cleared first;
-//! - a name that moves to its other bucket is written there before its old slot is reused, so it
-//!   is never missing from both.
+//! - a name moves only from its first bucket to its second (the order the program reads them
+//!   in), and is written there before its old slot is reused: a lookup running during the move
+//!   finds it in one or the other.
 //!
 //! Memory shared with the kernel is only touched through raw pointers, with atomic loads and
 //! stores for keys and volatile reads and writes for entries: no Rust reference to it is made.
 
 use std::{
+    collections::HashSet,
     os::fd::{AsFd, AsRawFd},
     path::Path,
     ptr,
@@ -31,9 +33,9 @@ use memmap2::{MmapOptions, MmapRaw};
 /// `BPF_F_MMAPABLE` (uapi/linux/bpf.h): the map's memory can be mapped by user space.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-/// How many displacements an insert tries before it evicts instead (a walk per attempt).
-const WALK_LEN: usize = 32;
-const WALK_ATTEMPTS: usize = 4;
+/// Buckets an insert's search for a free slot may visit before it evicts instead (five levels
+/// of four from each of a name's two buckets, at most).
+const SEARCH_BUCKETS: usize = 1024;
 
 /// A slot: bucket index, slot index.
 type Slot = (u32, usize);
@@ -44,7 +46,7 @@ pub struct HeloTable {
     /// Keeps the map alive as long as the mapping is used (the mapping alone would, too; this
     /// makes it explicit).
     _map: MapData,
-    /// State of the cuckoo walk's random choices (xorshift).
+    /// State of the eviction's random tie-break (xorshift).
     rng: u64,
 }
 
@@ -165,17 +167,15 @@ impl HeloTable {
             self.put(at, key, entry);
             return None;
         }
-        for _ in 0..WALK_ATTEMPTS {
-            if let Some(path) = self.walk(key) {
-                // From the free end back: each name is written to its new slot before its old
-                // slot is handed to the name behind it.
-                for i in (1..path.len()).rev() {
-                    let (moving, entry) = (self.key_at(path[i - 1]), self.entry_at(path[i - 1]));
-                    self.put(path[i], moving, entry);
-                }
-                self.put(path[0], key, entry);
-                return None;
+        if let Some(path) = self.search(key) {
+            // From the free end back: each name is written to its new slot before its old slot
+            // is handed to the name behind it.
+            for i in (1..path.len()).rev() {
+                let (moving, entry) = (self.key_at(path[i - 1]), self.entry_at(path[i - 1]));
+                self.put(path[i], moving, entry);
             }
+            self.put(path[0], key, entry);
+            return None;
         }
         let victim = self.least_recently_used([first, second]);
         let evicted = self.key_at(victim);
@@ -183,29 +183,51 @@ impl HeloTable {
         Some(evicted)
     }
 
-    /// A chain of slots from one of `key`'s buckets to a free slot, each name moving to its other
-    /// bucket, or `None` if a random walk of [`WALK_LEN`] steps finds none (or runs into itself).
-    fn walk(&mut self, key: u64) -> Option<Vec<Slot>> {
+    /// The shortest chain of slots from one of `key`'s buckets to a free slot, each name on it
+    /// moving from its first bucket to its second (a breadth-first search over at most
+    /// [`SEARCH_BUCKETS`] buckets), or `None`.
+    ///
+    /// Only that direction, because the program looks in the first bucket, then the second: a
+    /// name written to its second bucket before its first slot is cleared is found by every
+    /// lookup, even one that runs during the move. A move the other way could slip past a lookup
+    /// (not there yet when the first bucket is read, gone when the second is), and did in
+    /// `kernel_helo_table`'s test of a lookup racing the writer.
+    fn search(&self, key: u64) -> Option<Vec<Slot>> {
+        /// A bucket reached by the search: from which node, by moving which of that node's slots.
+        struct Node {
+            bucket: u32,
+            from: Option<(usize, usize)>,
+        }
         let mask = self.mask();
         let [first, second] = candidates(key, mask);
-        let mut bucket = if self.random() & 1 == 0 { first } else { second };
-        let mut path: Vec<Slot> = Vec::with_capacity(WALK_LEN + 1);
-        for _ in 0..WALK_LEN {
-            let at = (bucket, (self.random() % SLOTS as u64) as usize);
-            if path.contains(&at) {
-                return None;
+        let mut nodes = vec![Node { bucket: first, from: None }];
+        if second != first {
+            nodes.push(Node { bucket: second, from: None });
+        }
+        let mut seen: HashSet<u32> = nodes.iter().map(|n| n.bucket).collect();
+        let mut next = 0;
+        while next < nodes.len() && nodes.len() < SEARCH_BUCKETS {
+            let bucket = nodes[next].bucket;
+            for slot in 0..SLOTS {
+                let [home, other] = candidates(self.key_at((bucket, slot)), mask);
+                if home != bucket || other == bucket {
+                    continue; // in its second bucket already, or has only this one
+                }
+                if let Some(free) = self.free_slot(other) {
+                    let mut path = vec![(other, free), (bucket, slot)];
+                    let mut at = next;
+                    while let Some((parent, parent_slot)) = nodes[at].from {
+                        path.push((nodes[parent].bucket, parent_slot));
+                        at = parent;
+                    }
+                    path.reverse();
+                    return Some(path);
+                }
+                if seen.insert(other) {
+                    nodes.push(Node { bucket: other, from: Some((next, slot)) });
+                }
             }
-            let [a, b] = candidates(self.key_at(at), mask);
-            let other = if a == bucket { b } else { a };
-            if other == bucket {
-                continue; // this name has one bucket only; pick another slot
-            }
-            path.push(at);
-            if let Some(free) = self.free_slot(other) {
-                path.push((other, free));
-                return Some(path);
-            }
-            bucket = other;
+            next += 1;
         }
         None
     }
