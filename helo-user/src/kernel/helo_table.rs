@@ -1,7 +1,8 @@
 //! The HELO table as the agent holds it: the program's `HELO_TABLE` array, mapped into the
 //! agent's memory. Layout, and why a table rather than a kernel hash map: [`helo_common::helo_table`].
 //!
-//! The agent is the table's only writer of keys and entries; the program, on other CPUs and at
+//! One process writes the table's keys and entries: the agent, or an offline `blocklist` command
+//! while no agent runs (the store's file lock keeps the two apart). The program, on other CPUs and at
 //! any moment, reads keys and entries and bumps an entry's hit counters. So a slot is written in
 //! an order that keeps every lookup right:
 //! - a new name: its entry first, then its key (with release ordering), so the program never
