@@ -2,9 +2,9 @@
 //! agent's memory. Layout, and why a table rather than a kernel hash map: [`helo_common::helo_table`].
 //!
 //! One process writes the table's keys and entries: the agent, or an offline `blocklist` command
-//! while no agent runs (the store's file lock keeps the two apart). The program, on other CPUs and at
-//! any moment, reads keys and entries and bumps an entry's hit counters. So a slot is written in
-//! an order that keeps every lookup right:
+//! while no agent runs (the store's file lock keeps the two apart). The program, on other CPUs
+//! and at any moment, reads keys and entries and bumps an entry's hit counters. So a slot is
+//! written in an order that keeps every lookup right:
 //! - a new name: its entry first, then its key (with release ordering), so the program never
 //!   finds a key without its entry;
 //! - a slot that changes hands (an eviction, or a cuckoo move onto it): its key is cleared first;
