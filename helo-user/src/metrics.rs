@@ -102,6 +102,8 @@ pub struct Metrics {
     pub backend_refusals: Counter,
     pub relay_timeouts: Counter,
     blocklist_entries: Family<ListLabel, Gauge>,
+    helo_table_used: Gauge,
+    helo_table_slots: Gauge,
     blocklist_added: Counter,
     blocklist_expired: Counter,
     blocklist_removed: Counter,
@@ -159,6 +161,8 @@ impl Metrics {
             backend_refusals: Counter::default(),
             relay_timeouts: Counter::default(),
             blocklist_entries: Family::default(),
+            helo_table_used: Gauge::default(),
+            helo_table_slots: Gauge::default(),
             blocklist_added: Counter::default(),
             blocklist_expired: Counter::default(),
             blocklist_removed: Counter::default(),
@@ -216,6 +220,12 @@ impl Metrics {
             );
             r.register("relay_timeouts", "Relayed sessions ended because a side kept them waiting too long", m.relay_timeouts.clone());
             r.register("blocklist_entries", "Blocklist entries by kind", m.blocklist_entries.clone());
+            r.register("kernel_helo_table_used", "Names in the kernel's HELO table", m.helo_table_used.clone());
+            r.register(
+                "kernel_helo_table_slots",
+                "Slots of the kernel's HELO table (it starts to evict at about 96% full)",
+                m.helo_table_slots.clone(),
+            );
             r.register("blocklist_added", "Blocklist entries added", m.blocklist_added.clone());
             r.register("blocklist_expired", "Blocklist entries removed because their time to live ran out", m.blocklist_expired.clone());
             r.register("blocklist_removed", "Blocklist entries removed by an operator", m.blocklist_removed.clone());
@@ -371,7 +381,14 @@ impl Metrics {
 
     /// Brings the scrape-time values up to date and encodes everything.
     pub fn render(&self, kernel: &Mutex<dyn Kernel>, blocklist: &Blocklist) -> Result<String> {
-        let now = kernel.lock().unwrap().counters()?;
+        let (now, fill) = {
+            let k = kernel.lock().unwrap();
+            (k.counters()?, k.helo_table_fill())
+        };
+        if let Some((used, slots)) = fill {
+            self.helo_table_used.set(used as i64);
+            self.helo_table_slots.set(slots as i64);
+        }
         {
             let mut seen = self.kernel_seen.lock().unwrap();
             for (i, (name, total)) in now.named().enumerate() {

@@ -292,6 +292,10 @@ fn entries_a_full_kernel_map_evicted_are_found_and_counted() -> Result<()> {
             let listed = listed(&lab)?.len();
             assert_eq!(listed as f64 + evicted, 400.0, "listed {listed} + evicted {evicted} != 400");
             assert_eq!(kernel_helo_entries(&lab)?, listed, "the store and the kernel disagree");
+            // The table's fill, as the agent reports it: a table for 64 names has 128 slots.
+            let text = lab.scrape()?;
+            assert_eq!(sample(&text, "helo_kernel_helo_table_slots"), Some(128.0), "{text}");
+            assert_eq!(sample(&text, "helo_kernel_helo_table_used"), Some(listed as f64), "{text}");
             break;
         }
         assert!(Instant::now() < deadline, "no eviction was found:\n{text}");

@@ -72,4 +72,8 @@ impl Kernel for KernelFilter {
     fn program_id(&self) -> Option<u32> {
         KernelFilter::program_id(self)
     }
+    fn helo_table_fill(&self) -> Option<(usize, usize)> {
+        let table = &self.maps.blocks.helo;
+        Some((table.used(), table.slots()))
+    }
 }

@@ -44,6 +44,8 @@ type Slot = (u32, usize);
 pub struct HeloTable {
     mem: MmapRaw,
     buckets: u32,
+    /// Slots holding a name (counted once at open, then kept by every change).
+    used: usize,
     /// Keeps the map alive as long as the mapping is used (the mapping alone would, too; this
     /// makes it explicit).
     _map: MapData,
@@ -75,7 +77,9 @@ impl HeloTable {
         // while mapped.
         let mem = MmapOptions::new().len(len).map_raw(fd).context("mapping the HELO table")?;
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        Ok(Self { mem, buckets, _map: map, rng: seed | 1 })
+        let mut table = Self { mem, buckets, used: 0, _map: map, rng: seed | 1 };
+        table.used = table.keys().len();
+        Ok(table)
     }
 
     /// The table pinned at `path`.
@@ -102,6 +106,11 @@ impl HeloTable {
     /// Names the table can hold.
     pub fn slots(&self) -> usize {
         self.buckets as usize * SLOTS
+    }
+
+    /// Names it holds.
+    pub fn used(&self) -> usize {
+        self.used
     }
 
     fn mask(&self) -> u32 {
@@ -166,6 +175,7 @@ impl HeloTable {
         let [first, second] = candidates(key, self.mask());
         if let Some(at) = [first, second].into_iter().find_map(|b| self.free_slot(b).map(|s| (b, s))) {
             self.put(at, key, entry);
+            self.used += 1;
             return None;
         }
         if let Some(path) = self.search(key) {
@@ -176,6 +186,7 @@ impl HeloTable {
                 self.put(path[i], moving, entry);
             }
             self.put(path[0], key, entry);
+            self.used += 1;
             return None;
         }
         let victim = self.least_recently_used([first, second]);
@@ -254,6 +265,7 @@ impl HeloTable {
         match self.find(slot_key(hash)) {
             Some(at) => {
                 self.key_cell(at).store(0, Ordering::Release);
+                self.used -= 1;
                 true
             }
             None => false,

@@ -144,6 +144,9 @@ impl Kernel for InMemoryKernel {
     fn program_id(&self) -> Option<u32> {
         None
     }
+    fn helo_table_fill(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -65,4 +65,6 @@ pub trait Kernel: BlockTables {
     /// How the program is attached, `None` when it is not.
     fn attach_mode(&self) -> Option<AttachMode>;
     fn program_id(&self) -> Option<u32>;
+    /// The HELO table's fill: names held and slots, `None` without a kernel table.
+    fn helo_table_fill(&self) -> Option<(usize, usize)>;
 }
