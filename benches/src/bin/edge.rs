@@ -30,7 +30,7 @@ use helo_benches::{
 };
 use helo_common::maps::counter;
 use helo_testbed::{
-    agent::AgentProcess,
+    agent::{AgentProcess, Launch},
     kernel_state,
     lab::{agent_args, BpfFs},
     netns::{enter_named, link, Endpoint, Netns},
@@ -58,6 +58,9 @@ enum Arm {
     /// helo in user space only: what the agent itself costs, without XDP (on a veth, an attached
     /// XDP program makes the kernel copy every socket-sent packet, a cost no NIC driver has).
     HeloNoXdp,
+    /// (c') run from another build of the agent, the executable named by `EDGE_BASELINE_HELO`:
+    /// a change to the agent measured against the code before it in one interleaved run.
+    HeloNoXdpBaseline,
 }
 
 impl Arm {
@@ -67,6 +70,7 @@ impl Arm {
             Arm::Haproxy => "b",
             Arm::Helo => "c",
             Arm::HeloNoXdp => "c'",
+            Arm::HeloNoXdpBaseline => "d",
         }
     }
 
@@ -76,6 +80,7 @@ impl Arm {
             Arm::Haproxy => "(b) HAProxy (send-proxy-v2) + the same Postfix",
             Arm::Helo => "(c) helo (XDP native) + the same Postfix",
             Arm::HeloNoXdp => "(c') helo --no-xdp + the same Postfix",
+            Arm::HeloNoXdpBaseline => "(d) helo --no-xdp, the baseline build (EDGE_BASELINE_HELO) + the same Postfix",
         }
     }
 }
@@ -182,7 +187,7 @@ fn start_edge(edge: &Netns, end: &Endpoint, arm: Arm) -> Result<Edge> {
             let child = edge.command("haproxy").args(["-db", "-f"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
             e.haproxy = Some(child);
         }
-        Arm::Helo | Arm::HeloNoXdp => {
+        Arm::Helo | Arm::HeloNoXdp | Arm::HeloNoXdpBaseline => {
             let dir = tempfile::tempdir()?;
             let pins = BpfFs::mount(dir.path().join("bpffs"))?;
             let config = dir.path().join("edge.toml");
@@ -191,7 +196,14 @@ fn start_edge(edge: &Netns, end: &Endpoint, arm: Arm) -> Result<Edge> {
             let mut args = agent_args(end, dir.path(), arm == Arm::Helo);
             args.extend(["--config".into(), config.display().to_string()]);
             let listen: SocketAddr = format!("{}:25", end.v4).parse()?;
-            let agent = AgentProcess::start_logging(edge, &args, listen, dir.path().join("agent.log"), "info")?;
+            let mut launch = Launch::default();
+            if arm == Arm::HeloNoXdpBaseline {
+                let baseline = std::env::var("EDGE_BASELINE_HELO").context("arm d runs the build named by EDGE_BASELINE_HELO")?;
+                // The wrapper drops the usual executable (its first argument) and runs the baseline.
+                launch.wrapper = ["sh", "-c", "shift; exec \"$EDGE_BASELINE_HELO\" \"$@\"", "sh"].map(String::from).to_vec();
+                launch.env.push(("EDGE_BASELINE_HELO".into(), baseline));
+            }
+            let agent = AgentProcess::start_with(edge, &args, listen, dir.path().join("agent.log"), "info", &launch)?;
             e.agent = Some((agent, pins, dir));
         }
     }
@@ -290,7 +302,7 @@ fn measure(arm: Arm, load: &'static str, client: &Netns, edge: &Netns, e: &Edge,
     // Postfix cannot say everything helo's rules say (no Public Suffix List: `x.lan` passes); helo
     // must refuse every bot.
     ensure!(
-        !matches!(arm, Arm::Helo | Arm::HeloNoXdp) || bots.not_refused == 0,
+        !matches!(arm, Arm::Helo | Arm::HeloNoXdp | Arm::HeloNoXdpBaseline) || bots.not_refused == 0,
         "{}: {} bot sessions were not refused",
         arm.label(),
         bots.not_refused
@@ -389,10 +401,11 @@ fn main() -> Result<()> {
     let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
     let warm_up: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
     helo_user::limits::raise_open_files_limit();
-    // EDGE_ARMS (e.g. "c" or "a,b,c") and EDGE_CLEAN_ONLY=1 narrow a run, for profiling one arm.
+    // EDGE_ARMS (e.g. "c" or "a,b,c") and EDGE_CLEAN_ONLY=1 narrow a run, for profiling one arm;
+    // "d" adds the baseline build's arm (EDGE_BASELINE_HELO), never run by default.
     let wanted = std::env::var("EDGE_ARMS").unwrap_or_else(|_| "a,b,c,c'".into());
     let clean_only_run = std::env::var("EDGE_CLEAN_ONLY").is_ok_and(|v| v == "1");
-    let arms: Vec<Arm> = [Arm::Postscreen, Arm::Haproxy, Arm::Helo, Arm::HeloNoXdp]
+    let arms: Vec<Arm> = [Arm::Postscreen, Arm::Haproxy, Arm::Helo, Arm::HeloNoXdp, Arm::HeloNoXdpBaseline]
         .into_iter()
         .filter(|a| wanted.split(',').any(|w| w == a.letter()))
         .collect();
@@ -457,6 +470,9 @@ fn round_ratios(benches: &[Bench], rounds: &[Vec<Run>]) -> Vec<(String, Vec<f64>
         (Arm::HeloNoXdp, Arm::Postscreen, "(c') ÷ (a)"),
         (Arm::HeloNoXdp, Arm::Haproxy, "(c') ÷ (b)"),
         (Arm::Haproxy, Arm::Postscreen, "(b) ÷ (a)"),
+        (Arm::HeloNoXdp, Arm::HeloNoXdpBaseline, "(c') ÷ (d)"),
+        (Arm::HeloNoXdpBaseline, Arm::Postscreen, "(d) ÷ (a)"),
+        (Arm::HeloNoXdpBaseline, Arm::Haproxy, "(d) ÷ (b)"),
     ] {
         if let (Some(n), Some(d)) = (at(num), at(den)) {
             let ratios = rounds[n].iter().zip(&rounds[d]).map(|(x, y)| per_message(x) / per_message(y)).collect();
@@ -575,6 +591,9 @@ fn markdown(runs: &[Run], ratios: &[(String, Vec<f64>)], seconds: u64, round_s: 
         ("(b) ÷ (a)", Arm::Haproxy, Arm::Postscreen, None, "the same, (b) HAProxy ÷ (a)"),
         ("(c') ÷ (a)", Arm::HeloNoXdp, Arm::Postscreen, None, "the same without XDP on the veth, (c') ÷ (a)"),
         ("(c') ÷ (b)", Arm::HeloNoXdp, Arm::Haproxy, None, "the same without XDP on the veth, (c') ÷ (b)"),
+        ("(c') ÷ (d)", Arm::HeloNoXdp, Arm::HeloNoXdpBaseline, None, "this build against the baseline build, both without XDP, (c') ÷ (d)"),
+        ("(d) ÷ (a)", Arm::HeloNoXdpBaseline, Arm::Postscreen, None, "the baseline build without XDP, (d) ÷ (a)"),
+        ("(d) ÷ (b)", Arm::HeloNoXdpBaseline, Arm::Haproxy, None, "the baseline build without XDP, (d) ÷ (b)"),
     ] {
         if let (Some((m, each)), Some(n), Some(d)) = (ratio(label), per_message(num), per_message(den)) {
             let verdict = match goal {
