@@ -13,7 +13,10 @@
 //! once: the Maildir count must grow by exactly the number of sessions that ended in 221.
 //!
 //! `edge [seconds [warm-up seconds]]` (default 30 and 60). Prints one JSON report, its tables
-//! rendered in its `markdown` field (for BENCHMARKS.md).
+//! rendered in its `markdown` field (for BENCHMARKS.md). `EDGE_ARMS` (`a,b,c,c'` by default) and
+//! `EDGE_CLEAN_ONLY=1` narrow a run; arm `d` is (c') from another build of the agent, the one
+//! `HELO_BENCH_AGENT_BASELINE` names, so that a change is measured against the code before it in
+//! the same interleaved rounds (`EDGE_ARMS=a,b,c',d`).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -58,7 +61,7 @@ enum Arm {
     /// helo in user space only: what the agent itself costs, without XDP (on a veth, an attached
     /// XDP program makes the kernel copy every socket-sent packet, a cost no NIC driver has).
     HeloNoXdp,
-    /// (c') run from another build of the agent, the executable named by `EDGE_BASELINE_HELO`:
+    /// (c') run from another build of the agent, the executable named by `HELO_BENCH_AGENT_BASELINE`:
     /// a change to the agent measured against the code before it in one interleaved run.
     HeloNoXdpBaseline,
 }
@@ -80,7 +83,7 @@ impl Arm {
             Arm::Haproxy => "(b) HAProxy (send-proxy-v2) + the same Postfix",
             Arm::Helo => "(c) helo (XDP native) + the same Postfix",
             Arm::HeloNoXdp => "(c') helo --no-xdp + the same Postfix",
-            Arm::HeloNoXdpBaseline => "(d) helo --no-xdp, the baseline build (EDGE_BASELINE_HELO) + the same Postfix",
+            Arm::HeloNoXdpBaseline => "(d) helo --no-xdp, the baseline build (HELO_BENCH_AGENT_BASELINE) + the same Postfix",
         }
     }
 }
@@ -198,10 +201,11 @@ fn start_edge(edge: &Netns, end: &Endpoint, arm: Arm) -> Result<Edge> {
             let listen: SocketAddr = format!("{}:25", end.v4).parse()?;
             let mut launch = Launch::default();
             if arm == Arm::HeloNoXdpBaseline {
-                let baseline = std::env::var("EDGE_BASELINE_HELO").context("arm d runs the build named by EDGE_BASELINE_HELO")?;
-                // The wrapper drops the usual executable (its first argument) and runs the baseline.
-                launch.wrapper = ["sh", "-c", "shift; exec \"$EDGE_BASELINE_HELO\" \"$@\"", "sh"].map(String::from).to_vec();
-                launch.env.push(("EDGE_BASELINE_HELO".into(), baseline));
+                let baseline =
+                    std::env::var("HELO_BENCH_AGENT_BASELINE").context("arm d runs the build named by HELO_BENCH_AGENT_BASELINE")?;
+                // The test bed starts its own build of the agent; a wrapper that drops that path
+                // runs the baseline instead (as the sessions bench does).
+                launch.wrapper = vec!["sh".into(), "-c".into(), format!("shift; exec '{baseline}' \"$@\""), "sh".into()];
             }
             let agent = AgentProcess::start_with(edge, &args, listen, dir.path().join("agent.log"), "info", &launch)?;
             e.agent = Some((agent, pins, dir));
@@ -402,7 +406,7 @@ fn main() -> Result<()> {
     let warm_up: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
     helo_user::limits::raise_open_files_limit();
     // EDGE_ARMS (e.g. "c" or "a,b,c") and EDGE_CLEAN_ONLY=1 narrow a run, for profiling one arm;
-    // "d" adds the baseline build's arm (EDGE_BASELINE_HELO), never run by default.
+    // "d" adds the baseline build's arm (HELO_BENCH_AGENT_BASELINE), never run by default.
     let wanted = std::env::var("EDGE_ARMS").unwrap_or_else(|_| "a,b,c,c'".into());
     let clean_only_run = std::env::var("EDGE_CLEAN_ONLY").is_ok_and(|v| v == "1");
     let arms: Vec<Arm> = [Arm::Postscreen, Arm::Haproxy, Arm::Helo, Arm::HeloNoXdp, Arm::HeloNoXdpBaseline]
