@@ -16,7 +16,8 @@
 //! rendered in its `markdown` field (for BENCHMARKS.md). `EDGE_ARMS` (`a,b,c,c'` by default) and
 //! `EDGE_CLEAN_ONLY=1` narrow a run; arm `d` is (c') from another build of the agent, the one
 //! `HELO_BENCH_AGENT_BASELINE` names, so that a change is measured against the code before it in
-//! the same interleaved rounds (`EDGE_ARMS=a,b,c',d`).
+//! the same interleaved rounds (`EDGE_ARMS=a,b,c',d`). `EDGE_CLEAN_RATE` and `EDGE_MESSAGE_BYTES`
+//! change the clean load (40 messages a second of 10 kB).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -52,6 +53,15 @@ const BOTS_IN_FLIGHT: usize = 2000;
 /// Clean messages offered per second, open loop.
 const CLEAN_RATE: u32 = 40;
 const MESSAGE_BYTES: usize = 10 * 1024;
+
+/// The clean load's rate and message size: [`CLEAN_RATE`] and [`MESSAGE_BYTES`], unless
+/// `EDGE_CLEAN_RATE` or `EDGE_MESSAGE_BYTES` say otherwise (spot runs: big messages through the
+/// relay, say).
+fn clean_load() -> (u32, usize) {
+    let rate = std::env::var("EDGE_CLEAN_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(CLEAN_RATE);
+    let bytes = std::env::var("EDGE_MESSAGE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(MESSAGE_BYTES);
+    (rate, bytes)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Arm {
@@ -374,9 +384,9 @@ impl Bench {
             sources: sources(),
             bot_rate: bots,
             bots_in_flight: BOTS_IN_FLIGHT,
-            clean_rate: CLEAN_RATE,
+            clean_rate: clean_load().0,
             clean_in_flight: 200,
-            message_bytes: MESSAGE_BYTES,
+            message_bytes: clean_load().1,
             duration: Duration::from_secs(seconds),
         }
     }
@@ -455,7 +465,7 @@ fn main() -> Result<()> {
     let md = markdown(&runs, &clean_ratios, seconds, round_s, warm_up);
     let report = json!({
         "seconds_per_run": seconds, "clean_rounds": CLEAN_ROUNDS, "seconds_per_clean_round": round_s,
-        "sources": SOURCES, "bot_rate": BOT_RATE, "clean_rate": CLEAN_RATE,
+        "sources": SOURCES, "bot_rate": BOT_RATE, "clean_rate": clean_load().0, "message_bytes": clean_load().1,
         "warm_up_s": warm_up, "runs": runs, "clean_round_ratios": clean_ratios, "markdown": md,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -520,15 +530,16 @@ impl Run {
 
 fn markdown(runs: &[Run], ratios: &[(String, Vec<f64>)], seconds: u64, round_s: u64, warm_up: u64) -> String {
     let find = |arm: Arm, load: &str| runs.iter().find(|r| r.arm == arm.label() && r.load == load);
+    let (clean_rate, message_bytes) = clean_load();
     let mut md = format!(
         "Each run {seconds} s: {BOT_RATE} bot connections a second, open loop, from {SOURCES} source addresses in turn (each back every {} s, \
-         greeting with its own IP, `localhost`, a single label, the server's IP or domain, or a made-up name), and {CLEAN_RATE} clean \
+         greeting with its own IP, `localhost`, a single label, the server's IP or domain, or a made-up name), and {clean_rate} clean \
          messages a second of {} kB each; after {warm_up} s of the mixed load unmeasured (a steady state: postscreen's cache, helo's ladder). The clean load alone is measured first, in {CLEAN_ROUNDS} rounds of {round_s} s in which the arms take turns (all four edges stay up for the whole run; the table sums the rounds), after 10 s of it unmeasured. Edge CPU: the edge namespace's processes (cgroup) plus \
          the edge veth's NAPI thread. helo runs with a ladder of 3 strikes a minute.\n\n\
          | arm | load | edge CPU s | connections | edge CPU ms / 1,000 conn. | bots: SYN dropped / told at connect / refused / shed (421) / not refused | clean sent (delivered) | clean p50 / p99 ms |\n\
          |---|---|---:|---:|---:|---|---:|---:|\n",
         SOURCES as u32 / BOT_RATE,
-        MESSAGE_BYTES / 1024
+        message_bytes / 1024
     );
     for r in runs {
         md.push_str(&format!(
