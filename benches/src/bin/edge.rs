@@ -13,7 +13,11 @@
 //! once: the Maildir count must grow by exactly the number of sessions that ended in 221.
 //!
 //! `edge [seconds [warm-up seconds]]` (default 30 and 60). Prints one JSON report, its tables
-//! rendered in its `markdown` field (for BENCHMARKS.md).
+//! rendered in its `markdown` field (for BENCHMARKS.md). `EDGE_ARMS` (`a,b,c,c'` by default) and
+//! `EDGE_CLEAN_ONLY=1` narrow a run; arm `d` is (c') from another build of the agent, the one
+//! `HELO_BENCH_AGENT_BASELINE` names, so that a change is measured against the code before it in
+//! the same interleaved rounds (`EDGE_ARMS=a,b,c',d`). `EDGE_CLEAN_RATE` and `EDGE_MESSAGE_BYTES`
+//! change the clean load (40 messages a second of 10 kB).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -30,7 +34,7 @@ use helo_benches::{
 };
 use helo_common::maps::counter;
 use helo_testbed::{
-    agent::AgentProcess,
+    agent::{AgentProcess, Launch},
     kernel_state,
     lab::{agent_args, BpfFs},
     netns::{enter_named, link, Endpoint, Netns},
@@ -50,6 +54,15 @@ const BOTS_IN_FLIGHT: usize = 2000;
 const CLEAN_RATE: u32 = 40;
 const MESSAGE_BYTES: usize = 10 * 1024;
 
+/// The clean load's rate and message size: [`CLEAN_RATE`] and [`MESSAGE_BYTES`], unless
+/// `EDGE_CLEAN_RATE` or `EDGE_MESSAGE_BYTES` say otherwise (spot runs: big messages through the
+/// relay, say).
+fn clean_load() -> (u32, usize) {
+    let rate = std::env::var("EDGE_CLEAN_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(CLEAN_RATE);
+    let bytes = std::env::var("EDGE_MESSAGE_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(MESSAGE_BYTES);
+    (rate, bytes)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Arm {
     Postscreen,
@@ -58,6 +71,9 @@ enum Arm {
     /// helo in user space only: what the agent itself costs, without XDP (on a veth, an attached
     /// XDP program makes the kernel copy every socket-sent packet, a cost no NIC driver has).
     HeloNoXdp,
+    /// (c') run from another build of the agent, the executable named by `HELO_BENCH_AGENT_BASELINE`:
+    /// a change to the agent measured against the code before it in one interleaved run.
+    HeloNoXdpBaseline,
 }
 
 impl Arm {
@@ -67,6 +83,7 @@ impl Arm {
             Arm::Haproxy => "b",
             Arm::Helo => "c",
             Arm::HeloNoXdp => "c'",
+            Arm::HeloNoXdpBaseline => "d",
         }
     }
 
@@ -76,6 +93,7 @@ impl Arm {
             Arm::Haproxy => "(b) HAProxy (send-proxy-v2) + the same Postfix",
             Arm::Helo => "(c) helo (XDP native) + the same Postfix",
             Arm::HeloNoXdp => "(c') helo --no-xdp + the same Postfix",
+            Arm::HeloNoXdpBaseline => "(d) helo --no-xdp, the baseline build (HELO_BENCH_AGENT_BASELINE) + the same Postfix",
         }
     }
 }
@@ -182,7 +200,7 @@ fn start_edge(edge: &Netns, end: &Endpoint, arm: Arm) -> Result<Edge> {
             let child = edge.command("haproxy").args(["-db", "-f"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
             e.haproxy = Some(child);
         }
-        Arm::Helo | Arm::HeloNoXdp => {
+        Arm::Helo | Arm::HeloNoXdp | Arm::HeloNoXdpBaseline => {
             let dir = tempfile::tempdir()?;
             let pins = BpfFs::mount(dir.path().join("bpffs"))?;
             let config = dir.path().join("edge.toml");
@@ -191,7 +209,15 @@ fn start_edge(edge: &Netns, end: &Endpoint, arm: Arm) -> Result<Edge> {
             let mut args = agent_args(end, dir.path(), arm == Arm::Helo);
             args.extend(["--config".into(), config.display().to_string()]);
             let listen: SocketAddr = format!("{}:25", end.v4).parse()?;
-            let agent = AgentProcess::start_logging(edge, &args, listen, dir.path().join("agent.log"), "info")?;
+            let mut launch = Launch::default();
+            if arm == Arm::HeloNoXdpBaseline {
+                let baseline =
+                    std::env::var("HELO_BENCH_AGENT_BASELINE").context("arm d runs the build named by HELO_BENCH_AGENT_BASELINE")?;
+                // The test bed starts its own build of the agent; a wrapper that drops that path
+                // runs the baseline instead (as the sessions bench does).
+                launch.wrapper = vec!["sh".into(), "-c".into(), format!("shift; exec '{baseline}' \"$@\""), "sh".into()];
+            }
+            let agent = AgentProcess::start_with(edge, &args, listen, dir.path().join("agent.log"), "info", &launch)?;
             e.agent = Some((agent, pins, dir));
         }
     }
@@ -290,7 +316,7 @@ fn measure(arm: Arm, load: &'static str, client: &Netns, edge: &Netns, e: &Edge,
     // Postfix cannot say everything helo's rules say (no Public Suffix List: `x.lan` passes); helo
     // must refuse every bot.
     ensure!(
-        !matches!(arm, Arm::Helo | Arm::HeloNoXdp) || bots.not_refused == 0,
+        !matches!(arm, Arm::Helo | Arm::HeloNoXdp | Arm::HeloNoXdpBaseline) || bots.not_refused == 0,
         "{}: {} bot sessions were not refused",
         arm.label(),
         bots.not_refused
@@ -358,9 +384,9 @@ impl Bench {
             sources: sources(),
             bot_rate: bots,
             bots_in_flight: BOTS_IN_FLIGHT,
-            clean_rate: CLEAN_RATE,
+            clean_rate: clean_load().0,
             clean_in_flight: 200,
-            message_bytes: MESSAGE_BYTES,
+            message_bytes: clean_load().1,
             duration: Duration::from_secs(seconds),
         }
     }
@@ -389,10 +415,11 @@ fn main() -> Result<()> {
     let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
     let warm_up: u64 = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
     helo_user::limits::raise_open_files_limit();
-    // EDGE_ARMS (e.g. "c" or "a,b,c") and EDGE_CLEAN_ONLY=1 narrow a run, for profiling one arm.
+    // EDGE_ARMS (e.g. "c" or "a,b,c") and EDGE_CLEAN_ONLY=1 narrow a run, for profiling one arm;
+    // "d" adds the baseline build's arm (HELO_BENCH_AGENT_BASELINE), never run by default.
     let wanted = std::env::var("EDGE_ARMS").unwrap_or_else(|_| "a,b,c,c'".into());
     let clean_only_run = std::env::var("EDGE_CLEAN_ONLY").is_ok_and(|v| v == "1");
-    let arms: Vec<Arm> = [Arm::Postscreen, Arm::Haproxy, Arm::Helo, Arm::HeloNoXdp]
+    let arms: Vec<Arm> = [Arm::Postscreen, Arm::Haproxy, Arm::Helo, Arm::HeloNoXdp, Arm::HeloNoXdpBaseline]
         .into_iter()
         .filter(|a| wanted.split(',').any(|w| w == a.letter()))
         .collect();
@@ -438,7 +465,7 @@ fn main() -> Result<()> {
     let md = markdown(&runs, &clean_ratios, seconds, round_s, warm_up);
     let report = json!({
         "seconds_per_run": seconds, "clean_rounds": CLEAN_ROUNDS, "seconds_per_clean_round": round_s,
-        "sources": SOURCES, "bot_rate": BOT_RATE, "clean_rate": CLEAN_RATE,
+        "sources": SOURCES, "bot_rate": BOT_RATE, "clean_rate": clean_load().0, "message_bytes": clean_load().1,
         "warm_up_s": warm_up, "runs": runs, "clean_round_ratios": clean_ratios, "markdown": md,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -457,6 +484,9 @@ fn round_ratios(benches: &[Bench], rounds: &[Vec<Run>]) -> Vec<(String, Vec<f64>
         (Arm::HeloNoXdp, Arm::Postscreen, "(c') ÷ (a)"),
         (Arm::HeloNoXdp, Arm::Haproxy, "(c') ÷ (b)"),
         (Arm::Haproxy, Arm::Postscreen, "(b) ÷ (a)"),
+        (Arm::HeloNoXdp, Arm::HeloNoXdpBaseline, "(c') ÷ (d)"),
+        (Arm::HeloNoXdpBaseline, Arm::Postscreen, "(d) ÷ (a)"),
+        (Arm::HeloNoXdpBaseline, Arm::Haproxy, "(d) ÷ (b)"),
     ] {
         if let (Some(n), Some(d)) = (at(num), at(den)) {
             let ratios = rounds[n].iter().zip(&rounds[d]).map(|(x, y)| per_message(x) / per_message(y)).collect();
@@ -500,15 +530,16 @@ impl Run {
 
 fn markdown(runs: &[Run], ratios: &[(String, Vec<f64>)], seconds: u64, round_s: u64, warm_up: u64) -> String {
     let find = |arm: Arm, load: &str| runs.iter().find(|r| r.arm == arm.label() && r.load == load);
+    let (clean_rate, message_bytes) = clean_load();
     let mut md = format!(
         "Each run {seconds} s: {BOT_RATE} bot connections a second, open loop, from {SOURCES} source addresses in turn (each back every {} s, \
-         greeting with its own IP, `localhost`, a single label, the server's IP or domain, or a made-up name), and {CLEAN_RATE} clean \
+         greeting with its own IP, `localhost`, a single label, the server's IP or domain, or a made-up name), and {clean_rate} clean \
          messages a second of {} kB each; after {warm_up} s of the mixed load unmeasured (a steady state: postscreen's cache, helo's ladder). The clean load alone is measured first, in {CLEAN_ROUNDS} rounds of {round_s} s in which the arms take turns (all four edges stay up for the whole run; the table sums the rounds), after 10 s of it unmeasured. Edge CPU: the edge namespace's processes (cgroup) plus \
          the edge veth's NAPI thread. helo runs with a ladder of 3 strikes a minute.\n\n\
          | arm | load | edge CPU s | connections | edge CPU ms / 1,000 conn. | bots: SYN dropped / told at connect / refused / shed (421) / not refused | clean sent (delivered) | clean p50 / p99 ms |\n\
          |---|---|---:|---:|---:|---|---:|---:|\n",
         SOURCES as u32 / BOT_RATE,
-        MESSAGE_BYTES / 1024
+        message_bytes / 1024
     );
     for r in runs {
         md.push_str(&format!(
@@ -575,6 +606,9 @@ fn markdown(runs: &[Run], ratios: &[(String, Vec<f64>)], seconds: u64, round_s: 
         ("(b) ÷ (a)", Arm::Haproxy, Arm::Postscreen, None, "the same, (b) HAProxy ÷ (a)"),
         ("(c') ÷ (a)", Arm::HeloNoXdp, Arm::Postscreen, None, "the same without XDP on the veth, (c') ÷ (a)"),
         ("(c') ÷ (b)", Arm::HeloNoXdp, Arm::Haproxy, None, "the same without XDP on the veth, (c') ÷ (b)"),
+        ("(c') ÷ (d)", Arm::HeloNoXdp, Arm::HeloNoXdpBaseline, None, "this build against the baseline build, both without XDP, (c') ÷ (d)"),
+        ("(d) ÷ (a)", Arm::HeloNoXdpBaseline, Arm::Postscreen, None, "the baseline build without XDP, (d) ÷ (a)"),
+        ("(d) ÷ (b)", Arm::HeloNoXdpBaseline, Arm::Haproxy, None, "the baseline build without XDP, (d) ÷ (b)"),
     ] {
         if let (Some((m, each)), Some(n), Some(d)) = (ratio(label), per_message(num), per_message(den)) {
             let verdict = match goal {

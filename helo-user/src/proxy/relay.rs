@@ -230,6 +230,15 @@ where
 {
     let mut st = Commands::new();
     let mut to_mta = Vec::with_capacity(4096);
+    // The relay's one timer, moved only when it must be. Every command moves the deadline later;
+    // setting a tokio timer for each would cost a timer-wheel update each time and, when the new
+    // deadline is the thread's earliest, a wake-up of the runtime's driver (an eventfd write, a
+    // system call). Instead a deadline that moved later is noticed when the timer fires, and the
+    // timer set again then: at most one extra wake-up per timeout period, never one per command.
+    // A deadline that moved earlier (the load shortened the client's time, the client closed) is
+    // set at once. Far off until then: a sleep not yet polled costs nothing to move.
+    let timer = tokio::time::sleep_until(Instant::now() + Duration::from_secs(86_400 * 365));
+    tokio::pin!(timer);
     let (mut last_client, mut last_mta) = (Instant::now(), Instant::now());
     let mut client_eof = false;
     let mut stopping = *shutdown.borrow();
@@ -241,12 +250,21 @@ where
         mta_buf.clear();
     }
     loop {
-        to_mta.clear();
-        st.take_client_bytes(&mut client_buf, &mut to_mta, judge);
-        if !to_mta.is_empty() && reply::write_within(&mut mta_out, &to_mta, t.write).await.is_err() {
+        // Once raw, what the client sent goes to the MTA as it is, from the read buffer itself.
+        let to_send: &[u8] = if st.phase == Phase::Raw {
+            &client_buf
+        } else {
+            to_mta.clear();
+            st.take_client_bytes(&mut client_buf, &mut to_mta, judge);
+            &to_mta
+        };
+        if !to_send.is_empty() && reply::write_within(&mut mta_out, to_send, t.write).await.is_err() {
             let _ = reply::send(&mut client_out, reply::BACKEND_DOWN, t.write).await;
             let _ = client_out.shutdown().await;
             return RelayEnd::Finished;
+        }
+        if st.phase == Phase::Raw {
+            client_buf.clear();
         }
         if st.refusal.is_some() && st.in_flight == 0 {
             let text = st.refusal.take().unwrap_or_default();
@@ -266,7 +284,16 @@ where
             Phase::Commands if st.in_flight > 0 => last_mta + t.reply,
             Phase::Commands => last_client + load.timeout(t.command),
         };
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
         let read_client = !client_eof && st.reads_client();
+        if st.phase == Phase::Raw {
+            // A message (or TLS records) in as few reads, and writes to the MTA, as the kernel
+            // has it: a 10 kB message is one read and one write, not three of each.
+            client_buf.reserve(RAW_READ);
+            mta_buf.reserve(RAW_READ);
+        }
         tokio::select! {
             r = client_in.read_buf(&mut client_buf), if read_client => match r {
                 Ok(n) if n > 0 => last_client = Instant::now(),
@@ -294,7 +321,12 @@ where
                     return RelayEnd::Finished;
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
+                if Instant::now() < deadline {
+                    // The deadline moved on since the timer was set: set it again.
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
                 if let Some(text) = st.refusal.take() {
                     // The MTA never answered the commands before the refused one.
                     return refuse(client_in, client_buf, client_out, mta_out, &text, t).await;
@@ -313,6 +345,10 @@ where
         }
     }
 }
+
+/// How much the relay reads at once from either side once it copies raw bytes (as HAProxy's
+/// default `tune.bufsize`): commands and replies are short, a message is not.
+const RAW_READ: usize = 16 * 1024;
 
 /// QUIT to the MTA, then our side of its connection closed.
 pub(super) async fn quit(mta_out: &mut (impl AsyncWrite + Unpin), limit: Duration) {

@@ -36,8 +36,17 @@ use crate::{
 };
 
 /// Whether the client sent anything within `wait` of connecting, before our banner. With a zero
-/// wait this only sees what already arrived (tokio's timeout polls the future once first).
+/// wait this only sees what already arrived: one non-blocking peek, no timer (a tokio timeout of
+/// zero still sleeps until the timer wheel's next millisecond tick, which put a millisecond and
+/// two extra wake-ups before every banner).
 async fn pregreets(stream: &TcpStream, wait: Duration) -> bool {
+    if wait.is_zero() {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit()];
+        // Through tokio, so that an empty receive queue (`WouldBlock`) clears the readiness the
+        // wait for the client's first bytes relies on.
+        let peeked = stream.try_io(tokio::io::Interest::READABLE, || socket2::SockRef::from(stream).peek(&mut probe));
+        return matches!(peeked, Ok(n) if n > 0);
+    }
     let mut probe = [0u8; 1];
     matches!(timeout(wait, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
 }

@@ -137,3 +137,22 @@ async fn a_kernel_dropped_greeting_is_answered_twice_and_its_flow_released() -> 
     drop(w);
     Ok(())
 }
+
+#[tokio::test]
+async fn with_no_pregreet_wait_bytes_already_there_before_the_banner_are_seen() -> Result<()> {
+    let e = edge(nowhere())?;
+    assert_eq!(e.env.agent.config.pregreet_ms, 0, "the default: no wait, one peek");
+    let pregreets =
+        || e.env.agent.sessions.metrics.observations.get_or_create(&crate::metrics::ObservationLabel { kind: "pregreet".into() }).get();
+    let (mut r, mut w) = e.connect().await?;
+    // Written before the session first runs (this test's runtime has one thread).
+    w.write_all(b"EHLO early.example.org\r\n").await?;
+    assert_eq!(line(&mut r).await?, "220 mx.example.net ESMTP\r\n");
+    assert_eq!(pregreets(), 1, "the greeting that came before the banner was not seen");
+    // A client that waits for the banner is no pregreet.
+    let (mut r2, _w2) = e.connect().await?;
+    assert_eq!(line(&mut r2).await?, "220 mx.example.net ESMTP\r\n");
+    assert_eq!(pregreets(), 1);
+    drop(w);
+    Ok(())
+}

@@ -237,6 +237,39 @@ async fn an_idle_client_is_told_421_after_the_command_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_command_timeout_counts_from_the_clients_last_command() {
+    // The relay sets its timer again only when it fires: the deadline that moved later with the
+    // MAIL must still be the one that ends the session.
+    let mut rig = start("354 go ahead\r\n", load());
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    rig.client.write_all(b"MAIL FROM:<a@example.org>\r\n").await.unwrap();
+    assert_eq!(replies(&mut rig.client, 1).await, ["250 2.0.0 ok"]);
+    let mut got = String::new();
+    rig.client.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "421 4.4.2 Timeout exceeded\r\n");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(500) && waited < Duration::from_secs(501), "{waited:?}");
+    assert_eq!(rig.relay.await.unwrap().0, RelayEnd::TimedOut);
+}
+
+#[tokio::test]
+async fn a_message_larger_than_a_read_reaches_the_mta_byte_for_byte() {
+    let mut rig = start("354 go ahead\r\n", load());
+    rig.client.write_all(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n").await.unwrap();
+    assert_eq!(replies(&mut rig.client, 3).await, ["250 2.0.0 ok", "250 2.0.0 ok", "354 go ahead"]);
+    let body: String = (0..2000).map(|i| format!("line {i} of a message bigger than the relay's raw read\r\n")).collect();
+    assert!(body.len() > 4 * RAW_READ);
+    rig.client.write_all(body.as_bytes()).await.unwrap();
+    rig.client.write_all(b".\r\nQUIT\r\n").await.unwrap();
+    assert_eq!(replies(&mut rig.client, 2).await, ["250 2.0.0 queued", "221 2.0.0 Bye"]);
+    assert_eq!(rig.relay.await.unwrap().0, RelayEnd::Finished);
+    let seen = rig.seen.lock().unwrap().concat();
+    let want = format!("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n{body}.\r\nQUIT\r\n");
+    assert!(seen == want.as_bytes(), "the MTA got {} bytes, not the {} sent", seen.len(), want.len());
+}
+
+#[tokio::test(start_paused = true)]
 async fn under_load_the_command_timeout_shrinks() {
     let load = Arc::new(Load::new(10, 80, Duration::from_secs(10)));
     let _held: Vec<_> = (0..8).map(|_| load.enter()).collect();
