@@ -23,7 +23,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use helo_common::{
     helo_table::{candidates, slot_key, Bucket, SLOTS},
@@ -69,8 +69,7 @@ impl HeloTable {
             info.map_flags(),
             size_of::<Bucket>()
         );
-        let buckets = info.max_entries();
-        ensure!(buckets.is_power_of_two(), "the HELO table has {buckets} buckets, not a power of two");
+        let buckets = power_of_two(info.max_entries())?;
         let len = buckets as usize * size_of::<Bucket>();
         let fd = map.fd().as_fd().as_raw_fd();
         // Shared, read-write: the kernel's own pages. A map of this type cannot shrink or go away
@@ -92,15 +91,8 @@ impl HeloTable {
     /// it loads must be told the size of the table it reuses).
     pub fn pinned_buckets(path: &Path) -> Result<u32> {
         let map = MapData::from_pin(path).with_context(|| format!("opening the pinned HELO table {}", path.display()))?;
-        let buckets = map.info().context("reading the HELO table's map info")?.max_entries();
-        if !buckets.is_power_of_two() {
-            bail!("the HELO table pinned at {} has {buckets} buckets, not a power of two", path.display());
-        }
-        Ok(buckets)
-    }
-
-    pub fn buckets(&self) -> u32 {
-        self.buckets
+        let info = map.info().context("reading the HELO table's map info")?;
+        power_of_two(info.max_entries()).with_context(|| format!("the HELO table pinned at {}", path.display()))
     }
 
     /// Names the table can hold.
@@ -152,11 +144,11 @@ impl HeloTable {
     }
 
     fn find(&self, key: u64) -> Option<Slot> {
-        candidates(key, self.mask()).into_iter().find_map(|b| (0..SLOTS).map(|s| (b, s)).find(|&at| self.key_at(at) == key))
+        candidates(key, self.mask()).into_iter().flat_map(slots_in).find(|&at| self.key_at(at) == key)
     }
 
     fn free_slot(&self, bucket: u32) -> Option<usize> {
-        (0..SLOTS).find(|&s| self.key_at((bucket, s)) == 0)
+        slots_in(bucket).find(|&at| self.key_at(at) == 0).map(|(_, slot)| slot)
     }
 
     pub fn get(&self, hash: u64) -> Option<BlockEntry> {
@@ -250,7 +242,7 @@ impl HeloTable {
     /// random start.
     fn least_recently_used(&mut self, buckets: [u32; 2]) -> Slot {
         let start = self.random() as usize;
-        let slots: Vec<Slot> = buckets.iter().flat_map(|&b| (0..SLOTS).map(move |s| (b, s))).collect();
+        let slots: Vec<Slot> = buckets.into_iter().flat_map(slots_in).collect();
         (0..slots.len())
             .map(|i| slots[(start + i) % slots.len()])
             .min_by_key(|&at| {
@@ -274,7 +266,7 @@ impl HeloTable {
 
     /// Every key in the table (a hash, or 1 for a hash of 0: see [`slot_key`]).
     pub fn keys(&self) -> Vec<u64> {
-        (0..self.buckets).flat_map(|b| (0..SLOTS).map(move |s| (b, s))).map(|at| self.key_at(at)).filter(|&k| k != 0).collect()
+        (0..self.buckets).flat_map(slots_in).map(|at| self.key_at(at)).filter(|&k| k != 0).collect()
     }
 
     fn random(&mut self) -> u64 {
@@ -283,6 +275,17 @@ impl HeloTable {
         self.rng ^= self.rng << 17;
         self.rng
     }
+}
+
+/// The slots of one bucket, in the order the program reads them.
+fn slots_in(bucket: u32) -> impl Iterator<Item = Slot> {
+    (0..SLOTS).map(move |slot| (bucket, slot))
+}
+
+/// A HELO table's bucket count, which must be a power of two (the program masks with it).
+fn power_of_two(buckets: u32) -> Result<u32> {
+    ensure!(buckets.is_power_of_two(), "the HELO table has {buckets} buckets, not a power of two");
+    Ok(buckets)
 }
 
 /// Moves the greetings of an older agent's pinned HELO map (an LRU hash) into the table, then
